@@ -14,6 +14,7 @@ import struct
 import warnings
 
 import attrs
+from cryptography.exceptions import InvalidTag
 from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import NoiseInvalidMessage
 
@@ -25,9 +26,6 @@ RESPONSE_NOISE_SIZE = 48
 TIMESTAMP_SIZE = 12
 _TAI64_EPOCH = 0x400000000000000A
 
-# We inject the ephemeral key so the core stays deterministic under test;
-# noiseprotocol warns about that on every handshake.
-warnings.filterwarnings("ignore", message="One of ephemeral keypairs is already set")
 
 
 class HandshakeFailed(ValueError):
@@ -49,8 +47,8 @@ def tai64n(unix_time: float) -> bytes:
     return struct.pack(">QI", _TAI64_EPOCH + seconds, nanos)
 
 
-def _connection(initiator: bool, static_private: bytes, ephemeral_private: bytes
-                ) -> NoiseConnection:
+def _connection(initiator: bool, static_private: bytes, ephemeral_private: bytes,
+                remote_static: bytes | None = None) -> NoiseConnection:
     conn = NoiseConnection.from_name(PROTOCOL_NAME)
     if initiator:
         conn.set_as_initiator()
@@ -58,8 +56,15 @@ def _connection(initiator: bool, static_private: bytes, ephemeral_private: bytes
         conn.set_as_responder()
     conn.set_keypair_from_private_bytes(Keypair.STATIC, static_private)
     conn.set_keypair_from_private_bytes(Keypair.EPHEMERAL, ephemeral_private)
+    if remote_static is not None:
+        conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, remote_static)
     conn.set_psks(psk=ZERO_PSK)
     conn.set_prologue(PROLOGUE)
+    # We inject the ephemeral key so the core stays deterministic under test;
+    # noiseprotocol warns about that on every handshake.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        conn.start_handshake()
     return conn
 
 
@@ -73,9 +78,7 @@ class InitiatorHandshake:
 
     def __init__(self, static_private: bytes, remote_static: bytes, ephemeral_private: bytes
                  ) -> None:
-        self._conn = _connection(True, static_private, ephemeral_private)
-        self._conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, remote_static)
-        self._conn.start_handshake()
+        self._conn = _connection(True, static_private, ephemeral_private, remote_static)
 
     def write_initiation(self, timestamp: bytes) -> bytes:
         return bytes(self._conn.write_message(timestamp))
@@ -83,7 +86,7 @@ class InitiatorHandshake:
     def read_response(self, noise: bytes) -> TransportKeys:
         try:
             payload = self._conn.read_message(noise)
-        except (NoiseInvalidMessage, ValueError) as exc:
+        except (NoiseInvalidMessage, InvalidTag, ValueError) as exc:
             raise HandshakeFailed("response does not decrypt") from exc
         if payload or not self._conn.handshake_finished:
             raise HandshakeFailed("response carries an unexpected payload")
@@ -101,12 +104,11 @@ class ResponderHandshake:
 
     def __init__(self, static_private: bytes, ephemeral_private: bytes) -> None:
         self._conn = _connection(False, static_private, ephemeral_private)
-        self._conn.start_handshake()
 
     def read_initiation(self, noise: bytes) -> InitiationContents:
         try:
             payload = bytes(self._conn.read_message(noise))
-        except (NoiseInvalidMessage, ValueError) as exc:
+        except (NoiseInvalidMessage, InvalidTag, ValueError) as exc:
             raise HandshakeFailed("initiation does not decrypt") from exc
         if len(payload) != TIMESTAMP_SIZE:
             raise HandshakeFailed(f"initiation timestamp of {len(payload)} bytes")

@@ -1,0 +1,213 @@
+"""Scenarios of two engines on a fake clock, starting at now = 0."""
+
+from __future__ import annotations
+
+import itertools
+
+from whalescale.identity import Identity
+from whalescale.session import events
+from whalescale.session.timers import MAX_HANDSHAKE_ATTEMPTS, REKEY_TIMEOUT_S
+from whalescale.wire import messages as wire
+
+from .pair import A_ADDR, B_TUNNEL, Pair, ip_packet, make_engine
+
+
+def sizes(pair: Pair) -> list[tuple[str, int]]:
+    return [(who, len(d)) for who, d in pair.wire]
+
+
+def test_first_packet_triggers_handshake_and_arrives():
+    pair = Pair()
+    packet = pair.alice_to_bob(b"x" * 100)
+    pair.pump()
+    # initiation 148, response 92, then the staged packet (128 padded + 32)
+    assert sizes(pair)[:2] == [("alice", 148), ("bob", 92)]
+    assert pair.bob.inbox == [packet]
+    assert len(pair.wire[2][1]) == 16 + 128 + 16
+    completed = [e for e in pair.alice.events if isinstance(e, events.HandshakeCompleted)]
+    assert completed and completed[0].initiator
+    bob_done = [e for e in pair.bob.events if isinstance(e, events.HandshakeCompleted)]
+    assert bob_done and not bob_done[0].initiator
+
+
+def test_responder_learns_endpoint_and_answers():
+    pair = Pair()
+    pair.alice_to_bob()
+    pair.pump()
+    reply = pair.bob_to_alice(b"pong")
+    pair.pump()
+    assert pair.alice.inbox == [reply]
+    assert pair.bob.peers[pair.alice_id.x25519_public].endpoint == A_ADDR
+
+
+def test_replayed_transport_is_dropped():
+    pair = Pair()
+    pair.alice_to_bob()
+    pair.pump()
+    _, transport = pair.wire[-1]
+    pair.bob.receive_datagram(transport, A_ADDR, pair.now)
+    assert len(pair.bob.inbox) == 1
+    assert pair.bob.drops["bad_tag_or_replay"] == 1
+
+
+def test_replayed_initiation_gets_no_answer():
+    pair = Pair()
+    pair.alice_to_bob()
+    pair.pump()
+    _, initiation = pair.wire[0]
+    pair.now += 1
+    pair.bob.receive_datagram(initiation, A_ADDR, pair.now)
+    assert pair.bob.outbox == []
+    assert pair.bob.drops["replayed_initiation"] == 1
+
+
+def test_unknown_peer_with_valid_mac1_gets_nothing():
+    pair = Pair()
+    stranger_id = Identity.from_seed(b"\x09" * 32)
+    stranger = make_engine(stranger_id, [("bob", pair.bob_id, B_TUNNEL, (("10.0.0.2", 1),))],
+                           seed=7)
+    stranger.send_packet(ip_packet("100.96.0.9", B_TUNNEL), 0.0)
+    (initiation, _), = stranger.outbox
+    pair.bob.receive_datagram(initiation, ("10.0.0.9", 5555), 0.0)
+    assert pair.bob.outbox == []
+    assert pair.bob.drops["unknown_peer"] == 1
+
+
+def test_garbage_and_truncated_messages_are_counted():
+    pair = Pair()
+    for junk in (b"", b"\x01", b"\x04\0\0\0" + b"\0" * 10, b"\x01\0\0\0" + b"\0" * 144,
+                 b"\x07\0\0\0hello", b"\x02\x01\0\0" + b"\0" * 88):
+        pair.bob.receive_datagram(junk, A_ADDR, 0.0)
+    assert pair.bob.outbox == [] and pair.bob.inbox == []
+    assert pair.bob.drops["malformed"] == 5
+    assert pair.bob.drops["bad_mac1"] == 1
+
+
+def test_packet_from_address_the_peer_does_not_own_is_dropped():
+    pair = Pair()
+    pair.alice_to_bob()
+    pair.pump()
+    spoofed = ip_packet("100.96.0.77", B_TUNNEL)
+    pair.alice.peers[pair.bob_id.x25519_public].send(spoofed, pair.now)
+    pair.pump()
+    assert pair.bob.drops["source_not_allowed"] == 1
+    assert len(pair.bob.inbox) == 1
+
+
+def test_rekey_after_120_s_with_traffic_takes_over_without_loss():
+    pair = Pair()
+    pair.alice_to_bob()
+    pair.pump()
+    first = pair.alice.peers[pair.bob_id.x25519_public].current
+    delivered = 1
+    # one packet each way a second for 130 s
+    for _ in range(130):
+        pair.advance(1.0)
+        pair.alice_to_bob()
+        pair.bob_to_alice()
+        pair.pump()
+        delivered += 1
+    peer = pair.alice.peers[pair.bob_id.x25519_public]
+    assert peer.current is not first and peer.current.born > 120
+    assert len(pair.bob.inbox) == delivered
+    assert pair.bob.drops == {} and pair.alice.drops == {}
+
+
+def test_keys_are_not_used_after_reject_time():
+    pair = Pair()
+    pair.alice_to_bob()
+    pair.pump()
+    pair.now = 181.0
+    pair.wire.clear()
+    pair.alice_to_bob()
+    # the old keypair is past REJECT_AFTER: a new initiation goes out, the packet waits
+    assert sizes(pair) == [] and len(pair.alice.outbox) == 1
+    assert len(pair.alice.outbox[0][0]) == wire.INITIATION_SIZE
+    pair.pump()
+    assert len(pair.bob.inbox) == 2
+
+
+def test_handshake_retries_with_jitter_then_gives_up():
+    pair = Pair()
+    pair.lost.add("alice")  # bob never hears
+    pair.alice_to_bob()
+    pair.pump()
+    pair.advance(200.0)
+    sent = [i for i, (who, d) in enumerate(pair.wire) if who == "alice"]
+    assert len(sent) == MAX_HANDSHAKE_ATTEMPTS + 1
+    initiated = [e for e in pair.alice.events if isinstance(e, events.HandshakeInitiated)]
+    assert len(initiated) == MAX_HANDSHAKE_ATTEMPTS + 1
+    assert any(isinstance(e, events.HandshakeGaveUp) for e in pair.alice.events)
+    assert not pair.alice.peers[pair.bob_id.x25519_public].staged
+
+
+def test_retry_interval_is_rekey_timeout_plus_jitter():
+    pair = Pair()
+    times = []
+    pair.alice_to_bob()
+    times.append(pair.now)
+    pair.alice.outbox.clear()
+    for _ in range(3):
+        deadline = pair.alice.next_deadline()
+        pair.now = deadline
+        pair.alice.handle_timer(pair.now)
+        assert len(pair.alice.outbox) == 1
+        pair.alice.outbox.clear()
+        times.append(pair.now)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(REKEY_TIMEOUT_S <= g < REKEY_TIMEOUT_S + 0.334 for g in gaps)
+    assert len(set(gaps)) > 1  # jitter
+
+
+def test_keepalive_follows_received_data_after_10_s():
+    pair = Pair()
+    pair.alice_to_bob()
+    pair.pump()
+    pair.wire.clear()
+    pair.advance(10.5)
+    # bob received data and sent nothing: one keepalive (32 bytes)
+    assert ("bob", 32) in sizes(pair)
+
+
+def test_persistent_keepalive():
+    pair = Pair(alice_kw={})
+    alice_peer = pair.alice.peers[pair.bob_id.x25519_public]
+    object.__setattr__(alice_peer.spec, "keepalive_s", 25.0)
+    pair.alice_to_bob()
+    pair.pump()
+    pair.wire.clear()
+    pair.advance(60.0)
+    keepalives = [s for s in sizes(pair) if s == ("alice", 32)]
+    assert len(keepalives) >= 2
+
+
+def test_cookie_reply_under_load_then_mac2_accepted():
+    pair = Pair(bob_kw={"under_load_per_s": 0})
+    pair.alice_to_bob()
+    pair.pump()
+    # bob answered the initiation with a cookie reply, not a response
+    assert sizes(pair) == [("alice", 148), ("bob", 64)]
+    assert pair.bob.drops["cookie_required"] == 1
+    pair.advance(REKEY_TIMEOUT_S + 0.5)
+    # the retry carries mac2 with the cookie: bob does the handshake
+    assert ("bob", 92) in sizes(pair)
+    assert len(pair.bob.inbox) == 1
+
+
+def test_forged_cookie_reply_is_ignored():
+    pair = Pair()
+    pair.alice_to_bob()
+    (initiation, _), = pair.alice.outbox
+    sender = int.from_bytes(initiation[4:8], "little")
+    forged = wire.build_cookie_reply(sender, b"\0" * 24, b"\1" * 32)
+    pair.alice.receive_datagram(forged, ("10.0.0.2", 51820), 0.0)
+    assert pair.alice.drops["bad_cookie_reply"] == 1
+
+
+def test_handshake_flood_from_one_source_is_rate_limited():
+    pair = Pair()
+    junk = b"\x01\0\0\0" + b"\0" * 144
+    for _ in range(100):
+        pair.bob.receive_datagram(junk, ("10.9.9.9", 1), 0.0)
+    assert pair.bob.drops["rate_limited"] == 95
+    assert pair.bob.drops["bad_mac1"] == 5
