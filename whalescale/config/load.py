@@ -130,10 +130,8 @@ class _Reader:
         port = settings.get("port", DEFAULT_PORT)
         keepalive_s = settings.get("keepalive_s", DEFAULT_KEEPALIVE_S)
         node_tables = self.array_of_tables(document, "node")
-        if "node" in document and not node_tables:
-            self.problem(("node",), "a mesh needs at least one [[node]]")
-        elif "node" not in document:
-            self.problem(("mesh",), "a mesh needs at least one [[node]], found none")
+        if not node_tables and isinstance(document.get("node", []), list):
+            self.problem(("node",), "a mesh needs at least one [[node]], found none")
         nodes = [self.table(t, ("node", i), _NODE_FIELDS) for i, t in enumerate(node_tables)]
         peers = [
             self.table(t, ("wireguard", i), _WIREGUARD_FIELDS)
