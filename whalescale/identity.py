@@ -81,6 +81,10 @@ class Identity:
         return bytes(self.signing_key.verify_key)
 
     @property
+    def public_b64(self) -> str:
+        return b64(self.public)
+
+    @property
     def x25519_private(self) -> bytes:
         sk64 = bytes(self.signing_key) + self.public
         return bindings.crypto_sign_ed25519_sk_to_curve25519(sk64)

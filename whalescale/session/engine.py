@@ -101,6 +101,16 @@ class Engine:
                 self._networks.append((net, peer))
         return peer
 
+    def set_wall_offset(self, wall_offset: float) -> None:
+        self._wall_offset = wall_offset
+
+    def start(self, now: float) -> None:
+        """Handshake now with every peer that has persistent keepalive and an endpoint,
+        as WireGuard does when such a peer is configured."""
+        for peer in self.peers.values():
+            if peer.endpoint is not None and peer.spec.keepalive_s:
+                peer.initiate(now, retry=False, reason="start-up, persistent keepalive")
+
     # ----- services for peers ---------------------------------------------
 
     def emit(self, datagram: bytes, addr: Addr) -> None:
