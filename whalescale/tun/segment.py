@@ -49,6 +49,7 @@ MAX_IP_PACKET = 65535
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_IPV4_LEN_ID = struct.Struct(">HH")
 
 
 class SegmentError(ValueError):
@@ -57,7 +58,7 @@ class SegmentError(ValueError):
 
 # Folding a long integer in halves is cheaper than one `% 0xffff` on it (CPython divides digit
 # by digit with a hardware division); below this many bits the plain modulo wins.
-_FOLD_ABOVE_BITS = 1024
+_FOLD_ABOVE_BITS = 2048
 _fold_masks: dict[int, int] = {}
 
 
@@ -177,10 +178,24 @@ def _split_gso(packet: memoryview, gso: int, gso_size: int, mtu: int) -> list[by
     if not payload:
         raise SegmentError("GSO frame without payload")
 
+    # Zero every field that differs per segment, so the template's sums serve them all and
+    # each segment only adds its own lengths, id, sequence number and flags (RFC 1624).
     template = bytearray(packet[:hdr_end])
-    _U16.pack_into(template, csum_field, 0)
     if version == 4:
+        _U16.pack_into(template, 2, 0)
+        _U16.pack_into(template, 4, 0)
         _U16.pack_into(template, 10, 0)
+        ip_sum = ones_sum(template[:l4])
+    else:
+        _U16.pack_into(template, 4, 0)
+    _U16.pack_into(template, csum_field, 0)
+    if is_tcp:
+        _U32.pack_into(template, l4 + 4, 0)
+        template[l4 + 13] = 0
+    else:
+        _U16.pack_into(template, l4 + 4, 0)
+    l4_sum = addr_sum + proto + ones_sum(template[l4:])
+
     last_offset = (len(payload) - 1) // seg_payload * seg_payload
     segments = []
     for index, offset in enumerate(range(0, len(payload), seg_payload)):
@@ -189,14 +204,18 @@ def _split_gso(packet: memoryview, gso: int, gso_size: int, mtu: int) -> list[by
         length = hdr_end + len(chunk)
         l4_length = length - l4
         if version == 4:
-            _U16.pack_into(header, 2, length)
             # TSO numbers IPv4 ids upwards from the super-packet's (as NICs do).
-            _U16.pack_into(header, 4, (ip_id + index) & 0xFFFF)
-            _U16.pack_into(header, 10, checksum_of(ones_sum(header[:l4])))
+            seg_id = (ip_id + index) & 0xFFFF
+            _IPV4_LEN_ID.pack_into(header, 2, length, seg_id)
+            _U16.pack_into(header, 10, checksum_of(ip_sum + length + seg_id))
         else:
             _U16.pack_into(header, 4, l4_length)
+        # Pseudo-header length, then the header's own fields. The headers end on a 4-byte
+        # boundary, so the payload's sum simply adds.
+        total = l4_sum + l4_length + ones_sum(chunk)
         if is_tcp:
-            _U32.pack_into(header, l4 + 4, (seq0 + offset) & 0xFFFFFFFF)
+            seq = (seq0 + offset) & 0xFFFFFFFF
+            _U32.pack_into(header, l4 + 4, seq)
             # As tcp_gso_segment: FIN and PSH only on the last segment, CWR only on the first.
             seg_flags = tcp_flags
             if offset != last_offset:
@@ -204,10 +223,10 @@ def _split_gso(packet: memoryview, gso: int, gso_size: int, mtu: int) -> list[by
             if index:
                 seg_flags &= ~TCP_CWR
             header[l4 + 13] = seg_flags
+            total += (seq >> 16) + (seq & 0xFFFF) + seg_flags
         else:
             _U16.pack_into(header, l4 + 4, l4_length)
-        # The headers end on a 4-byte boundary, so header and payload sums simply add.
-        total = addr_sum + proto + l4_length + ones_sum(header[l4:]) + ones_sum(chunk)
+            total += l4_length
         _U16.pack_into(header, csum_field, checksum_of(total))
         segments.append(b"".join((header, chunk)))
     return segments
