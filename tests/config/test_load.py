@@ -283,3 +283,16 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_mesh(path)
     assert [(p.line, p.col) for p in caught.value.problems] == [(2, 10)]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "col"),
+    [
+        ("relay = true", "relay = true\nrelay = false", 22, 1),
+        ("[[wireguard]]", "[mesh]\n[[wireguard]]", 23, 1),
+    ],
+)
+def test_keys_and_tables_defined_twice(old: str, new: str, line: int, col: int) -> None:
+    ((got_line, got_col, key_path, message),) = problems(edit(old, new))
+    assert (got_line, got_col, key_path) == (line, col, "")
+    assert message.startswith("TOML")

@@ -21,7 +21,7 @@ import tomlkit.exceptions
 
 from whalescale.config import fields
 from whalescale.config.errors import ConfigError, Problem
-from whalescale.config.positions import Path, SourceMap
+from whalescale.config.positions import Path, Position, SourceMap
 from whalescale.config.schema import Endpoint, Mesh, Node, WireGuardPeer
 from whalescale.identity import x25519_public_from_ed25519
 
@@ -87,18 +87,31 @@ def load_mesh(path: str | FilePath) -> Mesh:
 
 
 def parse_mesh(text: str, filename: str) -> Mesh:
+    source = SourceMap(text)
     try:
         document = tomlkit.parse(text).unwrap()
-    except tomlkit.exceptions.ParseError as exc:
-        message = _PARSE_ERROR_POSITION.sub("", str(exc))
-        # tomlkit counts columns from 0
-        problem = Problem(filename, exc.line, exc.col + 1, "", f"TOML syntax: {message}")
-        raise ConfigError([problem]) from exc
-    reader = _Reader(filename, SourceMap(text))
+    except tomlkit.exceptions.TOMLKitError as exc:
+        raise ConfigError([_syntax_problem(exc, source, filename)]) from exc
+    reader = _Reader(filename, source)
     mesh = reader.mesh(document)
     if reader.problems or mesh is None:
         raise ConfigError(reader.problems)
     return mesh
+
+
+def _syntax_problem(
+    error: tomlkit.exceptions.TOMLKitError, source: SourceMap, filename: str
+) -> Problem:
+    message = _PARSE_ERROR_POSITION.sub("", str(error))
+    reported = None
+    if isinstance(error, tomlkit.exceptions.ParseError):
+        reported = Position(error.line, error.col + 1)  # tomlkit counts columns from 0
+    # tomlkit reports a key or table defined twice late (at the next header) or
+    # nowhere; the scanner stops at syntax errors, so a repeat it found before
+    # tomlkit's position is what tomlkit is complaining about.
+    candidates = [p for p in (reported, source.first_repeat) if p is not None]
+    where = min(candidates, default=Position(1, 1))
+    return Problem(filename, where.line, where.col, "", f"TOML syntax: {message}")
 
 
 def _render(path: Path) -> str:

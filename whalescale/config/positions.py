@@ -38,7 +38,7 @@ _HEX_ESCAPE_DIGITS = {"x": 2, "u": 4, "U": 8}
 _SCALAR_END = ",]}#\r\n"
 
 
-@attrs.frozen
+@attrs.frozen(order=True)
 class Position:
     line: int
     col: int
@@ -56,6 +56,8 @@ class SourceMap:
         self._values: dict[Path, int] = {}
         self._keys: dict[Path, int] = {}
         self._aot_counts: dict[Path, int] = {}
+        self._headers: set[Path] = set()
+        self._first_repeat: int | None = None
         self._text = text
         self._i = 0
         with contextlib.suppress(_Stop):
@@ -69,10 +71,19 @@ class SourceMap:
                 return self._position(offset)
         return Position(1, 1)
 
+    @property
+    def first_repeat(self) -> Position | None:
+        """Where a key or table is first defined a second time (tomlkit does not say)."""
+        return None if self._first_repeat is None else self._position(self._first_repeat)
+
     def key(self, path: Path) -> Position:
         """Where the key naming `path` is written, else where its value is."""
         offset = self._keys.get(path)
         return self.value(path) if offset is None else self._position(offset)
+
+    def _defined(self, path: Path, offset: int) -> None:
+        if (path in self._keys or path in self._headers) and self._first_repeat is None:
+            self._first_repeat = offset
 
     def _position(self, offset: int) -> Position:
         line = bisect.bisect_right(self._line_starts, offset)
@@ -133,7 +144,10 @@ class SourceMap:
             self._values.setdefault(path, start)
         path = (*path, keys[-1])
         self._values.setdefault(path, start)
-        if is_array:
+        self._defined(path, start)
+        if not is_array:
+            self._headers.add(path)
+        else:
             count = self._aot_counts.get(path, 0)
             self._aot_counts[path] = count + 1
             path = (*path, count)
@@ -142,6 +156,7 @@ class SourceMap:
 
     def _keyval(self, table: Path) -> None:
         parts = self._key()
+        self._defined((*table, *(key for key, _ in parts)), parts[0][1])
         path = table
         for key, offset in parts:
             path = (*path, key)
