@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tests.config.meshfile import ANCHOR, LAPTOP, ROUTER, VALID
 from whalescale.config import ConfigError, Mesh, Problem, parse_mesh
+from whalescale.config.positions import BARE_KEY
 from whalescale.identity import b64
 
 SCHEMA_KEYS = [
@@ -83,7 +84,6 @@ def test_any_toml_document(document: dict[str, Any]) -> None:
 
 
 VALID_DOCUMENT = tomlkit.parse(VALID).unwrap()
-BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 ENTRIES = [("mesh",), ("node", 0), ("node", 1), ("wireguard", 0)]
 
 

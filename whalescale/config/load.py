@@ -21,7 +21,7 @@ import tomlkit.exceptions
 
 from whalescale.config import fields
 from whalescale.config.errors import ConfigError, Problem
-from whalescale.config.positions import Path, Position, SourceMap
+from whalescale.config.positions import BARE_KEY, Path, Position, SourceMap
 from whalescale.config.schema import Endpoint, Mesh, Node, WireGuardPeer
 from whalescale.identity import x25519_public_from_ed25519
 
@@ -31,7 +31,6 @@ DEFAULT_MTU = 1420
 
 _SECRET_KEY = re.compile(r"private|secret", re.IGNORECASE)
 _PARSE_ERROR_POSITION = re.compile(r" at line \d+ col \d+$")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _REQUIRED = object()
 
 
@@ -94,7 +93,7 @@ def parse_mesh(text: str, filename: str) -> Mesh:
         raise ConfigError([_syntax_problem(exc, source, filename)]) from exc
     reader = _Reader(filename, source)
     mesh = reader.mesh(document)
-    if reader.problems or mesh is None:
+    if mesh is None:
         raise ConfigError(reader.problems)
     return mesh
 
@@ -121,7 +120,7 @@ def _render(path: Path) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            key = part if _BARE_KEY.fullmatch(part) else f'"{part}"'
+            key = part if BARE_KEY.fullmatch(part) else f'"{part}"'
             out += f".{key}" if out else key
     return out
 
@@ -137,6 +136,7 @@ class _Reader:
         self.problems.append(Problem(self.filename, where.line, where.col, _render(path), message))
 
     def mesh(self, document: dict[str, Any]) -> Mesh | None:
+        """The Mesh, or None after recording every problem."""
         self.secrets(document, ())
         self.unknown_keys(document, (), _TOP_LEVEL)
         settings = self.table(document.get("mesh"), ("mesh",), _MESH_FIELDS, "[mesh]")

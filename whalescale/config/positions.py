@@ -23,7 +23,7 @@ import attrs
 
 Path = tuple[str | int, ...]
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPES = {
     "b": "\b",
     "t": "\t",
@@ -176,7 +176,7 @@ class SourceMap:
                 parts.append((self._basic_string(), start))
             elif self._peek() == "'":
                 parts.append((self._literal_string(), start))
-            elif match := _BARE_KEY.match(self._text, self._i):
+            elif match := BARE_KEY.match(self._text, self._i):
                 parts.append((match.group(), start))
                 self._i = match.end()
             else:
