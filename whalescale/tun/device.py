@@ -105,14 +105,17 @@ class TunDevice:
         """Read up to `max_frames` frames without blocking; return IP packets of <= `mtu`."""
         packets: list[bytes] = []
         read, fd = os.read, self._fd
-        size = _READ_SIZE if self.offload else mtu
         for _ in range(max_frames):
             try:
-                frame = read(fd, size)
+                # Never shorter than the largest frame: a short read truncates silently.
+                frame = read(fd, _READ_SIZE)
             except BlockingIOError:
                 break
             if not self.offload:
-                packets.append(frame)
+                if len(frame) <= mtu:
+                    packets.append(frame)
+                else:
+                    self.drops["above_mtu"] += 1
                 continue
             try:
                 packets.extend(segment.split(frame, mtu))
