@@ -21,7 +21,8 @@ class IperfResult:
 def iperf_tcp(client: Host, server: Host, server_addr: str, seconds: float,
               *extra: str) -> IperfResult:
     """One TCP flow client -> server for `seconds`; the server answers exactly once."""
-    proc = server.spawn("iperf3", "-s", "-1", "-B", server_addr, "-p", str(IPERF_PORT))
+    proc = server.spawn("iperf3", "-s", "-1", "--forceflush", "-B", server_addr,
+                        "-p", str(IPERF_PORT))
     try:
         if not proc.wait_for_log(r"Server listening", 10):
             raise TimeoutError(f"iperf3 server did not start:\n{proc.log()}")

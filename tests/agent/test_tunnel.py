@@ -1,0 +1,37 @@
+"""Two whalescale agents in two namespaces: ping and iperf3 through ws0."""
+
+from __future__ import annotations
+
+import pytest
+
+from whalescale.lab.iperf import iperf_tcp
+from whalescale.lab.mesh import LabMesh
+
+pytestmark = pytest.mark.lab
+
+
+def test_ping_and_iperf_through_the_tunnel(lab):
+    hosts = lab.star(["alice", "bob"])
+    mesh = LabMesh(lab)
+    alice, bob = mesh.add_node(hosts["alice"], anchor=True), mesh.add_node(hosts["bob"])
+    mesh.start_all()
+
+    assert alice.host.ping(bob.tunnel_addr, count=3, timeout=2.0)
+    assert bob.host.ping(alice.tunnel_addr, count=3, timeout=2.0)
+    result = iperf_tcp(alice.host, bob.host, bob.tunnel_addr, 3)
+    # the figure itself is for the benchmark; here it must simply flow
+    assert result.gbit_s > 0.01
+    assert min(result.intervals_gbit_s) > 0
+    assert any(peer == "bob" for peer, _, _ in alice.handshakes())
+
+
+def test_stopped_agent_removes_its_interface(lab):
+    hosts = lab.star(["alice", "bob"])
+    mesh = LabMesh(lab)
+    alice = mesh.add_node(hosts["alice"])
+    mesh.add_node(hosts["bob"])
+    mesh.start_all()
+    assert "ws0" in alice.host.run("ip", "-brief", "link").stdout
+    assert alice.proc.stop() == 0
+    assert "ws0" not in alice.host.run("ip", "-brief", "link").stdout
+    assert "down" in alice.proc.log()

@@ -1,0 +1,168 @@
+"""The trio shell around the session engine: UDP sockets, the TUN device, one timer.
+
+It owns no protocol logic. One reader task per socket and one for the TUN
+feed the engine a batch at a time (drain until EAGAIN), then `_flush` sends
+what the engine queued, writes what it delivered and logs what happened. The
+timer task sleeps in a cancel scope whose deadline is the engine's next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import trio
+
+from ..config import Mesh
+from ..identity import Identity, fingerprint
+from ..session import events
+from ..session.engine import Engine
+from ..tun.device import TunDevice
+from . import udp
+from .peers import own_node, peer_specs
+
+log = logging.getLogger("whalescale.agent")
+
+_RECV_BATCH_BYTES = 4 * 1024 * 1024
+_TUN_BATCH_FRAMES = 64
+
+
+class Agent:
+    def __init__(self, mesh: Mesh, identity: Identity, *, interface: str = "ws0",
+                 state_dir: Path | None = None, offload: bool = True) -> None:
+        self.mesh = mesh
+        self.identity = identity
+        self.me = own_node(mesh, identity)
+        self.interface = interface
+        self.state_dir = state_dir
+        self.offload = offload
+        self.engine = Engine(
+            identity.x25519_private, identity.x25519_public, peer_specs(mesh, self.me),
+            random_bytes=os.urandom, wall_offset=0.0, mtu=mesh.mtu,
+        )
+        self._tun: TunDevice | None = None
+        self._sockets: dict[int, socket.socket] = {}
+        self._timer_scope = trio.CancelScope()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        # TAI64N needs wall time; the engine gets it as an offset to trio's clock.
+        self.engine.set_wall_offset(time.time() - trio.current_time())
+        if self.state_dir is not None:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._open_sockets()
+        self._tun = TunDevice.open(self.interface, offload=self.offload)
+        try:
+            self._tun.configure(
+                addresses=[f"{a}/{a.max_prefixlen}" for a in self.me.addresses],
+                mtu=self.mesh.mtu,
+                routes=[str(net) for peer in self.engine.peers.values()
+                        for net in peer.spec.allowed_ips],
+            )
+            log.info("node %s (%s) up on %s, mtu %d, udp port %d, %d peers, offload %s",
+                     self.me.name, fingerprint(self.identity.public), self.interface,
+                     self.mesh.mtu, self.me.port, len(self.engine.peers),
+                     "on" if self._tun.offload else "off")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._tun_reader)
+                for sock in self._sockets.values():
+                    nursery.start_soon(self._udp_reader, sock)
+                nursery.start_soon(self._timer)
+                self.engine.start(trio.current_time())
+                self._flush()
+                task_status.started()
+        finally:
+            self._tun.close()
+            for sock in self._sockets.values():
+                sock.close()
+            log.info("node %s down", self.me.name)
+
+    def _open_sockets(self) -> None:
+        self._sockets[socket.AF_INET] = udp.open_udp("0.0.0.0", self.me.port, socket.AF_INET)
+        try:
+            self._sockets[socket.AF_INET6] = udp.open_udp("::", self.me.port, socket.AF_INET6)
+        except OSError as exc:
+            log.info("no IPv6 socket (%s); IPv4 only", exc.strerror)
+
+    async def _tun_reader(self) -> None:
+        assert self._tun is not None
+        tun, engine, mtu = self._tun, self.engine, self.mesh.mtu
+        while True:
+            await trio.lowlevel.wait_readable(tun.fileno())
+            packets = tun.read_batch(mtu, _TUN_BATCH_FRAMES)
+            now = trio.current_time()
+            for packet in packets:
+                engine.send_packet(packet, now)
+            self._flush()
+
+    async def _udp_reader(self, sock: socket.socket) -> None:
+        engine = self.engine
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            batch = udp.recv_batch(sock, _RECV_BATCH_BYTES)
+            now = trio.current_time()
+            for data, addr in batch:
+                engine.receive_datagram(data, addr[:2], now)
+            self._flush()
+
+    async def _timer(self) -> None:
+        while True:
+            with self._timer_scope:
+                await trio.sleep_forever()
+            self._timer_scope = trio.CancelScope()
+            self.engine.handle_timer(trio.current_time())
+            self._flush()
+
+    def _flush(self) -> None:
+        engine = self.engine
+        if engine.outbox:
+            out, engine.outbox = engine.outbox, []
+            self._send(out)
+        if engine.inbox:
+            packets, engine.inbox = engine.inbox, []
+            assert self._tun is not None
+            self._tun.write_batch(packets)
+        if engine.events:
+            happened, engine.events = engine.events, []
+            for event in happened:
+                _log_event(event)
+        deadline = engine.next_deadline()
+        self._timer_scope.deadline = deadline if deadline is not None else float("inf")
+
+    def _send(self, out: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """Send runs of datagrams to the same address as one batch (UDP GSO)."""
+        start = 0
+        for i in range(1, len(out) + 1):
+            if i == len(out) or out[i][1] != out[start][1]:
+                addr = out[start][1]
+                family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+                sock = self._sockets.get(family)
+                if sock is None:
+                    self.engine.drops["no_socket_for_family"] += i - start
+                else:
+                    udp.send_batch(sock, [d for d, _ in out[start:i]], addr)
+                start = i
+
+
+def _log_event(event: events.Event) -> None:
+    match event:
+        case events.HandshakeInitiated(peer, endpoint, reason):
+            log.info("handshake with %s at %s:%d: initiating (%s)", peer, *endpoint, reason)
+        case events.HandshakeCompleted(peer, initiator, endpoint, rtt_s):
+            role = (f"as initiator, {rtt_s * 1000:.1f} ms" if initiator and rtt_s is not None
+                    else "as responder")
+            log.info("session with %s established via %s:%d (%s)", peer, *endpoint, role)
+        case events.HandshakeGaveUp(peer, attempts):
+            log.warning("handshake with %s gave up after %d attempts; "
+                        "dropping queued packets until it reaches us or we have data again",
+                        peer, attempts)
+        case events.SessionKeysZeroed(peer):
+            log.info("session keys of %s erased after 9 minutes without a new handshake", peer)
+        case events.EndpointChanged(peer, old, new):
+            log.info("peer %s now at %s:%d (was %s)", peer, *new,
+                     f"{old[0]}:{old[1]}" if old else "unknown")
+        case events.CookieReplySent(to):
+            log.debug("under load: sent a cookie reply to %s:%d", *to)
