@@ -22,7 +22,9 @@ from ..lab.netns import Host
 
 def _wireguard_go_pair(lab: Lab, mesh: LabMesh, a: Host, b: Host) -> tuple[str, str]:
     """Two wireguard-go peers of each other; returns their tunnel addresses."""
-    wg_a, wg_b = mesh.add_wireguard_go(a), mesh.add_wireguard_go(b)
+    # whalescale's agents hold mesh.port in the same namespaces
+    port = mesh.port + 1
+    wg_a, wg_b = mesh.add_wireguard_go(a, port), mesh.add_wireguard_go(b, port)
     for wg in (wg_a, wg_b):
         wg.start(lab.tempdir)
     for wg, other in ((wg_a, wg_b), (wg_b, wg_a)):

@@ -111,13 +111,13 @@ class LabMesh:
         self.nodes[host.name] = node
         return node
 
-    def add_wireguard_go(self, host: Host) -> WireGuardGoNode:
+    def add_wireguard_go(self, host: Host, port: int | None = None) -> WireGuardGoNode:
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
         private = X25519PrivateKey.generate().private_bytes_raw()
         ifname = f"wg{secrets.token_hex(4)}"
         node = WireGuardGoNode(host.name, host, ifname, private, self._next_tunnel_addr(),
-                               self.port)
+                               port or self.port)
         self.wireguard[host.name] = node
         return node
 
