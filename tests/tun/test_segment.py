@@ -1,15 +1,12 @@
 """split and coalesce against hand-built TCP/UDP super-packets, checked with a naive checksum."""
 
-import ast
 import contextlib
 import struct
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import whalescale.tun.segment as segment_module
 from tests.tun.packets import (
     ACK,
     CWR,
@@ -227,12 +224,3 @@ def test_coalesce_never_raises(data: st.DataObject) -> None:
 
     assert len(frames) <= len(packets)
     assert all(len(f) >= VNET_HDR_LEN for f in frames)
-
-
-def test_segment_does_no_io() -> None:
-    imported = {
-        node.names[0].name if isinstance(node, ast.Import) else node.module
-        for node in ast.walk(ast.parse(Path(segment_module.__file__).read_text()))
-        if isinstance(node, ast.Import | ast.ImportFrom)
-    }
-    assert imported <= {"struct", "collections.abc"}

@@ -21,6 +21,8 @@ computes in C far faster than any per-word Python loop.
 import struct
 from collections.abc import Sequence
 
+import numpy as np
+
 # virtio_net_hdr without num_buffers: flags, gso_type, hdr_len, gso_size, csum_start,
 # csum_offset. Little-endian: TUN uses the host order unless TUNSETVNETBE, and hosts are LE.
 VNET_HDR = struct.Struct("<BBHHHH")
@@ -80,6 +82,24 @@ def ones_sum(data: bytes | bytearray | memoryview) -> int:
         n = (n >> half) + (n & mask)
         bits = half + 1
     return n % 0xFFFF
+
+
+def chunk_sums(data: memoryview, size: int) -> list[int]:
+    """RFC 1071 sums (modulo 0xffff) of consecutive `size`-byte chunks, the last maybe shorter.
+
+    The payload sums are most of split's work; numpy adds all full chunks in one call
+    (0.4 us a 1368-byte segment against 3.7 us for `ones_sum` on each).
+    """
+    full = len(data) // size
+    if full and not size & 1:
+        words = np.frombuffer(data, dtype="<u2", count=full * size // 2).reshape(full, size // 2)
+        # Little-endian words give the byte-swapped sum; times 256 swaps it back modulo 0xffff.
+        sums = ((words.sum(axis=1, dtype=np.uint64) % 0xFFFF) * 256 % 0xFFFF).tolist()
+    else:
+        sums = [ones_sum(data[i * size : (i + 1) * size]) for i in range(full)]
+    if len(data) % size:
+        sums.append(ones_sum(data[full * size :]))
+    return sums
 
 
 def checksum_of(total: int) -> int:
@@ -197,6 +217,7 @@ def _split_gso(packet: memoryview, gso: int, gso_size: int, mtu: int) -> list[by
     l4_sum = addr_sum + proto + ones_sum(template[l4:])
 
     last_offset = (len(payload) - 1) // seg_payload * seg_payload
+    payload_sums = chunk_sums(payload, seg_payload)
     segments = []
     for index, offset in enumerate(range(0, len(payload), seg_payload)):
         chunk = payload[offset : offset + seg_payload]
@@ -212,7 +233,7 @@ def _split_gso(packet: memoryview, gso: int, gso_size: int, mtu: int) -> list[by
             _U16.pack_into(header, 4, l4_length)
         # Pseudo-header length, then the header's own fields. The headers end on a 4-byte
         # boundary, so the payload's sum simply adds.
-        total = l4_sum + l4_length + ones_sum(chunk)
+        total = l4_sum + l4_length + payload_sums[index]
         if is_tcp:
             seq = (seq0 + offset) & 0xFFFFFFFF
             _U32.pack_into(header, l4 + 4, seq)
