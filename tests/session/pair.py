@@ -82,10 +82,10 @@ class Pair:
 
     def alice_to_bob(self, payload: bytes = b"hello") -> bytes:
         packet = ip_packet(A_TUNNEL, B_TUNNEL, payload)
-        self.alice.send_packet(packet, self.now)
+        self.alice.send_packets([packet], self.now)
         return packet
 
     def bob_to_alice(self, payload: bytes = b"hi") -> bytes:
         packet = ip_packet(B_TUNNEL, A_TUNNEL, payload)
-        self.bob.send_packet(packet, self.now)
+        self.bob.send_packets([packet], self.now)
         return packet

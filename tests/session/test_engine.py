@@ -66,7 +66,7 @@ def test_unknown_peer_with_valid_mac1_gets_nothing():
     stranger_id = Identity.from_seed(b"\x09" * 32)
     stranger = make_engine(stranger_id, [("bob", pair.bob_id, B_TUNNEL, (("10.0.0.2", 1),))],
                            seed=7)
-    stranger.send_packet(ip_packet("100.96.0.9", B_TUNNEL), 0.0)
+    stranger.send_packets([ip_packet("100.96.0.9", B_TUNNEL)], 0.0)
     (initiation, _), = stranger.outbox
     pair.bob.receive_datagram(initiation, ("10.0.0.9", 5555), 0.0)
     assert pair.bob.outbox == []
@@ -88,7 +88,7 @@ def test_packet_from_address_the_peer_does_not_own_is_dropped():
     pair.alice_to_bob()
     pair.pump()
     spoofed = ip_packet("100.96.0.77", B_TUNNEL)
-    pair.alice.peers[pair.bob_id.x25519_public].send(spoofed, pair.now)
+    pair.alice.peers[pair.bob_id.x25519_public].send([spoofed], pair.now)
     pair.pump()
     assert pair.bob.drops["source_not_allowed"] == 1
     assert len(pair.bob.inbox) == 1

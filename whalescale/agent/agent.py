@@ -92,20 +92,18 @@ class Agent:
         tun, engine, mtu = self._tun, self.engine, self.mesh.mtu
         while True:
             await trio.lowlevel.wait_readable(tun.fileno())
-            packets = tun.read_batch(mtu, _TUN_BATCH_FRAMES)
-            now = trio.current_time()
-            for packet in packets:
-                engine.send_packet(packet, now)
+            engine.send_packets(tun.read_batch(mtu, _TUN_BATCH_FRAMES), trio.current_time())
             self._flush()
 
     async def _udp_reader(self, sock: socket.socket) -> None:
         engine = self.engine
+        v6 = sock.family == socket.AF_INET6
         while True:
             await trio.lowlevel.wait_readable(sock)
             batch = udp.recv_batch(sock, _RECV_BATCH_BYTES)
-            now = trio.current_time()
-            for data, addr in batch:
-                engine.receive_datagram(data, addr[:2], now)
+            if v6:  # (host, port, flowinfo, scope_id) -> (host, port), as the engine keys peers
+                batch = [(data, addr[:2]) for data, addr in batch]
+            engine.receive_datagrams(batch, trio.current_time())
             self._flush()
 
     async def _timer(self) -> None:

@@ -1,8 +1,8 @@
 """The sans-I/O WireGuard engine: every peer of one node, no sockets, no clocks.
 
 Theory of operation (aioquic's shape):
-- The shell feeds `receive_datagram(data, addr, now)` for each UDP datagram
-  and `send_packet(packet, now)` for each IP packet read from the TUN.
+- The shell feeds `receive_datagrams(batch, now)` with the UDP datagrams it
+  read and `send_packets(packets, now)` with the IP packets read from the TUN.
 - The engine appends what must go out to `outbox` (datagram, address) and
   what must reach the TUN to `inbox`; the shell drains both lists.
 - `next_deadline()` is the one absolute time the shell must call
@@ -11,7 +11,7 @@ Theory of operation (aioquic's shape):
   the TAI64N timestamp is `now + wall_offset`, so tests are deterministic.
 
 Every datagram that is not processed is counted in `drops` under a reason;
-nothing from the network raises out of `receive_datagram`. Pre-handshake
+nothing from the network raises out of `receive_datagrams`. Pre-handshake
 messages pass a per-source token bucket and mac1; under load they must also
 carry a valid mac2, or they get a cookie reply instead of DH work.
 """
@@ -32,11 +32,13 @@ from .handshake import HandshakeFailed, ResponderHandshake, tai64n
 from .keypair import Keypair
 from .peer import Peer
 from .ratelimit import TokenBuckets
-from .timers import MIN_INITIATION_INTERVAL_S, REKEY_JITTER_MAX_S
+from .timers import MIN_INITIATION_INTERVAL_S, REJECT_AFTER_S, REKEY_JITTER_MAX_S
 
 Addr = tuple[str, int]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+_TRANSPORT_HEADER = wire.TRANSPORT_HEADER
+_TRANSPORT_PREFIX = bytes((wire.MessageType.TRANSPORT, 0, 0, 0))
 # Implementation: above this many handshake messages a second we demand cookies.
 UNDER_LOAD_HANDSHAKES_PER_S = 64
 
@@ -167,10 +169,6 @@ class Engine:
             return self._owner(packet[24:40])
         return None
 
-    def route_source(self, packet: bytes) -> Peer | None:
-        """The peer allowed to send from the packet's source (a trimmed, valid packet)."""
-        return self._owner(packet[12:16] if packet[0] >> 4 == 4 else packet[8:24])
-
     def _owner(self, packed: bytes) -> Peer | None:
         peer = self._hosts.get(packed)
         if peer is None and self._networks:
@@ -178,54 +176,89 @@ class Engine:
             peer = next((p for net, p in self._networks if address in net), None)
         return peer
 
-    def send_packet(self, packet: bytes, now: float) -> None:
-        peer = self.route(packet)
-        if peer is None:
-            self.drops["no_route"] += 1
-            return
-        peer.send(packet, now)
+    def send_packets(self, packets: list[bytes], now: float) -> None:
+        """Route packets read from the TUN; consecutive packets to one peer go as a batch."""
+        run_peer: Peer | None = None
+        run: list[bytes] = []
+        for packet in packets:
+            peer = self.route(packet)
+            if peer is None:
+                self.drops["no_route"] += 1
+                continue
+            if peer is not run_peer:
+                if run_peer is not None:
+                    run_peer.send(run, now)
+                run_peer, run = peer, []
+            run.append(packet)
+        if run_peer is not None:
+            run_peer.send(run, now)
 
     # ----- from the network --------------------------------------------------
 
+    def receive_datagrams(self, datagrams: list[tuple[bytes, Addr]], now: float) -> None:
+        """Process a batch of UDP datagrams.
+
+        Transport messages, nearly all traffic, take the inlined path below; the
+        per-peer bookkeeping (timers, roaming, key confirmation) runs once per run
+        of datagrams on one keypair from one address, not once per datagram.
+        """
+        keypairs, inbox, drops = self._keypairs, self.inbox, self.drops
+        owner = self._owner
+        run: _Run | None = None
+        for data, addr in datagrams:
+            if len(data) < wire.TRANSPORT_MIN_SIZE or data[:4] != _TRANSPORT_PREFIX:
+                if run is not None:
+                    run.flush(now)
+                    run = None
+                self._receive_handshake(data, addr, now)
+                continue
+            _, receiver, counter = _TRANSPORT_HEADER.unpack_from(data)
+            entry = keypairs.get(receiver)
+            if entry is None:
+                drops["unknown_index"] += 1
+                continue
+            kp, peer = entry
+            if now - kp.born >= REJECT_AFTER_S:
+                drops["expired_keys"] += 1
+                continue
+            plain = kp.open(data, counter)
+            if plain is None:
+                drops["bad_tag_or_replay"] += 1
+                continue
+            if run is None or run.kp is not kp or run.addr != addr:
+                if run is not None:
+                    run.flush(now)
+                run = _Run(kp, peer, addr)
+            run.size += len(data)
+            if not plain:
+                continue  # keepalive
+            run.data = True
+            packet = _trim(plain)
+            if packet is None:
+                drops["bad_inner_packet"] += 1
+            elif owner(packet[12:16] if packet[0] >> 4 == 4 else packet[8:24]) is not peer:
+                drops["source_not_allowed"] += 1
+            else:
+                inbox.append(packet)
+        if run is not None:
+            run.flush(now)
+
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        self.receive_datagrams([(data, addr)], now)
+
+    def _receive_handshake(self, data: bytes, addr: Addr, now: float) -> None:
         try:
             kind = wire.message_type(data)
-            if kind is wire.MessageType.TRANSPORT:
-                self._receive_transport(data, addr, now)
-            elif kind is wire.MessageType.INITIATION:
+            if kind is wire.MessageType.INITIATION:
                 self._receive_initiation(wire.parse_initiation(data), addr, now)
             elif kind is wire.MessageType.RESPONSE:
                 self._receive_response(wire.parse_response(data), addr, now)
-            else:
+            elif kind is wire.MessageType.COOKIE_REPLY:
                 self._receive_cookie_reply(wire.parse_cookie_reply(data), now)
+            else:
+                raise wire.MalformedMessage("transport message too short")
         except wire.MalformedMessage:
             self.drops["malformed"] += 1
-
-    def _receive_transport(self, data: bytes, addr: Addr, now: float) -> None:
-        receiver, counter = wire.parse_transport_header(data)
-        entry = self._keypairs.get(receiver)
-        if entry is None:
-            self.drops["unknown_index"] += 1
-            return
-        kp, peer = entry
-        if not peer.usable_for_receive(kp, now):
-            self.drops["expired_keys"] += 1
-            return
-        plain = kp.open(data, counter)
-        if plain is None:
-            self.drops["bad_tag_or_replay"] += 1
-            return
-        if not plain:
-            peer.received(kp, addr, len(data), True, now)
-            return
-        packet = _trim(plain)
-        if packet is None:
-            self.drops["bad_inner_packet"] += 1
-        elif self.route_source(packet) is not peer:
-            self.drops["source_not_allowed"] += 1
-        else:
-            self.inbox.append(packet)
-        peer.received(kp, addr, len(data), False, now)
 
     def _handshake_admitted(self, raw: bytes, mac1_offset: int, addr: Addr, now: float
                             ) -> bool:
@@ -312,6 +345,20 @@ class Engine:
             deadline = peer.next_deadline()
             if deadline is not None and deadline <= now:
                 peer.on_timer(now)
+
+
+class _Run:
+    """Consecutive authenticated datagrams on one keypair from one address."""
+
+    __slots__ = ("addr", "data", "kp", "peer", "size")
+
+    def __init__(self, kp: Keypair, peer: Peer, addr: Addr) -> None:
+        self.kp, self.peer, self.addr = kp, peer, addr
+        self.size = 0
+        self.data = False
+
+    def flush(self, now: float) -> None:
+        self.peer.received(self.kp, self.addr, self.size, not self.data, now)
 
 
 def _trim(plain: bytes) -> bytes | None:

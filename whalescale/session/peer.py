@@ -72,14 +72,14 @@ class Peer:
 
     # ----- sending -------------------------------------------------------
 
-    def send(self, packet: bytes, now: float) -> None:
-        """Send an inner packet (from the TUN) or stage it until a session exists."""
+    def send(self, packets: list[bytes], now: float) -> None:
+        """Send inner packets (from the TUN), or stage them until a session exists."""
         kp = self.current
         if kp is None or not self._usable(kp, now):
-            self.staged.append(packet)
+            self.staged.extend(packets)
             self.initiate(now, retry=False, reason="no valid session for outgoing data")
             return
-        self._send_transport(kp, packet, now)
+        self._send_transport(kp, packets, now)
         if self.new_handshake_at is None:  # timersDataSent
             self.new_handshake_at = now + KEEPALIVE_TIMEOUT_S + REKEY_TIMEOUT_S
         if kp.initiator and (
@@ -92,21 +92,22 @@ class Peer:
         if not self.staged:
             kp = self.current
             if kp is not None and self._usable(kp, now):
-                self._send_transport(kp, b"", now)
+                self._send_transport(kp, [b""], now)
             return
         self.send_staged(now)
 
     def send_staged(self, now: float) -> None:
         staged, self.staged = self.staged, deque(maxlen=MAX_STAGED_PACKETS)
-        for packet in staged:
-            self.send(packet, now)
+        if staged:
+            self.send(list(staged), now)
 
-    def _send_transport(self, kp: Keypair, packet: bytes, now: float) -> None:
-        if self.endpoint is None:
+    def _send_transport(self, kp: Keypair, packets: list[bytes], now: float) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
             return
-        datagram = kp.seal(packet, self._engine.mtu)
-        self._engine.emit(datagram, self.endpoint)
-        self.tx_bytes += len(datagram)
+        datagrams = kp.seal(packets, self._engine.mtu)
+        self._engine.outbox.extend([(d, endpoint) for d in datagrams])
+        self.tx_bytes += sum(map(len, datagrams))
         self.send_keepalive_at = None  # timersAnyAuthenticatedPacketSent
         self._traversal(now)
 
@@ -213,9 +214,6 @@ class Peer:
             self.endpoint = addr
         self.new_handshake_at = None  # timersAnyAuthenticatedPacketReceived
         self._traversal(now)
-
-    def usable_for_receive(self, kp: Keypair, now: float) -> bool:
-        return now - kp.born < REJECT_AFTER_S
 
     # ----- timers --------------------------------------------------------
 

@@ -31,8 +31,8 @@ MAC_SIZE = 16
 INITIATION_MAC1_OFFSET = INITIATION_SIZE - 2 * MAC_SIZE
 RESPONSE_MAC1_OFFSET = RESPONSE_SIZE - 2 * MAC_SIZE
 
-_TRANSPORT_HEADER = struct.Struct("<I I Q")  # type+reserved, receiver index, counter
-_TRANSPORT_TYPE_WORD = int(MessageType.TRANSPORT)  # type byte 4, three zero bytes, as <I
+# type byte and three reserved zero bytes as one <I, receiver index, counter
+TRANSPORT_HEADER = struct.Struct("<IIQ")
 
 
 class MalformedMessage(ValueError):
@@ -115,7 +115,7 @@ def parse_transport_header(datagram: bytes) -> tuple[int, int]:
     """(receiver index, counter) of a transport message; the rest is ciphertext."""
     if len(datagram) < TRANSPORT_MIN_SIZE:
         raise MalformedMessage(f"transport message of {len(datagram)} bytes is too short")
-    _, receiver, counter = _TRANSPORT_HEADER.unpack_from(datagram)
+    _, receiver, counter = TRANSPORT_HEADER.unpack_from(datagram)
     return receiver, counter
 
 
@@ -130,7 +130,3 @@ def build_response_body(sender: int, receiver: int, noise: bytes) -> bytes:
 
 def build_cookie_reply(receiver: int, nonce: bytes, encrypted_cookie: bytes) -> bytes:
     return struct.pack("<II", MessageType.COOKIE_REPLY, receiver) + nonce + encrypted_cookie
-
-
-def build_transport_header(receiver: int, counter: int) -> bytes:
-    return _TRANSPORT_HEADER.pack(_TRANSPORT_TYPE_WORD, receiver, counter)
