@@ -25,7 +25,8 @@ install_packages() {
         echo "run.sh: installing ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq || true
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+            || { echo "run.sh: apt-get install ${missing[*]} failed" >&2; exit 1; }
     fi
 }
 
@@ -36,8 +37,13 @@ install_venv() {
     fi
     local stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
     if [ ! -e "$stamp" ]; then
-        .venv/bin/pip install -q --upgrade pip >/dev/null
-        .venv/bin/pip install -q -e '.[test]'
+        echo "run.sh: installing whalescale and its Python dependencies into .venv/" >&2
+        if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[test]'; } \
+                > .venv/install.log 2>&1; then
+            tail -n 30 .venv/install.log >&2
+            echo "run.sh: pip install failed; the whole log is in .venv/install.log" >&2
+            exit 1
+        fi
         rm -f .venv/.installed-* && touch "$stamp"
     fi
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 import time
 
 from rich.console import Console
@@ -87,7 +88,9 @@ def _demo(lab: Lab, console: Console, nodes: int, seconds: int) -> int:
 def _teardown_report(lab: Lab) -> str:
     procs = [p for h in lab.hosts.values() for p in h.procs]
     alive = [p for p in procs if p.alive()]
-    left = lab._namespaces()
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    left = [line.split()[0] for line in listing.splitlines()
+            if line.strip() and line.startswith(lab.prefix)]
     if alive or left:
         return f"[red]teardown incomplete: {len(alive)} processes, namespaces {sorted(left)}"
     return (f"teardown: {len(procs)} processes stopped, {len(lab.hosts)} namespaces and "
