@@ -1,0 +1,129 @@
+"""The command line as a user runs it: exit codes, files, messages."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from whalescale.identity import b64, decode_key, fingerprint, read_key_file
+
+
+def ws(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "whalescale", *map(str, args)],
+                          capture_output=True, text=True, timeout=60, check=check)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, Path]:
+    paths = {name: tmp_path / f"{name}.key" for name in ("anchor", "laptop")}
+    for path in paths.values():
+        ws("keygen", path, check=True)
+    return paths
+
+
+def mesh_text(keys: dict[str, Path]) -> str:
+    anchor = read_key_file(keys["anchor"])
+    laptop = read_key_file(keys["laptop"])
+    return f"""\
+[mesh]
+name = "home"
+
+[[node]]
+name = "anchor"
+public_key = "{anchor.public_b64}"
+address = "100.96.0.1"
+endpoints = ["192.0.2.10:51820"]
+anchor = true
+
+[[node]]
+name = "laptop"
+public_key = "{laptop.public_b64}"
+address = ["100.96.0.2", "fd7a::2"]
+"""
+
+
+def test_keygen_writes_0600_and_prints_public_key_and_fingerprint(tmp_path):
+    path = tmp_path / "node.key"
+    result = ws("keygen", path)
+    assert result.returncode == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    ident = read_key_file(path)
+    assert result.stdout.strip() == ident.public_b64
+    assert fingerprint(ident.public) in result.stderr
+
+
+def test_keygen_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "node.key"
+    path.write_text("precious\n")
+    result = ws("keygen", path)
+    assert result.returncode == 1
+    assert "refusing to overwrite" in result.stderr
+    assert path.read_text() == "precious\n"
+
+
+def test_pubkey_and_wireguard_form(keys):
+    ident = read_key_file(keys["anchor"])
+    assert ws("pubkey", keys["anchor"]).stdout.strip() == ident.public_b64
+    wg = ws("pubkey", "--wireguard", keys["anchor"]).stdout.strip()
+    assert decode_key(wg) == ident.x25519_public
+    assert wg == b64(ident.x25519_public)
+
+
+def test_fingerprint_of_key_and_key_file_agree(keys):
+    public = ws("pubkey", keys["anchor"]).stdout.strip()
+    by_key = ws("fingerprint", public).stdout.strip()
+    assert by_key == ws("fingerprint", keys["anchor"]).stdout.strip()
+    assert len(by_key.replace("-", "")) == 32
+    bad = ws("fingerprint", "not-a-key")
+    assert bad.returncode == 1 and "base64" in bad.stderr
+
+
+def test_check_accepts_a_good_mesh(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text(mesh_text(keys))
+    result = ws("check", mesh)
+    assert result.returncode == 0, result.stderr
+    assert "2 nodes (1 anchors)" in result.stdout
+
+
+def test_check_reports_every_problem_with_its_position(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    text = mesh_text(keys).replace('address = "100.96.0.1"', 'address = "100.96.0.2"')
+    text = text.replace("anchor = true", "anchor = true\ncolour = \"blue\"")
+    mesh.write_text(text)
+    result = ws("check", mesh)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert any(line.startswith(f"{mesh}:10:1: node[0].colour: unknown key") for line in lines)
+    assert any(line.startswith(f"{mesh}:15:12: node[1].address") and "duplicate" in line
+               for line in lines), lines
+
+
+def test_up_without_an_entry_for_our_key_says_which_key(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text(mesh_text(keys))
+    stranger = tmp_path / "stranger.key"
+    ws("keygen", stranger, check=True)
+    result = ws("up", mesh, "--key", stranger, "--state-dir", tmp_path / "state")
+    assert result.returncode == 1
+    assert read_key_file(stranger).public_b64 in result.stderr
+
+
+def test_up_with_a_bad_mesh_prints_positions(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text(mesh_text(keys).replace("[mesh]", "[mesh\n"))
+    result = ws("up", mesh, "--key", keys["anchor"])
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{mesh}:1:")
+
+
+@pytest.mark.parametrize("command", [[], ["keygen"], ["pubkey"], ["fingerprint"], ["check"],
+                                     ["up"], ["lab", "demo"], ["bench", "tunnel"]])
+def test_every_command_has_help(command):
+    result = ws(*command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: whalescale")
