@@ -102,9 +102,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                     break
 
     try:
-        trio.run(main)
+        agent.open()
     except OSError as exc:
         return _fail(f"cannot start: {exc}")
+    try:
+        trio.run(main)
+    finally:
+        agent.close()
+        logging.getLogger("whalescale").info("node %s down", agent.me.name)
     return EXIT_OK
 
 

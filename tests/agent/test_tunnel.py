@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from whalescale.lab.iperf import iperf_tcp
@@ -35,3 +37,23 @@ def test_stopped_agent_removes_its_interface(lab):
     assert alice.proc.stop() == 0
     assert "ws0" not in alice.host.run("ip", "-brief", "link").stdout
     assert "down" in alice.proc.log()
+
+
+def test_busy_port_is_a_clear_error_and_leaves_nothing(lab):
+    hosts = lab.star(["alice", "bob"])
+    mesh = LabMesh(lab)
+    alice = mesh.add_node(hosts["alice"])
+    mesh.add_node(hosts["bob"])
+    mesh.write_mesh()
+    holder = alice.host.spawn(
+        sys.executable, "-c",
+        "import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        "s.bind(('0.0.0.0', 51820)); print('bound', flush=True); time.sleep(60)")
+    assert holder.wait_for_log("bound", 10)
+    result = alice.host.run(sys.executable, "-m", "whalescale", "up", str(mesh.mesh_path),
+                            "--key", str(alice.key_path), "--state-dir",
+                            str(lab.tempdir / "state"), check=False)
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ws0" not in alice.host.run("ip", "-brief", "link").stdout

@@ -47,38 +47,52 @@ class Agent:
         self._sockets: dict[int, socket.socket] = {}
         self._timer_scope = trio.CancelScope()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        # TAI64N needs wall time; the engine gets it as an offset to trio's clock.
-        self.engine.set_wall_offset(time.time() - trio.current_time())
-        if self.state_dir is not None:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._open_sockets()
-        self._tun = TunDevice.open(self.interface, offload=self.offload)
+    def open(self) -> None:
+        """Bind the sockets, create and configure the TUN; OSError says what failed.
+
+        Synchronous and before trio starts, so a busy port or a missing
+        /dev/net/tun is one clear error rather than a task failure.
+        """
         try:
+            if self.state_dir is not None:
+                self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._open_sockets()
+            self._tun = TunDevice.open(self.interface, offload=self.offload)
             self._tun.configure(
                 addresses=[f"{a}/{a.max_prefixlen}" for a in self.me.addresses],
                 mtu=self.mesh.mtu,
                 routes=[str(net) for peer in self.engine.peers.values()
                         for net in peer.spec.allowed_ips],
             )
-            log.info("node %s (%s) up on %s, mtu %d, udp port %d, %d peers, offload %s",
-                     self.me.name, fingerprint(self.identity.public), self.interface,
-                     self.mesh.mtu, self.me.port, len(self.engine.peers),
-                     "on" if self._tun.offload else "off")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._tun_reader)
-                for sock in self._sockets.values():
-                    nursery.start_soon(self._udp_reader, sock)
-                nursery.start_soon(self._timer)
-                self.engine.start(trio.current_time())
-                self._flush()
-                task_status.started()
-        finally:
+        except BaseException:
+            self.close()
+            raise
+        log.info("node %s (%s) up on %s, mtu %d, udp port %d, %d peers, offload %s",
+                 self.me.name, fingerprint(self.identity.public), self.interface,
+                 self.mesh.mtu, self.me.port, len(self.engine.peers),
+                 "on" if self._tun.offload else "off")
+
+    def close(self) -> None:
+        if self._tun is not None:
             self._tun.close()
+            self._tun = None
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Serve until cancelled; `open()` must have succeeded."""
+        # TAI64N needs wall time; the engine gets it as an offset to trio's clock.
+        self.engine.set_wall_offset(time.time() - trio.current_time())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._tun_reader)
             for sock in self._sockets.values():
-                sock.close()
-            log.info("node %s down", self.me.name)
+                nursery.start_soon(self._udp_reader, sock)
+            nursery.start_soon(self._timer)
+            self.engine.start(trio.current_time())
+            self._flush()
+            task_status.started()
 
     def _open_sockets(self) -> None:
         self._sockets[socket.AF_INET] = udp.open_udp("0.0.0.0", self.me.port, socket.AF_INET)
