@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from whalescale.lab.iperf import iperf_tcp
-from whalescale.lab.mesh import LabMesh
+from whalescale.lab.mesh import LabMesh, MeshNode
 
 pytestmark = pytest.mark.lab
 
@@ -27,11 +27,17 @@ def test_ping_and_iperf_through_the_tunnel(lab):
     assert any(peer == "bob" for peer, _, _ in alice.handshakes())
 
 
-def test_stopped_agent_removes_its_interface(lab):
+def alice_and_bob(lab) -> tuple[LabMesh, MeshNode]:
     hosts = lab.star(["alice", "bob"])
     mesh = LabMesh(lab)
     alice = mesh.add_node(hosts["alice"])
     mesh.add_node(hosts["bob"])
+    mesh.write_mesh()
+    return mesh, alice
+
+
+def test_stopped_agent_removes_its_interface(lab):
+    mesh, alice = alice_and_bob(lab)
     mesh.start_all()
     assert "ws0" in alice.host.run("ip", "-brief", "link").stdout
     assert alice.proc.stop() == 0
@@ -40,11 +46,7 @@ def test_stopped_agent_removes_its_interface(lab):
 
 
 def test_busy_port_is_a_clear_error_and_leaves_nothing(lab):
-    hosts = lab.star(["alice", "bob"])
-    mesh = LabMesh(lab)
-    alice = mesh.add_node(hosts["alice"])
-    mesh.add_node(hosts["bob"])
-    mesh.write_mesh()
+    mesh, alice = alice_and_bob(lab)
     holder = alice.host.spawn(
         sys.executable, "-c",
         "import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "

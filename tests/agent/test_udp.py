@@ -3,15 +3,14 @@
 import errno
 import json
 import os
-import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from whalescale.agent import udp
+from whalescale.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SEND_40_OVER_LOOPBACK = """
 import json, socket, subprocess, sys, time
 from whalescale.agent import udp
+from whalescale.lab import Lab
 
 family = socket.AF_INET6 if sys.argv[1] == "6" else socket.AF_INET
 host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
@@ -42,16 +42,11 @@ print(json.dumps({
 
 
 @pytest.fixture
-def namespace() -> Iterator[str]:
-    name = f"wstest{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+def namespace(lab: Lab) -> str:
+    return lab.host("udp").netns
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
+@pytest.mark.lab
 @pytest.mark.parametrize("version", ["4", "6"])
 def test_forty_datagrams_arrive_as_forty(namespace: str, version: str) -> None:
     done = subprocess.run(

@@ -1,39 +1,25 @@
 """TunDevice against the real kernel: a TCP echo between two namespaces through two TUNs."""
 
 import json
-import os
-import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.tun.packets import assert_checksums_valid
+from whalescale.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 MTU = 1420
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists("/dev/net/tun"),
-    reason="needs root and /dev/net/tun",
-)
+pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
-def two_namespaces() -> Iterator[tuple[str, str]]:
-    """Two fresh, empty network namespaces, deleted afterwards whatever happens."""
-    names = [f"wstest{secrets.token_hex(3)}{side}" for side in "ab"]
-    created = []
-    try:
-        for name in names:
-            subprocess.run(["ip", "netns", "add", name], check=True)
-            created.append(name)
-        yield names[0], names[1]
-    finally:
-        for name in created:
-            subprocess.run(["ip", "netns", "del", name], check=False)
+def two_namespaces(lab: Lab) -> tuple[str, str]:
+    """Two fresh, empty network namespaces of the lab, deleted at its teardown."""
+    return lab.host("a").netns, lab.host("b").netns
 
 
 @pytest.mark.parametrize("offload", ["offload", "plain"])
