@@ -59,3 +59,15 @@ def test_busy_port_is_a_clear_error_and_leaves_nothing(lab):
     assert "cannot start" in result.stderr and "in use" in result.stderr
     assert "Traceback" not in result.stderr
     assert "ws0" not in alice.host.run("ip", "-brief", "link").stdout
+
+
+def test_ipv6_underlay_and_ipv6_inside_the_tunnel(lab):
+    hosts = lab.star(["alice", "bob"], v6=True)
+    mesh = LabMesh(lab, ipv6_endpoints=True)
+    alice, bob = mesh.add_node(hosts["alice"]), mesh.add_node(hosts["bob"])
+    mesh.start_all()
+    assert alice.host.ping(bob.tunnel_addr6, count=3, timeout=2.0)
+    assert bob.host.ping(alice.tunnel_addr, count=3, timeout=2.0)
+    # the session runs over the IPv6 underlay
+    assert f"via [{bob.host.addr6()}]:51820" in alice.proc.log() or \
+        f"via [{alice.host.addr6()}]:51820" in bob.proc.log()

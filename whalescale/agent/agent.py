@@ -159,14 +159,21 @@ class Agent:
                 start = i
 
 
+def _endpoint(addr: tuple[str, int] | None) -> str:
+    if addr is None:
+        return "unknown"
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _log_event(event: events.Event) -> None:
     match event:
         case events.HandshakeInitiated(peer, endpoint, reason):
-            log.info("handshake with %s at %s:%d: initiating (%s)", peer, *endpoint, reason)
+            log.info("handshake with %s at %s: initiating (%s)", peer, _endpoint(endpoint), reason)
         case events.HandshakeCompleted(peer, initiator, endpoint, rtt_s):
             role = (f"as initiator, {rtt_s * 1000:.1f} ms" if initiator and rtt_s is not None
                     else "as responder")
-            log.info("session with %s established via %s:%d (%s)", peer, *endpoint, role)
+            log.info("session with %s established via %s (%s)", peer, _endpoint(endpoint), role)
         case events.HandshakeGaveUp(peer, attempts):
             log.warning("handshake with %s gave up after %d attempts; "
                         "dropping queued packets until it reaches us or we have data again",
@@ -174,7 +181,6 @@ def _log_event(event: events.Event) -> None:
         case events.SessionKeysZeroed(peer):
             log.info("session keys of %s erased after 9 minutes without a new handshake", peer)
         case events.EndpointChanged(peer, old, new):
-            log.info("peer %s now at %s:%d (was %s)", peer, *new,
-                     f"{old[0]}:{old[1]}" if old else "unknown")
+            log.info("peer %s now at %s (was %s)", peer, _endpoint(new), _endpoint(old))
         case events.CookieReplySent(to):
-            log.debug("under load: sent a cookie reply to %s:%d", *to)
+            log.debug("under load: sent a cookie reply to %s", _endpoint(to))

@@ -22,6 +22,7 @@ from .proc import Proc
 
 DEFAULT_PORT = 51820
 TUNNEL_PREFIX = "100.96.0."
+TUNNEL_PREFIX6 = "fd77:7773::"
 _ESTABLISHED = re.compile(r"session with (\S+) established via \S+ \((as \w+)(?:, ([\d.]+) ms)?")
 
 
@@ -34,6 +35,7 @@ class MeshNode:
     identity: Identity
     key_path: Path
     tunnel_addr: str
+    tunnel_addr6: str
     anchor: bool = False
     proc: Proc | None = None
 
@@ -92,8 +94,10 @@ class WireGuardGoNode:
 class LabMesh:
     """A mesh of whalescale nodes (and vanilla WireGuard peers) on a lab."""
 
-    def __init__(self, lab: Lab, port: int = DEFAULT_PORT, keepalive_s: int = 25) -> None:
+    def __init__(self, lab: Lab, port: int = DEFAULT_PORT, keepalive_s: int = 25,
+                 ipv6_endpoints: bool = False) -> None:
         self.lab = lab
+        self.ipv6_endpoints = ipv6_endpoints
         self.port = port
         self.keepalive_s = keepalive_s
         self.nodes: dict[str, MeshNode] = {}
@@ -107,7 +111,9 @@ class LabMesh:
         identity = Identity.generate()
         key_path = self.lab.tempdir / f"{host.name}.key"
         write_key_file(key_path, identity)
-        node = MeshNode(host.name, host, identity, key_path, self._next_tunnel_addr(), anchor)
+        number = len(self.nodes) + len(self.wireguard) + 1
+        node = MeshNode(host.name, host, identity, key_path, f"{TUNNEL_PREFIX}{number}",
+                        f"{TUNNEL_PREFIX6}{number:x}", anchor)
         self.nodes[host.name] = node
         return node
 
@@ -127,8 +133,8 @@ class LabMesh:
         for node in self.nodes.values():
             lines += ["[[node]]", f'name = "{node.name}"',
                       f'public_key = "{node.identity.public_b64}"',
-                      f'address = "{node.tunnel_addr}"',
-                      f'endpoints = ["{node.host.addr()}:{self.port}"]',
+                      f'address = ["{node.tunnel_addr}", "{node.tunnel_addr6}"]',
+                      f'endpoints = ["{self.endpoint(node.host)}"]',
                       f"anchor = {'true' if node.anchor else 'false'}", ""]
         for wg in self.wireguard.values():
             lines += ["[[wireguard]]", f'name = "{wg.name}"',
@@ -136,6 +142,11 @@ class LabMesh:
                       f'address = "{wg.tunnel_addr}"',
                       f'endpoint = "{wg.host.addr()}:{wg.port}"', ""]
         return "\n".join(lines)
+
+    def endpoint(self, host: Host) -> str:
+        if self.ipv6_endpoints:
+            return f"[{host.addr6()}]:{self.port}"
+        return f"{host.addr()}:{self.port}"
 
     def write_mesh(self) -> Path:
         self.mesh_path.write_text(self.mesh_toml())
