@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(python3-venv python3-dev gcc iproute2 nftables conntrack iperf3
-              wireguard-go wireguard-tools procps)
+              wireguard-go wireguard-tools procps systemd openssh-server nix-bin)
 
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -25,8 +25,16 @@ install_packages() {
         echo "run.sh: installing ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq || true
+        # Packages must not start their daemons (sshd) on this machine: the lab
+        # starts its own, inside namespaces. policy-rc.d 101 = "action forbidden".
+        local policy=/usr/sbin/policy-rc.d made_policy=0
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
+        fi
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-            || { echo "run.sh: apt-get install ${missing[*]} failed" >&2; exit 1; }
+            || { [ $made_policy = 1 ] && rm -f "$policy"
+                 echo "run.sh: apt-get install ${missing[*]} failed" >&2; exit 1; }
+        if [ $made_policy = 1 ]; then rm -f "$policy"; fi
     fi
 }
 
