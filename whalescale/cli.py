@@ -12,6 +12,7 @@ from . import identity
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # bad input: the mesh file, a key
+EXIT_NO_AGENT = 2  # `reload`: nothing answers on the control socket
 
 
 def _fail(message: str) -> int:
@@ -83,8 +84,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         mesh = load_mesh(args.mesh)
         ident = identity.read_key_file(args.key)
-        agent = Agent(mesh, ident, interface=args.interface, state_dir=args.state_dir,
-                      offload=not args.no_offload)
+        agent = Agent(mesh, ident, mesh_path=args.mesh, interface=args.interface,
+                      state_dir=args.state_dir, offload=not args.no_offload)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
@@ -94,10 +95,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(agent.run)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
+                                           signal.SIGHUP) as signals:
                 async for signum in signals:
-                    logging.getLogger("whalescale").info(
-                        "%s received, shutting down", signal.Signals(signum).name)
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGHUP:
+                        logging.getLogger("whalescale").info("%s received, reloading", name)
+                        agent.reload()
+                        continue
+                    logging.getLogger("whalescale").info("%s received, shutting down", name)
                     nursery.cancel_scope.cancel()
                     break
 
@@ -111,6 +117,22 @@ def cmd_up(args: argparse.Namespace) -> int:
         agent.close()
         logging.getLogger("whalescale").info("node %s down", agent.me.name)
     return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .agent import control
+
+    try:
+        reply = control.request(control.socket_path(args.state_dir), {"command": "reload"})
+    except control.NoAgent as exc:
+        print(f"whalescale: {exc}", file=sys.stderr)
+        return EXIT_NO_AGENT
+    if reply.get("ok"):
+        print(reply.get("message", "reload applied"))
+        return EXIT_OK
+    print(reply.get("error", "reload refused"), file=sys.stderr)
+    print("whalescale: reload refused; the running mesh stays as it was", file=sys.stderr)
+    return EXIT_INVALID
 
 
 def cmd_lab_demo(args: argparse.Namespace) -> int:
@@ -171,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-offload", action="store_true",
                    help="do not use TUN segmentation offloads (slower; for debugging)")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("reload", help="make the running agent re-read its mesh file",
+                       description="Ask the agent running with this state directory to apply "
+                       "its mesh file anew (as SIGHUP does). Sessions to unchanged peers stay. "
+                       "A bad file is refused: the running mesh stays, the problems are printed "
+                       "and the exit status is 1; 2 when no agent runs there.")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
+                   help="the agent's state directory (default: /var/lib/whalescale)")
+    p.set_defaults(func=cmd_reload)
 
     lab = sub.add_parser("lab", help="the multi-node lab on network namespaces").add_subparsers(
         dest="lab_command", required=True, metavar="LAB_COMMAND")

@@ -9,7 +9,7 @@ from whalescale.session import events
 from whalescale.session.timers import MAX_HANDSHAKE_ATTEMPTS, REKEY_TIMEOUT_S
 from whalescale.wire import messages as wire
 
-from .pair import A_ADDR, B_TUNNEL, Pair, ip_packet, make_engine
+from .pair import A_ADDR, A_TUNNEL, B_TUNNEL, Pair, ip_packet, make_engine
 
 
 def sizes(pair: Pair) -> list[tuple[str, int]]:
@@ -211,3 +211,27 @@ def test_handshake_flood_from_one_source_is_rate_limited():
         pair.bob.receive_datagram(junk, ("10.9.9.9", 1), 0.0)
     assert pair.bob.drops["rate_limited"] == 95
     assert pair.bob.drops["bad_mac1"] == 5
+
+
+def test_update_peers_keeps_unchanged_sessions_and_wipes_removed_ones():
+    pair = Pair()
+    pair.alice_to_bob()
+    pair.pump()
+    bob_peer = pair.alice.peers[pair.bob_id.x25519_public]
+    session = bob_peer.current
+    carol = Identity.from_seed(b"\x33" * 32)
+    spec = bob_peer.spec
+    new_carol = make_engine(pair.alice_id, [("carol", carol, "100.96.0.3", ())], 5)
+    carol_spec = next(iter(new_carol.peers.values())).spec
+    changes = pair.alice.update_peers([spec, carol_spec])
+    assert (changes.added, changes.removed, changes.unchanged) == (["carol"], [], ["bob"])
+    assert pair.alice.peers[pair.bob_id.x25519_public].current is session
+    assert pair.alice.route(ip_packet(A_TUNNEL, "100.96.0.3")).name == "carol"
+
+    changes = pair.alice.update_peers([carol_spec])
+    assert changes.removed == ["bob"]
+    assert pair.alice.route(ip_packet(A_TUNNEL, B_TUNNEL)) is None
+    # bob's next datagram on the old session finds no keypair
+    pair.bob_to_alice()
+    pair.pump()
+    assert pair.alice.drops["unknown_index"] == 1 and pair.alice.inbox == []

@@ -45,3 +45,31 @@ def test_tcp_echo_crosses_two_relayed_tuns(two_namespaces: tuple[str, str], offl
     if offload == "offload":
         # Merged super-packets were written, and the kernel took them: the echo matched.
         assert report["gso_frames_written"] > 0
+
+
+CONVERGE = """
+import sys
+from whalescale.tun.device import TunDevice
+tun = TunDevice.open("wsconv0")
+tun.configure(["100.96.0.1/32", "fd77::1/128"], 1420, ["100.96.0.2/32", "100.96.0.3/32"])
+tun.configure(["100.96.0.9/32", "fd77::1/128"], 1380,
+              ["100.96.0.3/32", "100.96.1.0/24", "fd77::2/128"])
+import subprocess
+print(subprocess.run(["ip", "-o", "addr", "show", "dev", "wsconv0"], capture_output=True,
+                     text=True).stdout)
+print(subprocess.run(["ip", "-o", "route", "show", "dev", "wsconv0"], capture_output=True,
+                     text=True).stdout)
+print(subprocess.run(["ip", "-o", "-6", "route", "show", "dev", "wsconv0"], capture_output=True,
+                     text=True).stdout)
+print(subprocess.run(["ip", "-o", "link", "show", "dev", "wsconv0"], capture_output=True,
+                     text=True).stdout)
+"""
+
+
+def test_configure_converges_on_the_wanted_addresses_and_routes(lab: Lab) -> None:
+    host = lab.host("conv")
+    out = host.run(sys.executable, "-c", CONVERGE, timeout=30).stdout
+    assert "100.96.0.9/32" in out and "100.96.0.1/32" not in out and "fd77::1/128" in out
+    assert "100.96.0.2 " not in out
+    assert "100.96.0.3 " in out and "100.96.1.0/24 " in out and "fd77::2 " in out
+    assert "mtu 1380" in out

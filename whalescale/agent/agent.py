@@ -13,16 +13,17 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from ..config import Mesh
+from ..config import ConfigError, Mesh, load_mesh
 from ..identity import Identity, fingerprint
 from ..session import events
 from ..session.engine import Engine
 from ..tun.device import TunDevice
-from . import udp
-from .peers import own_node, peer_specs
+from . import control, udp
+from .peers import NotInMesh, own_node, peer_specs
 
 log = logging.getLogger("whalescale.agent")
 
@@ -31,9 +32,11 @@ _TUN_BATCH_FRAMES = 64
 
 
 class Agent:
-    def __init__(self, mesh: Mesh, identity: Identity, *, interface: str = "ws0",
-                 state_dir: Path | None = None, offload: bool = True) -> None:
+    def __init__(self, mesh: Mesh, identity: Identity, *, mesh_path: Path | None = None,
+                 interface: str = "ws0", state_dir: Path | None = None,
+                 offload: bool = True) -> None:
         self.mesh = mesh
+        self.mesh_path = mesh_path
         self.identity = identity
         self.me = own_node(mesh, identity)
         self.interface = interface
@@ -56,14 +59,10 @@ class Agent:
         try:
             if self.state_dir is not None:
                 self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                control.claim(control.socket_path(self.state_dir))
             self._open_sockets()
             self._tun = TunDevice.open(self.interface, offload=self.offload)
-            self._tun.configure(
-                addresses=[f"{a}/{a.max_prefixlen}" for a in self.me.addresses],
-                mtu=self.mesh.mtu,
-                routes=[str(net) for peer in self.engine.peers.values()
-                        for net in peer.spec.allowed_ips],
-            )
+            self._configure_tun()
         except BaseException:
             self.close()
             raise
@@ -71,6 +70,55 @@ class Agent:
                  self.me.name, fingerprint(self.identity.public), self.interface,
                  self.mesh.mtu, self.me.port, len(self.engine.peers),
                  "on" if self._tun.offload else "off")
+
+    def _configure_tun(self) -> None:
+        assert self._tun is not None
+        self._tun.configure(
+            addresses=[f"{a}/{a.max_prefixlen}" for a in self.me.addresses],
+            mtu=self.mesh.mtu,
+            routes=[str(net) for peer in self.engine.peers.values()
+                    for net in peer.spec.allowed_ips],
+        )
+
+    def reload(self) -> dict[str, Any]:
+        """Apply the mesh file anew; a bad file changes nothing (SIGHUP, `whalescale reload`)."""
+        if self.mesh_path is None:
+            return {"ok": False, "error": "this agent was not started from a mesh file"}
+        try:
+            mesh = load_mesh(self.mesh_path)
+            me = own_node(mesh, self.identity)
+        except (ConfigError, NotInMesh) as exc:
+            log.error("reload refused, the running mesh stays as it was:\n%s", exc)
+            return {"ok": False, "error": str(exc)}
+        if me.port != self.me.port:
+            error = (f"{self.mesh_path}: this node's port changed ({self.me.port} -> {me.port}); "
+                     "a new port needs a restart")
+            log.error("reload refused, the running mesh stays as it was: %s", error)
+            return {"ok": False, "error": error}
+        changes = self.engine.update_peers(peer_specs(mesh, me))
+        self.engine.mtu = mesh.mtu
+        self.mesh, self.me = mesh, me
+        try:
+            self._configure_tun()
+        except OSError as exc:
+            log.error("reload: configuring %s failed: %s", self.interface, exc)
+            return {"ok": False, "error": f"configuring {self.interface}: {exc}"}
+        summary = (f"{len(changes.added)} added {changes.added}, "
+                   f"{len(changes.removed)} removed {changes.removed}, "
+                   f"{len(changes.changed)} changed {changes.changed}, "
+                   f"{len(changes.unchanged)} unchanged")
+        log.info("reload applied: %s", summary)
+        self._flush()
+        return {"ok": True, "message": f"reload applied: {summary}"}
+
+    def _control(self, req: dict[str, Any]) -> dict[str, Any]:
+        match req.get("command"):
+            case "ping":
+                return {"ok": True}
+            case "reload":
+                return self.reload()
+            case other:
+                return {"ok": False, "error": f"unknown command {other!r}"}
 
     def close(self) -> None:
         if self._tun is not None:
@@ -90,6 +138,9 @@ class Agent:
             for sock in self._sockets.values():
                 nursery.start_soon(self._udp_reader, sock)
             nursery.start_soon(self._timer)
+            if self.state_dir is not None:
+                await nursery.start(control.serve, control.socket_path(self.state_dir),
+                                    self._control)
             self.engine.start(trio.current_time())
             self._flush()
             task_status.started()

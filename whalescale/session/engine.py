@@ -43,6 +43,14 @@ _TRANSPORT_PREFIX = bytes((wire.MessageType.TRANSPORT, 0, 0, 0))
 UNDER_LOAD_HANDSHAKES_PER_S = 64
 
 
+@attrs.define
+class PeerChanges:
+    added: list[str] = attrs.Factory(list)
+    removed: list[str] = attrs.Factory(list)
+    changed: list[str] = attrs.Factory(list)
+    unchanged: list[str] = attrs.Factory(list)
+
+
 @attrs.frozen(slots=True)
 class PeerSpec:
     """What the engine needs to know of a peer; built from the mesh TOML."""
@@ -96,12 +104,40 @@ class Engine:
             raise ValueError(f"peer {spec.name}: static key already present")
         peer = Peer(spec, self)
         self.peers[spec.static_public] = peer
-        for net in spec.allowed_ips:
-            if net.num_addresses == 1:
-                self._hosts[net.network_address.packed] = peer
-            else:
-                self._networks.append((net, peer))
+        self._build_routes()
         return peer
+
+    def update_peers(self, specs: Iterable[PeerSpec]) -> PeerChanges:
+        """Converge on `specs` (a reloaded mesh): unchanged peers keep their sessions,
+        changed ones keep them too and take the new settings, removed ones are wiped."""
+        wanted = {spec.static_public: spec for spec in specs}
+        changes = PeerChanges()
+        for key in [k for k in self.peers if k not in wanted]:
+            peer = self.peers.pop(key)
+            peer.forget()
+            changes.removed.append(peer.name)
+        for key, spec in wanted.items():
+            peer = self.peers.get(key)
+            if peer is None:
+                self.peers[key] = Peer(spec, self)
+                changes.added.append(spec.name)
+            elif peer.spec != spec:
+                peer.reconfigure(spec)
+                changes.changed.append(spec.name)
+            else:
+                changes.unchanged.append(spec.name)
+        self._build_routes()
+        return changes
+
+    def _build_routes(self) -> None:
+        self._hosts = {}
+        self._networks = []
+        for peer in self.peers.values():
+            for net in peer.spec.allowed_ips:
+                if net.num_addresses == 1:
+                    self._hosts[net.network_address.packed] = peer
+                else:
+                    self._networks.append((net, peer))
 
     def set_wall_offset(self, wall_offset: float) -> None:
         self._wall_offset = wall_offset

@@ -260,6 +260,11 @@ class Peer:
                              f"attempt {self.handshake_attempts + 1}")
 
     def _zero_keys(self) -> None:
+        self.forget()
+        self._engine.event(events.SessionKeysZeroed(self.name))
+
+    def forget(self) -> None:
+        """Erase every key and the pending handshake (zero-keys timer, or removal)."""
         engine = self._engine
         for kp in (self.previous, self.current, self.next):
             engine.forget_keypair(kp)
@@ -268,4 +273,14 @@ class Peer:
             engine.forget_handshake(self.handshake_index)
         self.handshake = None
         self.handshake_index = None
-        engine.event(events.SessionKeysZeroed(self.name))
+        self.staged.clear()
+
+    def reconfigure(self, spec: PeerSpec) -> None:
+        """New settings from a reloaded mesh; the session and its keys stay."""
+        self.spec = spec
+        self.name = spec.name
+        self.endpoints = list(spec.endpoints)
+        if self.endpoint is None and self.endpoints:
+            self.endpoint = self.endpoints[0]
+        if not spec.keepalive_s:
+            self.persistent_keepalive_at = None

@@ -12,11 +12,13 @@ import fcntl
 import ipaddress
 import logging
 import os
+import socket
 import struct
 from collections import Counter
 from typing import Self
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from whalescale.tun import segment
 
@@ -40,6 +42,10 @@ IFNAMSIZ = 16
 
 # A super-packet is at most 64 KB of IPv4 (IPv6 adds its 40-byte header outside the length).
 _READ_SIZE = segment.VNET_HDR_LEN + 65535 + 40
+
+
+# Routes we add carry proto "static"; on our own device those are ours to remove.
+_RTPROT_STATIC = 4
 
 
 class TunError(OSError):
@@ -139,24 +145,49 @@ class TunDevice:
                 self.drops[errno.errorcode.get(error.errno or 0, "oserror").lower()] += 1
 
     def configure(self, addresses: list[str], mtu: int, routes: list[str]) -> None:
-        """Set MTU, add `addresses` ("100.96.0.1/32") and `routes` ("100.96.0.2/32"), go up."""
+        """Converge the device on `addresses` ("100.96.0.1/32"), `mtu` and `routes`
+        ("100.96.0.2/32"), and bring it up.
+
+        Declarative, so a reload applies only the difference: routes to peers that
+        stay are never removed, and their traffic never pauses.
+        """
+        try:
+            self._converge(addresses, mtu, routes)
+        except NetlinkError as exc:
+            raise TunError(exc.code, f"configuring {self.name}: {exc}") from exc
+
+    def _converge(self, addresses: list[str], mtu: int, routes: list[str]) -> None:
         with IPRoute() as ipr:
             links = ipr.link_lookup(ifname=self.name)
             if not links:
                 raise TunError(errno.ENODEV, f"TUN {self.name!r} has vanished")
             index = links[0]
             ipr.link("set", index=index, mtu=mtu)
-            for address in addresses:
-                interface = ipaddress.ip_interface(address)
-                ipr.addr(
-                    "add",
-                    index=index,
-                    address=str(interface.ip),
-                    prefixlen=interface.network.prefixlen,
-                )
+            want_addrs = {ipaddress.ip_interface(a) for a in addresses}
+            have_addrs = {
+                ipaddress.ip_interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+                for m in ipr.get_addr(index=index)
+            }
+            for interface in have_addrs - want_addrs:
+                if not interface.ip.is_link_local:
+                    ipr.addr("del", index=index, address=str(interface.ip),
+                             prefixlen=interface.network.prefixlen)
+            for interface in want_addrs - have_addrs:
+                ipr.addr("add", index=index, address=str(interface.ip),
+                         prefixlen=interface.network.prefixlen)
             ipr.link("set", index=index, state="up")
-            for route in routes:
-                ipr.route("add", dst=str(ipaddress.ip_network(route)), oif=index)
+            want_routes = {ipaddress.ip_network(r) for r in routes}
+            have_routes = set()
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for m in ipr.get_routes(family=family, oif=index, table=254):
+                    # Only routes we add; the kernel's own (local, link-local) stay.
+                    if m["proto"] == _RTPROT_STATIC and m.get_attr("RTA_DST"):
+                        have_routes.add(ipaddress.ip_network(
+                            f"{m.get_attr('RTA_DST')}/{m['dst_len']}"))
+            for network in have_routes - want_routes:
+                ipr.route("del", dst=str(network), oif=index)
+            for network in want_routes - have_routes:
+                ipr.route("add", dst=str(network), oif=index, proto=_RTPROT_STATIC)
 
     def close(self) -> None:
         if self._fd >= 0:

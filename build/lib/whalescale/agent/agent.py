@@ -1,0 +1,237 @@
+"""The trio shell around the session engine: UDP sockets, the TUN device, one timer.
+
+It owns no protocol logic. One reader task per socket and one for the TUN
+feed the engine a batch at a time (drain until EAGAIN), then `_flush` sends
+what the engine queued, writes what it delivered and logs what happened. The
+timer task sleeps in a cancel scope whose deadline is the engine's next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..config import ConfigError, Mesh, load_mesh
+from ..identity import Identity, fingerprint
+from ..session import events
+from ..session.engine import Engine
+from ..tun.device import TunDevice
+from . import control, udp
+from .peers import NotInMesh, own_node, peer_specs
+
+log = logging.getLogger("whalescale.agent")
+
+_RECV_BATCH_BYTES = 4 * 1024 * 1024
+_TUN_BATCH_FRAMES = 64
+
+
+class Agent:
+    def __init__(self, mesh: Mesh, identity: Identity, *, mesh_path: Path | None = None,
+                 interface: str = "ws0", state_dir: Path | None = None,
+                 offload: bool = True) -> None:
+        self.mesh = mesh
+        self.mesh_path = mesh_path
+        self.identity = identity
+        self.me = own_node(mesh, identity)
+        self.interface = interface
+        self.state_dir = state_dir
+        self.offload = offload
+        self.engine = Engine(
+            identity.x25519_private, identity.x25519_public, peer_specs(mesh, self.me),
+            random_bytes=os.urandom, wall_offset=0.0, mtu=mesh.mtu,
+        )
+        self._tun: TunDevice | None = None
+        self._sockets: dict[int, socket.socket] = {}
+        self._timer_scope = trio.CancelScope()
+
+    def open(self) -> None:
+        """Bind the sockets, create and configure the TUN; OSError says what failed.
+
+        Synchronous and before trio starts, so a busy port or a missing
+        /dev/net/tun is one clear error rather than a task failure.
+        """
+        try:
+            if self.state_dir is not None:
+                self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                control.claim(control.socket_path(self.state_dir))
+            self._open_sockets()
+            self._tun = TunDevice.open(self.interface, offload=self.offload)
+            self._configure_tun()
+        except BaseException:
+            self.close()
+            raise
+        log.info("node %s (%s) up on %s, mtu %d, udp port %d, %d peers, offload %s",
+                 self.me.name, fingerprint(self.identity.public), self.interface,
+                 self.mesh.mtu, self.me.port, len(self.engine.peers),
+                 "on" if self._tun.offload else "off")
+
+    def _configure_tun(self) -> None:
+        assert self._tun is not None
+        self._tun.configure(
+            addresses=[f"{a}/{a.max_prefixlen}" for a in self.me.addresses],
+            mtu=self.mesh.mtu,
+            routes=[str(net) for peer in self.engine.peers.values()
+                    for net in peer.spec.allowed_ips],
+        )
+
+    def reload(self) -> dict[str, Any]:
+        """Apply the mesh file anew; a bad file changes nothing (SIGHUP, `whalescale reload`)."""
+        if self.mesh_path is None:
+            return {"ok": False, "error": "this agent was not started from a mesh file"}
+        try:
+            mesh = load_mesh(self.mesh_path)
+            me = own_node(mesh, self.identity)
+        except (ConfigError, NotInMesh) as exc:
+            log.error("reload refused, the running mesh stays as it was:\n%s", exc)
+            return {"ok": False, "error": str(exc)}
+        if me.port != self.me.port:
+            error = (f"{self.mesh_path}: this node's port changed ({self.me.port} -> {me.port}); "
+                     "a new port needs a restart")
+            log.error("reload refused, the running mesh stays as it was: %s", error)
+            return {"ok": False, "error": error}
+        changes = self.engine.update_peers(peer_specs(mesh, me))
+        self.engine.mtu = mesh.mtu
+        self.mesh, self.me = mesh, me
+        try:
+            self._configure_tun()
+        except OSError as exc:
+            log.error("reload: configuring %s failed: %s", self.interface, exc)
+            return {"ok": False, "error": f"configuring {self.interface}: {exc}"}
+        summary = (f"{len(changes.added)} added {changes.added}, "
+                   f"{len(changes.removed)} removed {changes.removed}, "
+                   f"{len(changes.changed)} changed {changes.changed}, "
+                   f"{len(changes.unchanged)} unchanged")
+        log.info("reload applied: %s", summary)
+        self._flush()
+        return {"ok": True, "message": f"reload applied: {summary}"}
+
+    def _control(self, req: dict[str, Any]) -> dict[str, Any]:
+        match req.get("command"):
+            case "ping":
+                return {"ok": True}
+            case "reload":
+                return self.reload()
+            case other:
+                return {"ok": False, "error": f"unknown command {other!r}"}
+
+    def close(self) -> None:
+        if self._tun is not None:
+            self._tun.close()
+            self._tun = None
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Serve until cancelled; `open()` must have succeeded."""
+        # TAI64N needs wall time; the engine gets it as an offset to trio's clock.
+        self.engine.set_wall_offset(time.time() - trio.current_time())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._tun_reader)
+            for sock in self._sockets.values():
+                nursery.start_soon(self._udp_reader, sock)
+            nursery.start_soon(self._timer)
+            if self.state_dir is not None:
+                await nursery.start(control.serve, control.socket_path(self.state_dir),
+                                    self._control)
+            self.engine.start(trio.current_time())
+            self._flush()
+            task_status.started()
+
+    def _open_sockets(self) -> None:
+        self._sockets[socket.AF_INET] = udp.open_udp("0.0.0.0", self.me.port, socket.AF_INET)
+        try:
+            self._sockets[socket.AF_INET6] = udp.open_udp("::", self.me.port, socket.AF_INET6)
+        except OSError as exc:
+            log.info("no IPv6 socket (%s); IPv4 only", exc.strerror)
+
+    async def _tun_reader(self) -> None:
+        assert self._tun is not None
+        tun, engine, mtu = self._tun, self.engine, self.mesh.mtu
+        while True:
+            await trio.lowlevel.wait_readable(tun.fileno())
+            engine.send_packets(tun.read_batch(mtu, _TUN_BATCH_FRAMES), trio.current_time())
+            self._flush()
+
+    async def _udp_reader(self, sock: socket.socket) -> None:
+        engine = self.engine
+        v6 = sock.family == socket.AF_INET6
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            batch = udp.recv_batch(sock, _RECV_BATCH_BYTES)
+            if v6:  # (host, port, flowinfo, scope_id) -> (host, port), as the engine keys peers
+                batch = [(data, addr[:2]) for data, addr in batch]
+            engine.receive_datagrams(batch, trio.current_time())
+            self._flush()
+
+    async def _timer(self) -> None:
+        while True:
+            with self._timer_scope:
+                await trio.sleep_forever()
+            self._timer_scope = trio.CancelScope()
+            self.engine.handle_timer(trio.current_time())
+            self._flush()
+
+    def _flush(self) -> None:
+        engine = self.engine
+        if engine.outbox:
+            out, engine.outbox = engine.outbox, []
+            self._send(out)
+        if engine.inbox:
+            packets, engine.inbox = engine.inbox, []
+            assert self._tun is not None
+            self._tun.write_batch(packets)
+        if engine.events:
+            happened, engine.events = engine.events, []
+            for event in happened:
+                _log_event(event)
+        deadline = engine.next_deadline()
+        self._timer_scope.deadline = deadline if deadline is not None else float("inf")
+
+    def _send(self, out: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """Send runs of datagrams to the same address as one batch (UDP GSO)."""
+        start = 0
+        for i in range(1, len(out) + 1):
+            if i == len(out) or out[i][1] != out[start][1]:
+                addr = out[start][1]
+                family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+                sock = self._sockets.get(family)
+                if sock is None:
+                    self.engine.drops["no_socket_for_family"] += i - start
+                else:
+                    udp.send_batch(sock, [d for d, _ in out[start:i]], addr)
+                start = i
+
+
+def _endpoint(addr: tuple[str, int] | None) -> str:
+    if addr is None:
+        return "unknown"
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _log_event(event: events.Event) -> None:
+    match event:
+        case events.HandshakeInitiated(peer, endpoint, reason):
+            log.info("handshake with %s at %s: initiating (%s)", peer, _endpoint(endpoint), reason)
+        case events.HandshakeCompleted(peer, initiator, endpoint, rtt_s):
+            role = (f"as initiator, {rtt_s * 1000:.1f} ms" if initiator and rtt_s is not None
+                    else "as responder")
+            log.info("session with %s established via %s (%s)", peer, _endpoint(endpoint), role)
+        case events.HandshakeGaveUp(peer, attempts):
+            log.warning("handshake with %s gave up after %d attempts; "
+                        "dropping queued packets until it reaches us or we have data again",
+                        peer, attempts)
+        case events.SessionKeysZeroed(peer):
+            log.info("session keys of %s erased after 9 minutes without a new handshake", peer)
+        case events.EndpointChanged(peer, old, new):
+            log.info("peer %s now at %s (was %s)", peer, _endpoint(new), _endpoint(old))
+        case events.CookieReplySent(to):
+            log.debug("under load: sent a cookie reply to %s", _endpoint(to))

@@ -1,0 +1,53 @@
+"""From the mesh file to the engine's view of peers: who I am, whom I talk to."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ..config import Mesh, Node
+from ..identity import Identity, x25519_public_from_ed25519
+from ..session.engine import PeerSpec
+
+
+class NotInMesh(LookupError):
+    """Our key has no entry in the mesh file."""
+
+
+def own_node(mesh: Mesh, identity: Identity) -> Node:
+    node = mesh.node_by_key(identity.public)
+    if node is None:
+        raise NotInMesh(
+            "this node's public key is not in the mesh file; add a [[node]] entry with "
+            f"public_key = \"{identity.public_b64}\""
+        )
+    return node
+
+
+def _host_networks(addresses: tuple) -> tuple:
+    return tuple(ipaddress.ip_network(a) for a in addresses)
+
+
+def peer_specs(mesh: Mesh, me: Node) -> list[PeerSpec]:
+    """Every other node and every vanilla WireGuard peer, as the engine needs them."""
+    specs = [
+        PeerSpec(
+            name=node.name,
+            static_public=x25519_public_from_ed25519(node.public_key),
+            allowed_ips=_host_networks(node.addresses),
+            endpoints=tuple((e.host, e.port) for e in node.endpoints),
+            keepalive_s=float(mesh.keepalive_s),
+        )
+        for node in mesh.nodes
+        if node is not me
+    ]
+    specs += [
+        PeerSpec(
+            name=wg.name,
+            static_public=wg.public_key,
+            allowed_ips=_host_networks(wg.addresses) + tuple(wg.allowed_ips),
+            endpoints=((wg.endpoint.host, wg.endpoint.port),) if wg.endpoint else (),
+            keepalive_s=float(wg.keepalive_s),
+        )
+        for wg in mesh.wireguard
+    ]
+    return specs

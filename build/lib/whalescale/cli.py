@@ -1,0 +1,239 @@
+"""The `whalescale` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import identity
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # bad input: the mesh file, a key
+EXIT_NO_AGENT = 2  # `reload`: nothing answers on the control socket
+
+
+def _fail(message: str) -> int:
+    print(f"whalescale: {message}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    ident = identity.Identity.generate()
+    try:
+        identity.write_key_file(args.keyfile, ident)
+    except FileExistsError:
+        return _fail(f"{args.keyfile}: already exists; refusing to overwrite a private key")
+    except OSError as exc:
+        return _fail(f"{args.keyfile}: {exc.strerror}")
+    print(ident.public_b64)
+    print(f"fingerprint: {identity.fingerprint(ident.public)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_pubkey(args: argparse.Namespace) -> int:
+    try:
+        ident = identity.read_key_file(args.keyfile)
+    except identity.InvalidKey as exc:
+        return _fail(str(exc))
+    print(identity.b64(ident.x25519_public if args.wireguard else ident.public))
+    return EXIT_OK
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    key = args.key
+    try:
+        if Path(key).is_file():
+            public = identity.read_key_file(Path(key)).public
+        else:
+            public = identity.decode_key(key, "public key")
+            identity.x25519_public_from_ed25519(public)
+    except identity.InvalidKey as exc:
+        return _fail(f"{exc} (give a base64 Ed25519 public key or a private key file)")
+    print(identity.fingerprint(public))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_mesh
+
+    try:
+        mesh = load_mesh(args.mesh)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.mesh}: mesh {mesh.name!r}: {len(mesh.nodes)} nodes "
+          f"({sum(n.anchor for n in mesh.nodes)} anchors), "
+          f"{len(mesh.wireguard)} WireGuard peers")
+    for node in mesh.nodes:
+        role = "anchor" if node.anchor else "node"
+        addresses = ", ".join(map(str, node.addresses))
+        print(f"  {role:6} {node.name:20} {identity.fingerprint(node.public_key)}  {addresses}")
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import trio
+
+    from .agent.agent import Agent
+    from .agent.peers import NotInMesh
+    from .config import ConfigError, load_mesh
+
+    try:
+        mesh = load_mesh(args.mesh)
+        ident = identity.read_key_file(args.key)
+        agent = Agent(mesh, ident, mesh_path=args.mesh, interface=args.interface,
+                      state_dir=args.state_dir, offload=not args.no_offload)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    except (identity.InvalidKey, NotInMesh) as exc:
+        return _fail(str(exc))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agent.run)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
+                                           signal.SIGHUP) as signals:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGHUP:
+                        logging.getLogger("whalescale").info("%s received, reloading", name)
+                        agent.reload()
+                        continue
+                    logging.getLogger("whalescale").info("%s received, shutting down", name)
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        agent.open()
+    except OSError as exc:
+        return _fail(f"cannot start: {exc}")
+    try:
+        trio.run(main)
+    finally:
+        agent.close()
+        logging.getLogger("whalescale").info("node %s down", agent.me.name)
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .agent import control
+
+    try:
+        reply = control.request(control.socket_path(args.state_dir), {"command": "reload"})
+    except control.NoAgent as exc:
+        print(f"whalescale: {exc}", file=sys.stderr)
+        return EXIT_NO_AGENT
+    if reply.get("ok"):
+        print(reply.get("message", "reload applied"))
+        return EXIT_OK
+    print(reply.get("error", "reload refused"), file=sys.stderr)
+    print("whalescale: reload refused; the running mesh stays as it was", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_lab_demo(args: argparse.Namespace) -> int:
+    from .lab.demo import run_demo
+
+    return run_demo(nodes=args.nodes, seconds=args.seconds)
+
+
+def cmd_bench_tunnel(args: argparse.Namespace) -> int:
+    from .bench.tunnel import run_tunnel_bench
+
+    return run_tunnel_bench(seconds=args.seconds, as_json=args.json, repeat=args.repeat)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whalescale",
+        description="A peer-to-peer mesh VPN: one mesh file, WireGuard-compatible sessions.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("keygen", help="create a new private key file",
+                       description="Write a new Ed25519 private key (mode 0600, never "
+                       "overwritten); print the public key on stdout, the fingerprint on stderr.")
+    p.add_argument("keyfile", type=Path, metavar="KEYFILE")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("pubkey", help="print the public key of a private key file",
+                       description="Print the Ed25519 public key (the node ID, for the mesh "
+                       "file), or with --wireguard the X25519 key a vanilla WireGuard peer "
+                       "needs (`wg set IF peer KEY`).")
+    p.add_argument("keyfile", type=Path, metavar="KEYFILE")
+    p.add_argument("--wireguard", action="store_true", help="print the derived X25519 key")
+    p.set_defaults(func=cmd_pubkey)
+
+    p = sub.add_parser("fingerprint", help="print the short fingerprint of a key",
+                       description="Print the fingerprint people compare over the phone: "
+                       "160 bits of BLAKE2b over the Ed25519 public key, base32.")
+    p.add_argument("key", metavar="KEY", help="base64 Ed25519 public key, or a private key file")
+    p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("check", help="validate a mesh file",
+                       description="Validate a mesh file; print FILE:LINE:COL: problem for "
+                       "every problem and exit 1, or a summary and exit 0.")
+    p.add_argument("mesh", type=Path, metavar="MESH.toml")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("up", help="run the agent in the foreground",
+                       description="Run this node's agent until SIGINT/SIGTERM. The node finds "
+                       "its own entry in the mesh file by its key.")
+    p.add_argument("mesh", type=Path, metavar="MESH.toml")
+    p.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
+                   help="this node's private key file")
+    p.add_argument("--interface", default="ws0", help="TUN device name (default: ws0)")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
+                   help="state directory (default: /var/lib/whalescale)")
+    p.add_argument("--no-offload", action="store_true",
+                   help="do not use TUN segmentation offloads (slower; for debugging)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("reload", help="make the running agent re-read its mesh file",
+                       description="Ask the agent running with this state directory to apply "
+                       "its mesh file anew (as SIGHUP does). Sessions to unchanged peers stay. "
+                       "A bad file is refused: the running mesh stays, the problems are printed "
+                       "and the exit status is 1; 2 when no agent runs there.")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
+                   help="the agent's state directory (default: /var/lib/whalescale)")
+    p.set_defaults(func=cmd_reload)
+
+    lab = sub.add_parser("lab", help="the multi-node lab on network namespaces").add_subparsers(
+        dest="lab_command", required=True, metavar="LAB_COMMAND")
+    p = lab.add_parser("demo", help="bring up a local mesh in namespaces, measure, tear down",
+                       description="Create N nodes in their own network namespaces behind a "
+                       "routing 'internet' namespace, generate keys and one mesh file, start "
+                       "an agent per node, print who reaches whom, handshake times and an "
+                       "iperf3 TCP figure, then remove everything. Needs root.")
+    p.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
+    p.add_argument("--seconds", type=int, default=5, help="iperf3 duration (default 5)")
+    p.set_defaults(func=cmd_lab_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="bench_command", required=True, metavar="BENCH_COMMAND")
+    p = bench.add_parser("tunnel", help="whalescale vs wireguard-go vs raw veth",
+                         description="iperf3 TCP through two whalescale nodes, two wireguard-go "
+                         "nodes and a raw veth on the same two-namespace bench, in one run.")
+    p.add_argument("--seconds", type=int, default=10, help="iperf3 duration per run")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each contender (median)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_bench_tunnel)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

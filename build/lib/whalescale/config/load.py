@@ -1,0 +1,317 @@
+"""Read a mesh file: TOML syntax, then the schema, then checks across entries.
+
+Theory of operation: tomlkit parses the text into plain values; SourceMap finds
+where each key and value is written. Each table is read against a table of
+fields (converter, required or default); every mistake becomes a Problem with
+its position and the loader carries on, so one run reports them all. Entries
+with mistakes still take part in the checks across entries (duplicate names,
+keys, addresses) with whatever fields did convert.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterable, Mapping
+from pathlib import Path as FilePath
+from typing import Any
+
+import attrs
+import tomlkit
+import tomlkit.exceptions
+
+from whalescale.config import fields
+from whalescale.config.errors import ConfigError, Problem
+from whalescale.config.positions import BARE_KEY, Path, Position, SourceMap
+from whalescale.config.schema import Endpoint, Mesh, Node, WireGuardPeer
+from whalescale.identity import x25519_public_from_ed25519
+
+DEFAULT_PORT = 51820
+DEFAULT_KEEPALIVE_S = 25
+DEFAULT_MTU = 1420
+
+_SECRET_KEY = re.compile(r"private|secret", re.IGNORECASE)
+_PARSE_ERROR_POSITION = re.compile(r" at line \d+ col \d+$")
+_REQUIRED = object()
+
+
+@attrs.frozen
+class _Field:
+    convert: fields.Converter[Any]
+    default: object = _REQUIRED
+
+
+_MESH_FIELDS = {
+    "name": _Field(fields.name),
+    "port": _Field(fields.port, DEFAULT_PORT),
+    "keepalive_s": _Field(fields.integer(0, 65535), DEFAULT_KEEPALIVE_S),
+    # 1280 is the IPv6 minimum link MTU (RFC 8200 §5); 9000 covers jumbo frames.
+    "mtu": _Field(fields.integer(1280, 9000), DEFAULT_MTU),
+}
+_NODE_FIELDS = {
+    "name": _Field(fields.name),
+    "public_key": _Field(fields.node_key),
+    "address": _Field(fields.non_empty(fields.list_of(fields.tunnel_address, or_single=True))),
+    "endpoints": _Field(fields.list_of(fields.endpoint), ()),
+    "anchor": _Field(fields.boolean, False),
+    "port": _Field(fields.port, None),
+    "interfaces": _Field(fields.list_of(fields.interface), ()),
+    "relay": _Field(fields.boolean, False),
+}
+_WIREGUARD_FIELDS = {
+    "name": _Field(fields.name),
+    "public_key": _Field(fields.wireguard_key),
+    "address": _Field(fields.non_empty(fields.list_of(fields.tunnel_address, or_single=True))),
+    "allowed_ips": _Field(fields.list_of(fields.network, or_single=True), ()),
+    "endpoint": _Field(fields.endpoint, None),
+    "keepalive_s": _Field(fields.integer(0, 65535), None),
+}
+_TOP_LEVEL = ("mesh", "node", "wireguard")
+
+
+def load_mesh(path: str | FilePath) -> Mesh:
+    filename = str(path)
+    try:
+        raw = FilePath(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(filename, 0, 0, "", f"cannot read: {exc.strerror}")]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start].decode("utf-8")
+        line = before.count("\n") + 1
+        col = len(before) - before.rfind("\n")
+        problem = Problem(filename, line, col, "", "not UTF-8 text, expected a TOML file")
+        raise ConfigError([problem]) from exc
+    return parse_mesh(text, filename)
+
+
+def parse_mesh(text: str, filename: str) -> Mesh:
+    source = SourceMap(text)
+    try:
+        document = tomlkit.parse(text).unwrap()
+    except tomlkit.exceptions.TOMLKitError as exc:
+        raise ConfigError([_syntax_problem(exc, source, filename)]) from exc
+    reader = _Reader(filename, source)
+    mesh = reader.mesh(document)
+    if mesh is None:
+        raise ConfigError(reader.problems)
+    return mesh
+
+
+def _syntax_problem(
+    error: tomlkit.exceptions.TOMLKitError, source: SourceMap, filename: str
+) -> Problem:
+    message = _PARSE_ERROR_POSITION.sub("", str(error))
+    reported = None
+    if isinstance(error, tomlkit.exceptions.ParseError):
+        reported = Position(error.line, error.col + 1)  # tomlkit counts columns from 0
+    # tomlkit reports a key or table defined twice late (at the next header) or
+    # nowhere; the scanner stops at syntax errors, so a repeat it found before
+    # tomlkit's position is what tomlkit is complaining about.
+    candidates = [p for p in (reported, source.first_repeat) if p is not None]
+    where = min(candidates, default=Position(1, 1))
+    return Problem(filename, where.line, where.col, "", f"TOML syntax: {message}")
+
+
+def _render(path: Path) -> str:
+    """("node", 2, "public_key") -> "node[2].public_key"."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            key = part if BARE_KEY.fullmatch(part) else f'"{part}"'
+            out += f".{key}" if out else key
+    return out
+
+
+class _Reader:
+    def __init__(self, filename: str, source: SourceMap) -> None:
+        self.filename = filename
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def problem(self, path: Path, message: str, *, at_key: bool = False) -> None:
+        where = self.source.key(path) if at_key else self.source.value(path)
+        self.problems.append(Problem(self.filename, where.line, where.col, _render(path), message))
+
+    def mesh(self, document: dict[str, Any]) -> Mesh | None:
+        """The Mesh, or None after recording every problem."""
+        self.secrets(document, ())
+        self.unknown_keys(document, (), _TOP_LEVEL)
+        settings = self.table(document.get("mesh"), ("mesh",), _MESH_FIELDS, "[mesh]")
+        port = settings.get("port", DEFAULT_PORT)
+        keepalive_s = settings.get("keepalive_s", DEFAULT_KEEPALIVE_S)
+        node_tables = self.array_of_tables(document, "node")
+        if not node_tables and isinstance(document.get("node", []), list):
+            self.problem(("node",), "a mesh needs at least one [[node]], found none")
+        nodes = [self.table(t, ("node", i), _NODE_FIELDS) for i, t in enumerate(node_tables)]
+        peers = [
+            self.table(t, ("wireguard", i), _WIREGUARD_FIELDS)
+            for i, t in enumerate(self.array_of_tables(document, "wireguard"))
+        ]
+        self.across_entries(document, nodes, peers)
+        if self.problems:
+            return None
+        return Mesh(
+            name=settings["name"],
+            port=port,
+            keepalive_s=keepalive_s,
+            mtu=settings["mtu"],
+            nodes=tuple(_node(n, port) for n in nodes),
+            wireguard=tuple(_wireguard_peer(p, port, keepalive_s) for p in peers),
+        )
+
+    def secrets(self, value: object, path: Path) -> None:
+        """Flag private keys wherever they are, before they get copied to every node."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _SECRET_KEY.search(key):
+                    self.problem(
+                        (*path, key),
+                        "private keys must not be in the mesh file, which every node gets;"
+                        " a private key stays on its own host (use `whalescale keygen`"
+                        " and `--key`)",
+                        at_key=True,
+                    )
+                else:
+                    self.secrets(item, (*path, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.secrets(item, (*path, index))
+
+    def unknown_keys(self, table: Mapping[str, object], path: Path, allowed: Iterable[str]) -> None:
+        allowed = tuple(allowed)
+        for key, value in table.items():
+            if key not in allowed and not _SECRET_KEY.search(key):
+                what = "table" if isinstance(value, dict) else "key"
+                self.problem(
+                    (*path, key),
+                    f"unknown {what} {key!r}, expected one of: {', '.join(allowed)}",
+                    at_key=True,
+                )
+
+    def array_of_tables(self, document: dict[str, Any], key: str) -> list[object]:
+        value = document.get(key, [])
+        if not isinstance(value, list):
+            self.problem(
+                (key,), f"expected an array of tables [[{key}]], got {fields.toml_type(value)}"
+            )
+            return []
+        return value
+
+    def table(
+        self,
+        value: object,
+        path: Path,
+        schema: Mapping[str, _Field],
+        header: str = "",
+    ) -> dict[str, Any]:
+        """The converted fields of one table; missing or bad ones are reported and left out."""
+        if value is None and header:
+            self.problem(path, f"missing {header} table")
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a table, got {fields.toml_type(value)}")
+            return {}
+        self.unknown_keys(value, path, schema)
+        out: dict[str, Any] = {}
+        for key, field in schema.items():
+            if key not in value:
+                if field.default is _REQUIRED:
+                    self.problem((*path, key), f"missing required key {key!r}")
+                else:
+                    out[key] = field.default
+                continue
+            try:
+                out[key] = field.convert(value[key])
+            except fields.Invalid as exc:
+                for sub, message in exc.where:
+                    self.problem((*path, key, *sub), message)
+        return out
+
+    def across_entries(
+        self, document: dict[str, Any], nodes: list[dict[str, Any]], peers: list[dict[str, Any]]
+    ) -> None:
+        entries = [(("node", i), n) for i, n in enumerate(nodes)]
+        entries += [(("wireguard", i), p) for i, p in enumerate(peers)]
+        self.unique(
+            "name",
+            ((e["name"], (*path, "name"), repr(e["name"])) for path, e in entries if "name" in e),
+        )
+        # Compare Noise statics: two Ed25519 keys can map to one X25519 key, and a
+        # WireGuard peer must not reuse a node's key.
+        self.unique(
+            "public key",
+            (
+                (_noise_static(path, e["public_key"]), (*path, "public_key"), "")
+                for path, e in entries
+                if "public_key" in e
+            ),
+        )
+        self.unique(
+            "tunnel address",
+            (
+                (address, _element_path(document, (*path, "address"), j), str(address))
+                for path, e in entries
+                for j, address in enumerate(e.get("address", ()))
+            ),
+        )
+
+    def unique(self, what: str, items: Iterable[tuple[Hashable, Path, str]]) -> None:
+        """Report each repeat of a value; items are (value, where, how to show it)."""
+        first: dict[Hashable, Path] = {}
+        for value, path, shown in items:
+            if value not in first:
+                first[value] = path
+                continue
+            earlier = first[value]
+            line = self.source.value(earlier).line
+            label = f"{what} {shown}" if shown else what
+            self.problem(
+                path, f"duplicate {label}, already used by {_render(earlier)} (line {line})"
+            )
+
+
+def _noise_static(entry: Path, public_key: bytes) -> bytes:
+    return x25519_public_from_ed25519(public_key) if entry[0] == "node" else public_key
+
+
+def _element_path(document: dict[str, Any], path: Path, index: int) -> Path:
+    """The path of element `index` of a list value, or of the value itself if written bare."""
+    value: Any = document
+    for part in path:
+        value = value[part]
+    return (*path, index) if isinstance(value, list) else path
+
+
+def _endpoint(host_port: tuple[str, int | None], default_port: int) -> Endpoint:
+    host, port = host_port
+    return Endpoint(host, default_port if port is None else port)
+
+
+def _node(fields_: dict[str, Any], mesh_port: int) -> Node:
+    port = mesh_port if fields_["port"] is None else fields_["port"]
+    return Node(
+        name=fields_["name"],
+        public_key=fields_["public_key"],
+        addresses=fields_["address"],
+        # a static endpoint without a port is where this node listens
+        endpoints=tuple(_endpoint(e, port) for e in fields_["endpoints"]),
+        anchor=fields_["anchor"],
+        port=port,
+        interfaces=fields_["interfaces"],
+        relay=fields_["relay"],
+    )
+
+
+def _wireguard_peer(fields_: dict[str, Any], mesh_port: int, keepalive_s: int) -> WireGuardPeer:
+    endpoint = fields_["endpoint"]
+    return WireGuardPeer(
+        name=fields_["name"],
+        public_key=fields_["public_key"],
+        addresses=fields_["address"],
+        allowed_ips=fields_["allowed_ips"],
+        endpoint=None if endpoint is None else _endpoint(endpoint, mesh_port),
+        keepalive_s=keepalive_s if fields_["keepalive_s"] is None else fields_["keepalive_s"],
+    )

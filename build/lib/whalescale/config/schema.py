@@ -1,0 +1,76 @@
+"""The mesh as typed records: what the rest of whalescale reads after loading.
+
+Records hold decoded values (key bytes, ipaddress objects, resolved ports), so
+nothing downstream parses text again. Build them with `load_mesh`/`parse_mesh`,
+which check everything these classes assume.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+
+TunnelAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@attrs.frozen
+class Endpoint:
+    """A UDP endpoint; host is an IP literal (the mesh file never needs DNS)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@attrs.frozen
+class Node:
+    """A whalescale node, identified by its Ed25519 public key (the node ID)."""
+
+    name: str
+    public_key: bytes
+    addresses: tuple[TunnelAddress, ...]
+    endpoints: tuple[Endpoint, ...]
+    anchor: bool
+    port: int
+    interfaces: tuple[str, ...]
+    relay: bool
+
+
+@attrs.frozen
+class WireGuardPeer:
+    """A vanilla WireGuard peer: an X25519 public key and a single path."""
+
+    name: str
+    public_key: bytes
+    addresses: tuple[TunnelAddress, ...]
+    allowed_ips: tuple[Network, ...]
+    endpoint: Endpoint | None
+    keepalive_s: int
+
+
+Peer = Node | WireGuardPeer
+
+
+@attrs.frozen
+class Mesh:
+    name: str
+    port: int
+    keepalive_s: int
+    mtu: int
+    nodes: tuple[Node, ...]
+    wireguard: tuple[WireGuardPeer, ...]
+
+    def node_by_key(self, ed_public: bytes) -> Node | None:
+        return next((n for n in self.nodes if n.public_key == ed_public), None)
+
+    def all_peers_except(self, me: Node) -> tuple[Peer, ...]:
+        """Everyone `me` may talk to: the other nodes, then the WireGuard peers."""
+        others = tuple(n for n in self.nodes if n.public_key != me.public_key)
+        return others + self.wireguard
+
+    def anchors(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.anchor)

@@ -1,0 +1,51 @@
+"""What the session core tells the shell happened; the shell logs them."""
+
+from __future__ import annotations
+
+import attrs
+
+Addr = tuple[str, int]
+
+
+@attrs.frozen(slots=True)
+class HandshakeInitiated:
+    peer: str
+    endpoint: Addr
+    reason: str
+
+
+@attrs.frozen(slots=True)
+class HandshakeCompleted:
+    peer: str
+    initiator: bool
+    endpoint: Addr
+    rtt_s: float | None  # initiator side only: initiation sent -> response read
+
+
+@attrs.frozen(slots=True)
+class HandshakeGaveUp:
+    peer: str
+    attempts: int
+
+
+@attrs.frozen(slots=True)
+class SessionKeysZeroed:
+    peer: str
+
+
+@attrs.frozen(slots=True)
+class EndpointChanged:
+    peer: str
+    old: Addr | None
+    new: Addr
+
+
+@attrs.frozen(slots=True)
+class CookieReplySent:
+    to: Addr
+
+
+Event = (
+    HandshakeInitiated | HandshakeCompleted | HandshakeGaveUp | SessionKeysZeroed
+    | EndpointChanged | CookieReplySent
+)

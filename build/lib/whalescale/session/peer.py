@@ -1,0 +1,286 @@
+"""The WireGuard state of one peer: its keypairs, its handshake and its timers.
+
+Theory of operation (whitepaper §5.4, §6; wireguard-go's timers.go):
+- A peer holds up to three keypairs. `current` sends; `previous` still
+  receives for a while after a rotation; `next` is a responder's keypair that
+  becomes current only once the initiator used it (key confirmation).
+- Timers are absolute deadlines (`None` = disarmed), named after what they
+  do; hooks named after protocol events arm and disarm them. The engine asks
+  `next_deadline()` and calls `on_timer(now)` when it passes. Nothing here
+  reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from . import events
+from .cookie import CookieGenerator
+from .handshake import InitiatorHandshake, TransportKeys
+from .keypair import Keypair
+from .timers import (
+    KEEPALIVE_TIMEOUT_S,
+    MAX_HANDSHAKE_ATTEMPTS,
+    MAX_STAGED_PACKETS,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_S,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_S,
+    REKEY_ON_RECEIVE_AFTER_S,
+    REKEY_TIMEOUT_S,
+    ZERO_KEYS_AFTER_S,
+)
+
+if TYPE_CHECKING:
+    from .engine import Engine, PeerSpec
+
+Addr = tuple[str, int]
+
+
+class Peer:
+    def __init__(self, spec: PeerSpec, engine: Engine) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._engine = engine
+        self.cookies = CookieGenerator(spec.static_public)
+        self.endpoints: list[Addr] = list(spec.endpoints)
+        self.endpoint: Addr | None = self.endpoints[0] if self.endpoints else None
+        self.current: Keypair | None = None
+        self.previous: Keypair | None = None
+        self.next: Keypair | None = None
+        # handshake we initiated and are waiting on
+        self.handshake: InitiatorHandshake | None = None
+        self.handshake_index: int | None = None
+        self.handshake_attempts = 0
+        self.last_initiation_sent = float("-inf")
+        self.last_handshake_at: float | None = None
+        # responder side: WireGuard's replay and flood protection of initiations
+        self.last_timestamp = b""
+        self.last_initiation_consumed = float("-inf")
+        self.staged: deque[bytes] = deque(maxlen=MAX_STAGED_PACKETS)
+        self.sent_last_minute_handshake = False
+        self.need_another_keepalive = False
+        self.rx_bytes = 0
+        self.tx_bytes = 0
+        # timers
+        self.retransmit_at: float | None = None
+        self.new_handshake_at: float | None = None
+        self.send_keepalive_at: float | None = None
+        self.persistent_keepalive_at: float | None = None
+        self.zero_keys_at: float | None = None
+
+    # ----- sending -------------------------------------------------------
+
+    def send(self, packets: list[bytes], now: float) -> None:
+        """Send inner packets (from the TUN), or stage them until a session exists."""
+        kp = self.current
+        if kp is None or not self._usable(kp, now):
+            self.staged.extend(packets)
+            self.initiate(now, retry=False, reason="no valid session for outgoing data")
+            return
+        self._send_transport(kp, packets, now)
+        if self.new_handshake_at is None:  # timersDataSent
+            self.new_handshake_at = now + KEEPALIVE_TIMEOUT_S + REKEY_TIMEOUT_S
+        if kp.initiator and (
+            kp.send_counter > REKEY_AFTER_MESSAGES or now - kp.born > REKEY_AFTER_S
+        ):
+            self.initiate(now, retry=False, reason="session is due for rekey")
+
+    def send_keepalive(self, now: float) -> None:
+        """Flush staged packets, or send an empty transport message if none."""
+        if not self.staged:
+            kp = self.current
+            if kp is not None and self._usable(kp, now):
+                self._send_transport(kp, [b""], now)
+            return
+        self.send_staged(now)
+
+    def send_staged(self, now: float) -> None:
+        staged, self.staged = self.staged, deque(maxlen=MAX_STAGED_PACKETS)
+        if staged:
+            self.send(list(staged), now)
+
+    def _send_transport(self, kp: Keypair, packets: list[bytes], now: float) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        datagrams = kp.seal(packets, self._engine.mtu)
+        self._engine.outbox.extend([(d, endpoint) for d in datagrams])
+        self.tx_bytes += sum(map(len, datagrams))
+        self.send_keepalive_at = None  # timersAnyAuthenticatedPacketSent
+        self._traversal(now)
+
+    @staticmethod
+    def _usable(kp: Keypair, now: float) -> bool:
+        return kp.send_counter < REJECT_AFTER_MESSAGES and now - kp.born < REJECT_AFTER_S
+
+    def _traversal(self, now: float) -> None:
+        """timersAnyAuthenticatedPacketTraversal: re-arm the persistent keepalive."""
+        if self.spec.keepalive_s:
+            self.persistent_keepalive_at = now + self.spec.keepalive_s
+
+    # ----- handshake -----------------------------------------------------
+
+    def initiate(self, now: float, *, retry: bool, reason: str) -> None:
+        if not retry:
+            self.handshake_attempts = 0
+        if now - self.last_initiation_sent < REKEY_TIMEOUT_S:
+            return
+        if self.endpoint is None:
+            return  # nowhere to send; a peer that reaches us will give us one
+        engine = self._engine
+        if self.handshake_index is not None:
+            engine.forget_handshake(self.handshake_index)
+        self.handshake = InitiatorHandshake(
+            engine.static_private, self.spec.static_public, engine.random_bytes(32)
+        )
+        self.handshake_index = engine.register_handshake(self)
+        noise = self.handshake.write_initiation(engine.tai64n(now))
+        datagram = self.cookies.seal(engine.initiation_body(self.handshake_index, noise), now)
+        self.last_initiation_sent = now
+        engine.emit(datagram, self.endpoint)
+        engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
+        self._traversal(now)
+        self.send_keepalive_at = None
+        self.retransmit_at = now + REKEY_TIMEOUT_S + engine.jitter()  # timersHandshakeInitiated
+
+    def complete_as_initiator(self, keys: TransportKeys, remote_index: int, addr: Addr,
+                              now: float) -> None:
+        assert self.handshake_index is not None
+        self._authenticated_from(addr, now)
+        kp = Keypair(keys, local_index=self.handshake_index, remote_index=remote_index,
+                     initiator=True, born=now)
+        self.handshake = None
+        self.handshake_index = None
+        if self.next is not None:
+            self._engine.forget_keypair(self.current)
+            self.previous, self.next = self.next, None
+        else:
+            self._engine.forget_keypair(self.previous)
+            self.previous = self.current
+        self.current = kp
+        self._engine.register_keypair(kp, self)
+        self._handshake_complete(now)
+        self._engine.event(events.HandshakeCompleted(
+            self.name, True, self.endpoint or ("", 0), now - self.last_initiation_sent))
+        self.zero_keys_at = now + ZERO_KEYS_AFTER_S  # timersSessionDerived
+        self.send_keepalive(now)  # confirms the keys to the responder
+
+    def complete_as_responder(self, kp: Keypair, addr: Addr, now: float) -> None:
+        """We answered a valid initiation; `kp` waits for the initiator to use it."""
+        self._authenticated_from(addr, now)
+        self.send_keepalive_at = None  # the response counts as an authenticated packet sent
+        self._engine.forget_keypair(self.next)
+        self._engine.forget_keypair(self.previous)
+        self.previous = None
+        self.next = kp
+        self._engine.register_keypair(kp, self)
+        self.zero_keys_at = now + ZERO_KEYS_AFTER_S
+
+    def _handshake_complete(self, now: float) -> None:
+        self.retransmit_at = None
+        self.handshake_attempts = 0
+        self.sent_last_minute_handshake = False
+        self.last_handshake_at = now
+
+    # ----- receiving -----------------------------------------------------
+
+    def received(self, kp: Keypair, addr: Addr, size: int, keepalive: bool, now: float) -> None:
+        """An authenticated transport message arrived on `kp` from `addr`."""
+        self.rx_bytes += size
+        self._authenticated_from(addr, now)
+        if kp is self.next:  # key confirmation: the initiator used the new keys
+            self._engine.forget_keypair(self.previous)
+            self.previous, self.current, self.next = self.current, kp, None
+            self._handshake_complete(now)
+            self._engine.event(events.HandshakeCompleted(self.name, False, addr, None))
+            self.send_staged(now)
+        if not keepalive:  # timersDataReceived
+            if self.send_keepalive_at is None:
+                self.send_keepalive_at = now + KEEPALIVE_TIMEOUT_S
+            else:
+                self.need_another_keepalive = True
+        cur = self.current
+        if (cur is kp and cur.initiator and not self.sent_last_minute_handshake
+                and now - cur.born > REKEY_ON_RECEIVE_AFTER_S):
+            self.sent_last_minute_handshake = True
+            self.initiate(now, retry=False, reason="session is about to expire")
+
+    def _authenticated_from(self, addr: Addr, now: float) -> None:
+        """Any authenticated packet: roam to its source, and we heard back."""
+        if addr != self.endpoint:
+            self._engine.event(events.EndpointChanged(self.name, self.endpoint, addr))
+            self.endpoint = addr
+        self.new_handshake_at = None  # timersAnyAuthenticatedPacketReceived
+        self._traversal(now)
+
+    # ----- timers --------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        deadlines = [t for t in (self.retransmit_at, self.new_handshake_at,
+                                 self.send_keepalive_at, self.persistent_keepalive_at,
+                                 self.zero_keys_at) if t is not None]
+        return min(deadlines, default=None)
+
+    def on_timer(self, now: float) -> None:
+        if self.retransmit_at is not None and now >= self.retransmit_at:
+            self.retransmit_at = None
+            self._retransmit_expired(now)
+        if self.send_keepalive_at is not None and now >= self.send_keepalive_at:
+            self.send_keepalive_at = None
+            self.send_keepalive(now)
+            if self.need_another_keepalive:
+                self.need_another_keepalive = False
+                self.send_keepalive_at = now + KEEPALIVE_TIMEOUT_S
+        if self.new_handshake_at is not None and now >= self.new_handshake_at:
+            self.new_handshake_at = None
+            self.initiate(now, retry=False, reason="no reply to data for 15 s")
+        if self.persistent_keepalive_at is not None and now >= self.persistent_keepalive_at:
+            self.persistent_keepalive_at = None
+            self.send_keepalive(now)
+        if self.zero_keys_at is not None and now >= self.zero_keys_at:
+            self.zero_keys_at = None
+            self._zero_keys()
+
+    def _retransmit_expired(self, now: float) -> None:
+        if self.handshake_attempts >= MAX_HANDSHAKE_ATTEMPTS:
+            self._engine.event(events.HandshakeGaveUp(self.name, self.handshake_attempts + 2))
+            self.staged.clear()
+            if self.zero_keys_at is None:
+                self.zero_keys_at = now + ZERO_KEYS_AFTER_S
+            return
+        self.handshake_attempts += 1
+        # Several static endpoints: a silent one may be stale, so try the next.
+        if len(self.endpoints) > 1 and self.endpoint in self.endpoints:
+            i = self.endpoints.index(self.endpoint)
+            self.endpoint = self.endpoints[(i + 1) % len(self.endpoints)]
+        self.initiate(now, retry=True,
+                      reason=f"no response after {REKEY_TIMEOUT_S:.0f} s, "
+                             f"attempt {self.handshake_attempts + 1}")
+
+    def _zero_keys(self) -> None:
+        self.forget()
+        self._engine.event(events.SessionKeysZeroed(self.name))
+
+    def forget(self) -> None:
+        """Erase every key and the pending handshake (zero-keys timer, or removal)."""
+        engine = self._engine
+        for kp in (self.previous, self.current, self.next):
+            engine.forget_keypair(kp)
+        self.previous = self.current = self.next = None
+        if self.handshake_index is not None:
+            engine.forget_handshake(self.handshake_index)
+        self.handshake = None
+        self.handshake_index = None
+        self.staged.clear()
+
+    def reconfigure(self, spec: PeerSpec) -> None:
+        """New settings from a reloaded mesh; the session and its keys stay."""
+        self.spec = spec
+        self.name = spec.name
+        self.endpoints = list(spec.endpoints)
+        if self.endpoint is None and self.endpoints:
+            self.endpoint = self.endpoints[0]
+        if not spec.keepalive_s:
+            self.persistent_keepalive_at = None

@@ -1,0 +1,23 @@
+"""WireGuard's protocol constants (whitepaper §6.1) and our implementation limits.
+
+Specification values are WireGuard's and must not change, or a vanilla peer
+would see us rekey or expire sessions at the wrong time.
+"""
+
+# Specification
+REKEY_AFTER_MESSAGES = 2**60
+REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1
+REKEY_AFTER_S = 120.0
+REJECT_AFTER_S = 180.0
+REKEY_ATTEMPT_S = 90.0
+REKEY_TIMEOUT_S = 5.0
+KEEPALIVE_TIMEOUT_S = 10.0
+MAX_HANDSHAKE_ATTEMPTS = int(REKEY_ATTEMPT_S / REKEY_TIMEOUT_S)  # 18 retries, then give up
+REKEY_JITTER_MAX_S = 0.334
+# The initiator re-handshakes on receive this long before the responder would reject.
+REKEY_ON_RECEIVE_AFTER_S = REJECT_AFTER_S - KEEPALIVE_TIMEOUT_S - REKEY_TIMEOUT_S
+ZERO_KEYS_AFTER_S = REJECT_AFTER_S * 3
+
+# Implementation (as wireguard-go chose them)
+MIN_INITIATION_INTERVAL_S = 1 / 50  # one initiation per peer per 20 ms is consumed
+MAX_STAGED_PACKETS = 128
