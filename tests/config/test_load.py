@@ -27,6 +27,7 @@ EXPECTED = Mesh(
     port=51820,
     keepalive_s=25,
     mtu=1420,
+    prefixes=(),
     nodes=(
         Node(
             name="anchor-1",
@@ -296,3 +297,20 @@ def test_keys_and_tables_defined_twice(old: str, new: str, line: int, col: int) 
     ((got_line, got_col, key_path, message),) = problems(edit(old, new))
     assert (got_line, got_col, key_path) == (line, col, "")
     assert message.startswith("TOML")
+
+
+def test_prefixes_are_read_and_hold_every_tunnel_address() -> None:
+    text = edit("mtu = 1420\n", 'mtu = 1420\nprefixes = ["100.96.0.0/16", "fd7a:115c:a1e0::/48"]\n')
+    mesh = parse_mesh(text, "mesh.toml")
+    assert mesh.prefixes == (ipaddress.ip_network("100.96.0.0/16"),
+                             ipaddress.ip_network("fd7a:115c:a1e0::/48"))
+
+
+def test_tunnel_address_outside_the_prefixes_is_an_error_at_the_address() -> None:
+    text = edit("mtu = 1420\n", 'mtu = 1420\nprefixes = ["100.96.0.0/24"]\n')
+    text = edit('address = "100.96.0.20"', 'address = "100.97.0.20"', text)
+    found = problems(text)
+    # the laptop's IPv6 address is outside too: there is no IPv6 prefix
+    assert [(line, col, key) for line, col, key, _ in found] == [
+        (19, 26, "node[1].address[1]"), (27, 11, "wireguard[0].address")]
+    assert "outside the mesh prefixes (100.96.0.0/24)" in found[1][3]

@@ -76,8 +76,9 @@ class Agent:
         self._tun.configure(
             addresses=[f"{a}/{a.max_prefixlen}" for a in self.me.addresses],
             mtu=self.mesh.mtu,
-            routes=[str(net) for peer in self.engine.peers.values()
-                    for net in peer.spec.allowed_ips],
+            routes=sorted({str(net) for net in self.mesh.prefixes}
+                          | {str(net) for peer in self.engine.peers.values()
+                             for net in peer.spec.allowed_ips}),
         )
 
     def reload(self) -> dict[str, Any]:

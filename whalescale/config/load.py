@@ -22,7 +22,7 @@ import tomlkit.exceptions
 from whalescale.config import fields
 from whalescale.config.errors import ConfigError, Problem
 from whalescale.config.positions import BARE_KEY, Path, Position, SourceMap
-from whalescale.config.schema import Endpoint, Mesh, Node, WireGuardPeer
+from whalescale.config.schema import Endpoint, Mesh, Network, Node, WireGuardPeer
 from whalescale.identity import x25519_public_from_ed25519
 
 DEFAULT_PORT = 51820
@@ -46,6 +46,8 @@ _MESH_FIELDS = {
     "keepalive_s": _Field(fields.integer(0, 65535), DEFAULT_KEEPALIVE_S),
     # 1280 is the IPv6 minimum link MTU (RFC 8200 §5); 9000 covers jumbo frames.
     "mtu": _Field(fields.integer(1280, 9000), DEFAULT_MTU),
+    # Tunnel prefixes: every tunnel address must lie inside one; routed into the tunnel.
+    "prefixes": _Field(fields.list_of(fields.network, or_single=True), ()),
 }
 _NODE_FIELDS = {
     "name": _Field(fields.name),
@@ -151,6 +153,7 @@ class _Reader:
             for i, t in enumerate(self.array_of_tables(document, "wireguard"))
         ]
         self.across_entries(document, nodes, peers)
+        self.inside_prefixes(document, settings.get("prefixes", ()), nodes, peers)
         if self.problems:
             return None
         return Mesh(
@@ -158,6 +161,7 @@ class _Reader:
             port=port,
             keepalive_s=keepalive_s,
             mtu=settings["mtu"],
+            prefixes=settings["prefixes"],
             nodes=tuple(_node(n, port) for n in nodes),
             wireguard=tuple(_wireguard_peer(p, port, keepalive_s) for p in peers),
         )
@@ -257,6 +261,21 @@ class _Reader:
                 for j, address in enumerate(e.get("address", ()))
             ),
         )
+
+    def inside_prefixes(self, document: dict[str, Any], prefixes: tuple[Network, ...],
+                        nodes: list[dict[str, Any]], peers: list[dict[str, Any]]) -> None:
+        if not prefixes:
+            return
+        shown = ", ".join(map(str, prefixes))
+        entries = [(("node", i), n) for i, n in enumerate(nodes)]
+        entries += [(("wireguard", i), p) for i, p in enumerate(peers)]
+        for path, entry in entries:
+            for j, address in enumerate(entry.get("address", ())):
+                if not any(address in prefix for prefix in prefixes
+                           if prefix.version == address.version):
+                    self.problem(_element_path(document, (*path, "address"), j),
+                                 f"tunnel address {address} is outside the mesh prefixes "
+                                 f"({shown}), expected an address inside one of them")
 
     def unique(self, what: str, items: Iterable[tuple[Hashable, Path, str]]) -> None:
         """Report each repeat of a value; items are (value, where, how to show it)."""

@@ -61,6 +61,7 @@ class Mesh:
     port: int
     keepalive_s: int
     mtu: int
+    prefixes: tuple[Network, ...]
     nodes: tuple[Node, ...]
     wireguard: tuple[WireGuardPeer, ...]
 
