@@ -38,6 +38,9 @@ class MeshNode:
     tunnel_addr6: str
     anchor: bool = False
     proc: Proc | None = None
+    # False for a node without a reachable address of its own (behind NAT): the mesh file
+    # lists no endpoint for it and peers learn one when it contacts them.
+    static_endpoint: bool = True
 
     def handshakes(self) -> list[tuple[str, str, float | None]]:
         """(peer, role, milliseconds) of each session the agent's log reports."""
@@ -107,13 +110,16 @@ class LabMesh:
     def _next_tunnel_addr(self) -> str:
         return f"{TUNNEL_PREFIX}{len(self.nodes) + len(self.wireguard) + 1}"
 
-    def add_node(self, host: Host, *, anchor: bool = False) -> MeshNode:
+    def add_node(self, host: Host, *, anchor: bool = False, tunnel_addr: str | None = None,
+                 static_endpoint: bool = True) -> MeshNode:
         identity = Identity.generate()
         key_path = self.lab.tempdir / f"{host.name}.key"
         write_key_file(key_path, identity)
         number = len(self.nodes) + len(self.wireguard) + 1
-        node = MeshNode(host.name, host, identity, key_path, f"{TUNNEL_PREFIX}{number}",
-                        f"{TUNNEL_PREFIX6}{number:x}", anchor)
+        node = MeshNode(host.name, host, identity, key_path,
+                        tunnel_addr or f"{TUNNEL_PREFIX}{number}",
+                        f"{TUNNEL_PREFIX6}{number:x}", anchor,
+                        static_endpoint=static_endpoint)
         self.nodes[host.name] = node
         return node
 
@@ -134,7 +140,8 @@ class LabMesh:
             lines += ["[[node]]", f'name = "{node.name}"',
                       f'public_key = "{node.identity.public_b64}"',
                       f'address = ["{node.tunnel_addr}", "{node.tunnel_addr6}"]',
-                      f'endpoints = ["{self.endpoint(node.host)}"]',
+                      *([f'endpoints = ["{self.endpoint(node.host)}"]']
+                        if node.static_endpoint else []),
                       f"anchor = {'true' if node.anchor else 'false'}", ""]
         for wg in self.wireguard.values():
             lines += ["[[wireguard]]", f'name = "{wg.name}"',
@@ -152,12 +159,16 @@ class LabMesh:
         self.mesh_path.write_text(self.mesh_toml())
         return self.mesh_path
 
+    def state_dir(self, name: str) -> Path:
+        """Node `name`'s --state-dir (its control socket, for `whalescale reload`)."""
+        return self.lab.tempdir / f"state-{name}"
+
     def start(self, name: str, *extra: str) -> Proc:
         node = self.nodes[name]
         node.proc = node.host.spawn(
             sys.executable, "-m", "whalescale", "up", str(self.mesh_path),
             "--key", str(node.key_path), "--interface", "ws0",
-            "--state-dir", str(self.lab.tempdir / f"state-{name}"), *extra,
+            "--state-dir", str(self.state_dir(name)), *extra,
             env={"PYTHONUNBUFFERED": "1"},
         )
         return node.proc
