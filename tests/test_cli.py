@@ -122,8 +122,26 @@ def test_up_with_a_bad_mesh_prints_positions(keys, tmp_path):
 
 
 @pytest.mark.parametrize("command", [[], ["keygen"], ["pubkey"], ["fingerprint"], ["check"],
-                                     ["up"], ["lab", "demo"], ["bench", "tunnel"]])
+                                     ["init"], ["mesh", "add-node"], ["mesh", "remove-node"],
+                                     ["mesh", "set"], ["up"], ["reload"], ["lab", "demo"],
+                                     ["bench", "tunnel"]])
 def test_every_command_has_help(command):
     result = ws(*command, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: whalescale")
+
+
+def test_init_then_add_nodes_gives_a_mesh_that_checks(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    assert ws("init", mesh, "--name", "family").returncode == 0
+    assert ws("init", mesh).returncode == 1  # never overwrites
+    added = ws("mesh", "add-node", mesh, "--name", "anchor", "--key", keys["anchor"],
+               "--endpoint", "192.0.2.10:51820", "--anchor")
+    assert added.returncode == 0 and "100.96.0.1" in added.stdout
+    public = ws("pubkey", keys["laptop"]).stdout.strip()
+    assert ws("mesh", "add-node", mesh, "--name", "laptop", "--public-key", public).returncode == 0
+    refused = ws("mesh", "set", mesh, "mesh.port", "0")
+    assert refused.returncode == 1 and "not changed" in refused.stderr
+    assert "mesh.port" in refused.stderr
+    checked = ws("check", mesh)
+    assert checked.returncode == 0 and "2 nodes (1 anchors)" in checked.stdout

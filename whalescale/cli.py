@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import identity
@@ -72,6 +73,68 @@ def cmd_check(args: argparse.Namespace) -> int:
         addresses = ", ".join(map(str, node.addresses))
         print(f"  {role:6} {node.name:20} {identity.fingerprint(node.public_key)}  {addresses}")
     return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .config.edit import init_text, write_new
+
+    try:
+        write_new(args.mesh, init_text(args.name, str(args.mesh)))
+    except FileExistsError:
+        return _fail(f"{args.mesh}: already exists; refusing to overwrite a mesh file")
+    except OSError as exc:
+        return _fail(f"{args.mesh}: {exc.strerror}")
+    print(f"wrote {args.mesh}; next: whalescale mesh add-node {args.mesh} --name NAME "
+          "--key KEYFILE (or --public-key KEY)")
+    return EXIT_OK
+
+
+def _edit(args: argparse.Namespace, action: Callable[[], str]) -> int:
+    """Run one mesh edit; every failure leaves the file as it was and says why."""
+    from .config import ConfigError
+    from .config.edit import EditError
+
+    try:
+        print(action())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return _fail(f"{args.mesh}: not changed: the edit would leave the mesh invalid")
+    except (EditError, identity.InvalidKey) as exc:
+        return _fail(f"{args.mesh}: not changed: {exc}")
+    except OSError as exc:
+        return _fail(f"{args.mesh}: {exc.strerror}")
+    return EXIT_OK
+
+
+def cmd_mesh_add_node(args: argparse.Namespace) -> int:
+    from .config.edit import add_node
+
+    def action() -> str:
+        public = (identity.read_key_file(args.key).public_b64 if args.key
+                  else args.public_key)
+        addresses = add_node(args.mesh, name=args.name, public_key=public,
+                             addresses=args.address, endpoints=args.endpoint,
+                             anchor=args.anchor, port=args.port, interfaces=args.interface,
+                             relay=args.relay)
+        return f"added node {args.name} with tunnel address {', '.join(addresses)}"
+
+    return _edit(args, action)
+
+
+def cmd_mesh_remove_node(args: argparse.Namespace) -> int:
+    from .config.edit import remove_node
+
+    return _edit(args, lambda: f"removed [[{remove_node(args.mesh, args.name)}]] {args.name}")
+
+
+def cmd_mesh_set(args: argparse.Namespace) -> int:
+    from .config.edit import set_value
+
+    def action() -> str:
+        set_value(args.mesh, args.key, args.value)
+        return f"set {args.key} = {args.value}"
+
+    return _edit(args, action)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -180,6 +243,49 @@ def build_parser() -> argparse.ArgumentParser:
                        "every problem and exit 1, or a summary and exit 0.")
     p.add_argument("mesh", type=Path, metavar="MESH.toml")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("init", help="write a commented starting mesh file",
+                       description="Write a new mesh file with every setting commented; "
+                       "never overwrites. Add nodes with `whalescale mesh add-node`.")
+    p.add_argument("mesh", type=Path, metavar="MESH.toml")
+    p.add_argument("--name", default="home", help="the mesh's name (default: home)")
+    p.set_defaults(func=cmd_init)
+
+    mesh = sub.add_parser("mesh", help="edit a mesh file, keeping its comments").add_subparsers(
+        dest="mesh_command", required=True, metavar="MESH_COMMAND")
+    p = mesh.add_parser("add-node", help="add a [[node]]",
+                        description="Append a [[node]] entry. The edited file is checked "
+                        "before it replaces the old one; comments and layout stay.")
+    p.add_argument("mesh", type=Path, metavar="MESH.toml")
+    p.add_argument("--name", required=True)
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key", type=Path, metavar="KEYFILE",
+                     help="the node's private key file (only its public key is written)")
+    key.add_argument("--public-key", metavar="KEY", help="the node's base64 Ed25519 public key")
+    p.add_argument("--address", action="append", default=[],
+                   help="tunnel address (repeat for IPv4 and IPv6); default: the next free "
+                   "address of each mesh prefix")
+    p.add_argument("--endpoint", action="append", default=[], help="static endpoint HOST:PORT")
+    p.add_argument("--anchor", action="store_true", help="mark the node as an anchor")
+    p.add_argument("--port", type=int, help="the node's UDP port, if not the mesh's")
+    p.add_argument("--interface", action="append", default=[],
+                   help="a local interface it may use")
+    p.add_argument("--relay", action="store_true", help="it may relay for others")
+    p.set_defaults(func=cmd_mesh_add_node)
+    p = mesh.add_parser("remove-node", help="remove a [[node]] or [[wireguard]] by name",
+                        description="Remove the entry with that name; the rest of the file "
+                        "stays byte for byte.")
+    p.add_argument("mesh", type=Path, metavar="MESH.toml")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_mesh_remove_node)
+    p = mesh.add_parser("set", help="set one value",
+                        description="Set mesh.KEY, node.NAME.KEY or wireguard.NAME.KEY to a "
+                        "TOML value (51821, true, '[\"192.0.2.1:51820\"]'); text that is not "
+                        "TOML is taken as a string.")
+    p.add_argument("mesh", type=Path, metavar="MESH.toml")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE")
+    p.set_defaults(func=cmd_mesh_set)
 
     p = sub.add_parser("up", help="run the agent in the foreground",
                        description="Run this node's agent until SIGINT/SIGTERM. The node finds "

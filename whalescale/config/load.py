@@ -87,13 +87,17 @@ def load_mesh(path: str | FilePath) -> Mesh:
     return parse_mesh(text, filename)
 
 
-def parse_mesh(text: str, filename: str) -> Mesh:
-    source = SourceMap(text)
+def parse_document(text: str, filename: str) -> tomlkit.TOMLDocument:
+    """The TOML document, with its comments (for edits); syntax errors as ConfigError."""
     try:
-        document = tomlkit.parse(text).unwrap()
+        return tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError as exc:
-        raise ConfigError([_syntax_problem(exc, source, filename)]) from exc
-    reader = _Reader(filename, source)
+        raise ConfigError([_syntax_problem(exc, SourceMap(text), filename)]) from exc
+
+
+def parse_mesh(text: str, filename: str) -> Mesh:
+    document = parse_document(text, filename).unwrap()
+    reader = _Reader(filename, SourceMap(text))
     mesh = reader.mesh(document)
     if mesh is None:
         raise ConfigError(reader.problems)

@@ -1,0 +1,115 @@
+"""Editing a hand-written mesh file: only the edited lines change, bad edits change nothing."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import pytest
+
+from tests.config.meshfile import ANCHOR, LAPTOP
+from whalescale.config import ConfigError, load_mesh
+from whalescale.config.edit import EditError, add_node, init_text, remove_node, set_value, write_new
+from whalescale.identity import Identity, b64
+
+HAND_WRITTEN = f"""\
+# Our home mesh.   Edited by hand; keep my notes!
+[mesh]
+name = "home"     # the family mesh
+port = 51820
+prefixes = ["100.96.0.0/24"]
+
+# --- the VPS ---
+[[node]]
+name = "anchor-1"
+public_key = "{b64(ANCHOR.public)}"
+address = "100.96.0.1"   # first!
+endpoints = ["192.0.2.10:51820"]
+anchor = true
+
+# --- the laptop, roams a lot ---
+[[node]]
+name = "laptop"
+public_key = "{b64(LAPTOP.public)}"
+address = "100.96.0.2"
+relay = false    # not yet
+"""
+
+
+def changed_lines(before: str, after: str) -> list[str]:
+    return [line for line in difflib.ndiff(before.splitlines(), after.splitlines())
+            if line.startswith(("+ ", "- "))]
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Path:
+    path = tmp_path / "mesh.toml"
+    path.write_text(HAND_WRITTEN)
+    load_mesh(path)
+    return path
+
+
+def test_add_node_appends_and_keeps_every_byte_before(mesh):
+    phone = Identity.generate()
+    addresses = add_node(mesh, name="phone", public_key=phone.public_b64, addresses=[],
+                         endpoints=[], anchor=False, port=None, interfaces=[], relay=False)
+    assert addresses == ["100.96.0.3"]  # the next free address of the prefix
+    after = mesh.read_text()
+    assert after.startswith(HAND_WRITTEN)
+    assert after[len(HAND_WRITTEN):] == (
+        f'\n[[node]]\nname = "phone"\npublic_key = "{phone.public_b64}"\n'
+        'address = "100.96.0.3"\n')
+    assert [n.name for n in load_mesh(mesh).nodes] == ["anchor-1", "laptop", "phone"]
+
+
+def test_set_changes_only_its_line_and_keeps_the_comment(mesh):
+    set_value(mesh, "mesh.port", "51900")
+    set_value(mesh, "node.anchor-1.address", '"100.96.0.9"')
+    assert changed_lines(HAND_WRITTEN, mesh.read_text()) == [
+        "- port = 51820", "+ port = 51900",
+        '- address = "100.96.0.1"   # first!', '+ address = "100.96.0.9"   # first!']
+    assert load_mesh(mesh).port == 51900
+
+
+def test_remove_node_removes_its_block_only(mesh):
+    assert remove_node(mesh, "laptop") == "node"
+    after = mesh.read_text()
+    assert after == HAND_WRITTEN[: HAND_WRITTEN.index('[[node]]\nname = "laptop"')]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda p: set_value(p, "mesh.port", "99999"),
+    lambda p: set_value(p, "mesh.colour", "blue"),
+    lambda p: add_node(p, name="laptop", public_key=Identity.generate().public_b64,
+                       addresses=[], endpoints=[], anchor=False, port=None, interfaces=[],
+                       relay=False),
+    lambda p: add_node(p, name="dup-key", public_key=b64(LAPTOP.public), addresses=[],
+                       endpoints=[], anchor=False, port=None, interfaces=[], relay=False),
+])
+def test_an_edit_that_breaks_the_mesh_is_refused_and_nothing_changes(mesh, edit):
+    with pytest.raises(ConfigError):
+        edit(mesh)
+    assert mesh.read_text() == HAND_WRITTEN
+
+
+def test_unknown_names_and_keys_are_refused(mesh):
+    with pytest.raises(EditError, match=r"no \[\[node\]\] or \[\[wireguard\]\] named"):
+        remove_node(mesh, "ghost")
+    with pytest.raises(EditError, match=r"expected mesh\.KEY"):
+        set_value(mesh, "port", "1")
+    assert mesh.read_text() == HAND_WRITTEN
+
+
+def test_init_writes_a_commented_file_that_becomes_valid_with_one_node(tmp_path):
+    path = tmp_path / "mesh.toml"
+    write_new(path, init_text("home", str(path)))
+    with pytest.raises(FileExistsError):
+        write_new(path, "x")
+    with pytest.raises(ConfigError, match="at least one"):
+        load_mesh(path)
+    add_node(path, name="anchor-1", public_key=ANCHOR.public_b64, addresses=[],
+             endpoints=["192.0.2.10:51820"], anchor=True, port=None, interfaces=[],
+             relay=False)
+    node = load_mesh(path).nodes[0]
+    assert [str(a) for a in node.addresses] == ["100.96.0.1", "fd77:7773::1"]
+    assert path.read_text().startswith(init_text("home", str(path)))
