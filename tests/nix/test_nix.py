@@ -1,0 +1,314 @@
+"""The Nix side, as far as this machine can check it without nixpkgs.
+
+Always (with `nix-instantiate`): every .nix file parses, and the flake's outputs have the
+expected names. With nixpkgs' `lib` at $WHALESCALE_NIXPKGS_LIB (a checkout of
+github:nix-community/nixpkgs.lib, the directory holding `lib/` or `lib/` itself):
+nix/module.nix is evaluated with `lib.evalModules` and the stubs in tests/nix/stubs.nix,
+the flake's outputs and the VM tests' nodes and scripts are evaluated, and the mesh file
+the module renders (with the stubs' small TOML writer, not pkgs.formats.toml, which needs
+a build) must pass `whalescale check`. Nothing is built and no VM runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from whalescale.lab.scenario import scenario_files
+
+REPO = Path(__file__).resolve().parents[2]
+NIX_FILES = sorted(
+    p for p in REPO.rglob("*.nix") if not {".venv", ".git"} & set(p.relative_to(REPO).parts)
+)
+LIB_ENV = "WHALESCALE_NIXPKGS_LIB"
+SYSTEMS = ("x86_64-linux", "aarch64-linux")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("nix-instantiate") is None,
+    reason="nix-instantiate is not installed (Debian: apt install nix-bin)",
+)
+
+
+def nix(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    # No daemon, no build users, no experimental features: plain evaluation only.
+    return subprocess.run(
+        ["nix-instantiate", "--option", "build-users-group", "",
+         "--option", "experimental-features", "", *args],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "HOME": str(home)},
+        timeout=120,
+    )
+
+
+def nixpkgs_lib() -> Path | None:
+    value = os.environ.get(LIB_ENV)
+    if not value:
+        return None
+    path = Path(value)
+    return path / "lib" if (path / "lib" / "default.nix").is_file() else path
+
+
+needs_lib = pytest.mark.skipif(
+    nixpkgs_lib() is None,
+    reason=f"set {LIB_ENV} to a checkout of github:nix-community/nixpkgs.lib to evaluate "
+    "the module (there is no nixpkgs on this machine)",
+)
+
+
+def evaluate(expr: str, tmp_path: Path) -> object:
+    """Evaluate `expr` (a Nix expression using `lib` and `stubs`) to JSON."""
+    lib = nixpkgs_lib()
+    assert lib is not None
+    source = tmp_path / "expr.nix"
+    source.write_text(
+        "{ libPath, repo }:\nlet\n  lib = import libPath;\n"
+        "  stubs = import (repo + \"/tests/nix/stubs.nix\") { inherit lib; };\n"
+        f"in\n{expr}\n"
+    )
+    result = nix("--eval", "--strict", "--json", str(source), "--argstr", "libPath", str(lib),
+                 "--arg", "repo", str(REPO), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("path", NIX_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_nix_file_parses(path: Path, tmp_path: Path) -> None:
+    result = nix("--parse", str(path), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_flake_outputs_have_the_expected_names(tmp_path: Path) -> None:
+    # `outputs` is a function whose body is an attribute set: its names come out without
+    # nixpkgs, since nothing forces the values.
+    result = nix("--eval", "--strict", "--json", "-E",
+                 "let f = import ./flake.nix; in { top = builtins.attrNames f; "
+                 "outputs = builtins.attrNames (f.outputs { self = { }; nixpkgs = { }; }); "
+                 "nixpkgs = f.inputs.nixpkgs.url; }", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "top": ["description", "inputs", "outputs"],
+        "outputs": ["checks", "nixosModules", "packages"],
+        "nixpkgs": "github:NixOS/nixpkgs/nixos-unstable",
+    }
+
+
+# --- with nixpkgs' lib -------------------------------------------------------------------
+
+MESH = """{
+  mesh = { name = "home"; keepalive_s = 25; };
+  node = [
+    { name = "anchor"; public_key = lib.fileContents (repo + "/nix/tests/keys/anchor.pub");
+      address = "100.96.0.1"; endpoints = [ "192.0.2.10:51820" ]; anchor = true; }
+    { name = "peer"; public_key = lib.fileContents (repo + "/nix/tests/keys/peer.pub");
+      address = [ "100.96.0.2" "fd77:7773::2" ]; }
+  ];
+}"""
+
+
+def eval_module(config: str, tmp_path: Path) -> dict:
+    """nix/module.nix with `config` for services.whalescale (package: a stub)."""
+    result = evaluate(
+        f"""let
+  r = stubs.evalNixOS [ (repo + "/nix/module.nix") {{
+    services.whalescale = {{ package = stubs.package; }} // {config};
+  }} ];
+  c = r.config;
+in {{
+  failed = stubs.failedAssertions c;
+  unit = c.systemd.services.whalescale or null;
+  etc = lib.mapAttrs (_: e: e.source) c.environment.etc;
+  udp = c.networking.firewall.allowedUDPPorts;
+  packages = c.environment.systemPackages;
+}}""",
+        tmp_path,
+    )
+    assert isinstance(result, dict)
+    return result
+
+
+@needs_lib
+def test_module_renders_a_hardened_unit_and_a_valid_mesh(tmp_path: Path) -> None:
+    out = eval_module(f"{{ enable = true; openFirewall = true; settings = {MESH}; }}", tmp_path)
+    assert out["failed"] == []
+    exe = f"{out['packages'][0]}/bin/whalescale"
+    service = out["unit"]["serviceConfig"]
+    assert service["ExecStart"] == (
+        f"{exe} up /etc/whalescale/mesh.toml --key %d/private.key --interface ws0 "
+        "--state-dir /var/lib/whalescale")
+    assert service["ExecStartPre"] == f"{exe} check /etc/whalescale/mesh.toml"
+    assert service["ExecReload"] == f"{exe} reload --state-dir /var/lib/whalescale"
+    assert service["CapabilityBoundingSet"] == ["CAP_NET_ADMIN"]
+    assert service["AmbientCapabilities"] == ["CAP_NET_ADMIN"]
+    assert service["DynamicUser"] is True
+    assert service["DevicePolicy"] == "closed"
+    assert service["DeviceAllow"] == ["/dev/net/tun rw"]
+    assert service["LoadCredential"] == "private.key:/etc/whalescale/private.key"
+    assert service["StateDirectory"] == "whalescale"
+    assert service["Restart"] == "on-failure"
+    assert out["udp"] == [51820]
+    # A new mesh reloads the unit instead of restarting it.
+    mesh_text = out["etc"]["whalescale/mesh.toml"]
+    assert out["unit"]["reloadTriggers"] == [mesh_text]
+
+    # The rendered mesh (stub writer) is one whalescale accepts.
+    mesh_file = tmp_path / "mesh.toml"
+    mesh_file.write_text(mesh_text)
+    assert tomllib.loads(mesh_text)["node"][0]["anchor"] is True
+    check = subprocess.run([sys.executable, "-m", "whalescale", "check", str(mesh_file)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert "2 nodes (1 anchors)" in check.stdout
+
+
+@needs_lib
+def test_module_with_a_mesh_file_and_options(tmp_path: Path) -> None:
+    out = eval_module('{ enable = true; meshFile = "/srv/mesh.toml"; interfaceName = "mesh0"; '
+                      'privateKeyFile = "/run/keys/ws.key"; extraArgs = [ "--no-offload" ]; }',
+                      tmp_path)
+    assert out["failed"] == []
+    service = out["unit"]["serviceConfig"]
+    assert " up /srv/mesh.toml --key %d/private.key --interface mesh0 " in service["ExecStart"]
+    assert service["ExecStart"].endswith("/var/lib/whalescale --no-offload")
+    assert service["LoadCredential"] == "private.key:/run/keys/ws.key"
+    assert out["unit"]["reloadTriggers"] == []
+    assert out["etc"] == {}
+    assert out["udp"] == []
+
+
+@needs_lib
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (f'{{ enable = true; settings = {MESH}; meshFile = "/srv/mesh.toml"; }}',
+         "set exactly one of `settings` (the mesh as Nix) and\n`meshFile` (a mesh file on "
+         "the host); both are set"),
+        ("{ enable = true; }", "neither is set"),
+        (f"{{ enable = true; settings = {MESH} // {{ private_key = \"x\"; }}; }}",
+         "services.whalescale.settings.private_key: private keys must not be in the mesh"),
+        (f"{{ enable = true; settings = {MESH} // "
+         "{ wireguard = [ { name = \"old-router\"; PresharedSecret = \"x\"; } ]; }; }",
+         "services.whalescale.settings.wireguard[0].PresharedSecret: private keys"),
+        ('{ enable = true; meshFile = "/srv/mesh.toml"; '
+         'privateKeyFile = "/nix/store/abc-key"; }', "outside the Nix store"),
+    ],
+    ids=["both-mesh-sources", "no-mesh-source", "private-key", "nested-secret", "key-in-store"],
+)
+def test_module_assertions_explain_the_mistake(config: str, message: str,
+                                               tmp_path: Path) -> None:
+    out = eval_module(config, tmp_path)
+    assert any(message in failed for failed in out["failed"]), out["failed"]
+
+
+@needs_lib
+def test_flake_outputs_evaluate_with_stub_packages(tmp_path: Path) -> None:
+    out = evaluate(
+        """let
+  flake = import (repo + "/flake.nix");
+  nixpkgs = {
+    inherit lib;
+    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system:
+      stubs.pkgs // { stdenv.hostPlatform.system = system; });
+  };
+  self = flake.outputs { inherit self nixpkgs; };
+  package = import (repo + "/nix/package.nix") {
+    inherit lib; inherit (stubs.pkgs) python3Packages; };
+in {
+  checks = lib.mapAttrs (_: lib.mapAttrs (_: t: {
+    inherit (t) name;
+    nodes = builtins.attrNames t.nodes;
+    script = t.testScript { nodes = { }; };
+  })) self.checks;
+  packages = lib.mapAttrs (_: builtins.attrNames) self.packages;
+  module = self.nixosModules.default == repo + "/nix/module.nix";
+  package = { inherit (package) pname version pyproject build-system dependencies;
+              inherit (package.meta) mainProgram; };
+}""",
+        tmp_path,
+    )
+    assert isinstance(out, dict)
+    scenarios = {p.stem: tomllib.loads(p.read_text()) for p in scenario_files()}
+    assert set(out["checks"]) == set(SYSTEMS)
+    for system in SYSTEMS:
+        assert out["packages"][system] == ["default"]
+        checks = out["checks"][system]
+        assert set(checks) == set(scenarios)
+        for name, check in checks.items():
+            assert check["nodes"] == sorted(h["name"] for h in scenarios[name]["host"])
+            compile(check["script"], f"{system}.{name}.testScript", "exec")  # valid Python
+    assert "ping -c 1 -W 2 100.96.0.2" in out["checks"]["x86_64-linux"]["nat-anchor"]["script"]
+    assert "whalescale reload --state-dir /var/lib/whalescale" in \
+        out["checks"]["x86_64-linux"]["reload-refused"]["script"]
+    assert out["module"] is True
+    assert out["package"] == {
+        "pname": "whalescale", "version": "0.1.0", "pyproject": True,
+        "build-system": ["setuptools"], "mainProgram": "whalescale",
+        "dependencies": ["trio", "noiseprotocol", "cryptography", "pynacl", "pyroute2",
+                         "attrs", "cattrs", "tomlkit", "rich", "numpy"],
+    }
+
+
+@needs_lib
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in scenario_files()])
+def test_vm_test_nodes_follow_the_scenario(path: Path, tmp_path: Path) -> None:
+    """Each VM node's configuration, evaluated with stub NixOS options: VLANs, NAT rule
+    set, default route, and a mesh that `whalescale check` accepts."""
+    out = evaluate(
+        f"""let
+  test = import (repo + "/nix/tests/scenario.nix") {{
+    inherit lib; pkgs = stubs.pkgs; package = stubs.package;
+    module = repo + "/nix/module.nix";
+    scenarioFile = {json.dumps(str(path))};
+  }};
+  names = builtins.attrNames test.nodes;
+  # Addresses as the test driver gives them: 192.168.<vlan>.<node number>.
+  number = name: toString (1 + lib.lists.findFirstIndex (n: n == name) 0 names);
+  nodes = lib.genAttrs names (name: {{
+    networking.primaryIPAddress = "192.168.1.${{number name}}";
+    networking.interfaces.eth2.ipv4.addresses = [ {{ address = "192.168.2.${{number name}}"; }} ];
+  }});
+  eval = name: (stubs.evalNixOS [ {{ _module.args.nodes = nodes; }} test.nodes.${{name}} ]).config;
+in lib.genAttrs names (name: let c = eval name; in {{
+  failed = stubs.failedAssertions c;
+  vlans = c.virtualisation.vlans;
+  ruleset = c.networking.nftables.ruleset or null;
+  gateway = c.networking.defaultGateway or null;
+  firewall = c.networking.firewall.enable or true;
+  mesh = c.environment.etc."whalescale/mesh.toml".source or null;
+  udp = c.networking.firewall.allowedUDPPorts;
+}})""",
+        tmp_path,
+    )
+    assert isinstance(out, dict)
+    scenario = tomllib.loads(path.read_text())
+    lans = [n for n in scenario["network"] if n["name"] != "internet"]
+    gateways = {n["gateway"]: n for n in lans}
+    for host in scenario["host"]:
+        node = out[host["name"]]
+        assert node["failed"] == [], host["name"]
+        if host["name"] in gateways:
+            assert node["vlans"] == [1, 2 + lans.index(gateways[host["name"]])]
+            assert 'iifname "eth2" oifname "eth1" masquerade' in node["ruleset"]
+            assert 'iifname "eth1" ct state new drop' in node["ruleset"]
+            assert node["firewall"] is False
+        elif host["network"] != "internet":
+            assert node["gateway"]["interface"] == "eth1"
+            assert node["gateway"]["address"].startswith("192.168.2.")
+        if "node" in host:
+            assert node["udp"] == [scenario.get("mesh", {}).get("port", 51820)]
+            mesh_file = tmp_path / f"{host['name']}.toml"
+            mesh_file.write_text(node["mesh"])
+            check = subprocess.run([sys.executable, "-m", "whalescale", "check", str(mesh_file)],
+                                   capture_output=True, text=True)
+            assert check.returncode == 0, check.stderr
+            mesh = tomllib.loads(node["mesh"])
+            ours = next(n for n in mesh["node"] if n["name"] == host["name"])
+            assert ours["address"] == host["node"]["address"]
+            assert bool(ours["endpoints"]) == host["node"].get("endpoint", True)
+        else:
+            assert node["mesh"] is None
