@@ -123,7 +123,8 @@ def test_up_with_a_bad_mesh_prints_positions(keys, tmp_path):
 
 @pytest.mark.parametrize("command", [[], ["keygen"], ["pubkey"], ["fingerprint"], ["check"],
                                      ["init"], ["mesh", "add-node"], ["mesh", "remove-node"],
-                                     ["mesh", "set"], ["up"], ["reload"], ["lab", "demo"],
+                                     ["mesh", "set"], ["up"], ["reload"], ["status"], ["ping"],
+                                     ["lab", "demo"],
                                      ["bench", "tunnel"]])
 def test_every_command_has_help(command):
     result = ws(*command, "--help")

@@ -198,6 +198,50 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_INVALID
 
 
+def _ask(state_dir: Path, req: dict[str, object]) -> dict[str, object] | int:
+    """One control request; an exit status when no agent answers."""
+    from .agent import control
+
+    try:
+        return control.request(control.socket_path(state_dir), req,
+                               timeout_s=float(req.get("timeout_s", 5)) + 5)
+    except control.NoAgent as exc:
+        print(f"whalescale: {exc}", file=sys.stderr)
+        return EXIT_NO_AGENT
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .agent.show import print_status
+
+    reply = _ask(args.state_dir, {"command": "status"})
+    if isinstance(reply, int):
+        return reply
+    status = reply["status"]
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print_status(status)
+    return EXIT_OK
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    answered = 0
+    for _ in range(args.count):
+        reply = _ask(args.state_dir, {"command": "ping", "peer": args.peer,
+                                      "timeout_s": args.timeout})
+        if isinstance(reply, int):
+            return reply
+        if reply.get("ok"):
+            answered += 1
+            print(f"{args.peer}: answered via {reply['endpoint']} ({reply['path']}) "
+                  f"in {reply['rtt_ms']:.2f} ms")
+        else:
+            print(f"{args.peer}: {reply.get('error')}", file=sys.stderr)
+    return EXIT_OK if answered else EXIT_INVALID
+
+
 def cmd_lab_demo(args: argparse.Namespace) -> int:
     from .lab.demo import run_demo
 
@@ -308,6 +352,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
                    help="the agent's state directory (default: /var/lib/whalescale)")
     p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("status", help="peers, endpoints, sessions and anchors of the agent",
+                       description="Ask the running agent for its peers (endpoint, path, "
+                       "last handshake, bytes), its anchors and their reachability, and its "
+                       "drop counters.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
+                   help="the agent's state directory (default: /var/lib/whalescale)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("ping", help="ping a peer through its session",
+                       description="Send a whalescale PING to PEER inside its session and say "
+                       "which path answered (direct or LAN) and in how long.")
+    p.add_argument("peer", metavar="PEER", help="the peer's name in the mesh file")
+    p.add_argument("-c", "--count", type=int, default=3, help="pings to send (default 3)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
+                   help="the agent's state directory (default: /var/lib/whalescale)")
+    p.set_defaults(func=cmd_ping)
 
     lab = sub.add_parser("lab", help="the multi-node lab on network namespaces").add_subparsers(
         dest="lab_command", required=True, metavar="LAB_COMMAND")

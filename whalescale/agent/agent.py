@@ -8,6 +8,7 @@ timer task sleeps in a cancel scope whose deadline is the engine's next one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -18,12 +19,16 @@ from typing import Any
 import trio
 
 from ..config import ConfigError, Mesh, load_mesh
-from ..identity import Identity, fingerprint
+from ..identity import Identity, fingerprint, x25519_public_from_ed25519
+from ..mesh.anchors import AnchorHealth, AnchorWatch, reachable
 from ..session import events
 from ..session.engine import Engine
+from ..session.timers import REKEY_TIMEOUT_S
 from ..tun.device import TunDevice
-from . import control, udp
+from ..wire import control as wire_control
+from . import addresses, control, udp
 from .peers import NotInMesh, own_node, peer_specs
+from .status import build_status, endpoint_text, path_kind
 
 log = logging.getLogger("whalescale.agent")
 
@@ -49,6 +54,13 @@ class Agent:
         self._tun: TunDevice | None = None
         self._sockets: dict[int, socket.socket] = {}
         self._timer_scope = trio.CancelScope()
+        self._interfaces: list[addresses.Interface] = []
+        self._anchors = AnchorWatch(self._anchor_keys())
+        self._pongs: dict[bytes, trio.MemorySendChannel[tuple[float, tuple[str, int]]]] = {}
+
+    def _anchor_keys(self) -> frozenset[bytes]:
+        return frozenset(x25519_public_from_ed25519(n.public_key) for n in self.mesh.nodes
+                         if n.anchor and n is not self.me)
 
     def open(self) -> None:
         """Bind the sockets, create and configure the TUN; OSError says what failed.
@@ -63,6 +75,7 @@ class Agent:
             self._open_sockets()
             self._tun = TunDevice.open(self.interface, offload=self.offload)
             self._configure_tun()
+            self._interfaces = addresses.local_interfaces(exclude=self.interface)
         except BaseException:
             self.close()
             raise
@@ -99,6 +112,7 @@ class Agent:
         changes = self.engine.update_peers(peer_specs(mesh, me))
         self.engine.mtu = mesh.mtu
         self.mesh, self.me = mesh, me
+        self._anchors.anchors = self._anchor_keys()
         try:
             self._configure_tun()
         except OSError as exc:
@@ -112,14 +126,83 @@ class Agent:
         self._flush()
         return {"ok": True, "message": f"reload applied: {summary}"}
 
-    def _control(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def _control(self, req: dict[str, Any]) -> dict[str, Any]:
         match req.get("command"):
-            case "ping":
+            case "hello":
                 return {"ok": True}
             case "reload":
                 return self.reload()
+            case "status":
+                return {"ok": True, "status": self.status()}
+            case "ping":
+                return await self._ping(str(req.get("peer", "")),
+                                        float(req.get("timeout_s", 5.0)))
             case other:
                 return {"ok": False, "error": f"unknown command {other!r}"}
+
+    def status(self) -> dict[str, Any]:
+        now = trio.current_time()
+        return build_status(
+            node=self.me.name, fingerprint=fingerprint(self.identity.public),
+            interface=self.interface, port=self.me.port, is_anchor=self.me.anchor,
+            engine=self.engine, anchor_keys=self._anchors.anchors,
+            health=self._anchors.health(self._reachable(now), self.me.anchor), now=now,
+            interfaces=self._interfaces)
+
+    def _reachable(self, now: float) -> set[bytes]:
+        return {key for key, p in self.engine.peers.items()
+                if reachable(p.last_received_at, now, p.spec.keepalive_s)}
+
+    async def _ping(self, name: str, timeout_s: float) -> dict[str, Any]:
+        """A PING through the session; the answer says which path it came back on."""
+        peer = next((p for p in self.engine.peers.values() if p.name == name), None)
+        if peer is None:
+            return {"ok": False, "error": f"no peer named {name!r} in the mesh"}
+        if not peer.spec.whalescale:
+            return {"ok": False, "error": f"{name} is a vanilla WireGuard peer: ping its "
+                    "tunnel address instead"}
+        nonce = os.urandom(8)
+        send, receive = trio.open_memory_channel[tuple[float, tuple[str, int]]](1)
+        self._pongs[nonce] = send
+        sent_at = trio.current_time()
+        try:
+            self.engine.send_control(peer, wire_control.Kind.PING, nonce, sent_at)
+            self._flush()
+            with trio.move_on_after(timeout_s):
+                answered_at, addr = await receive.receive()
+                return {"ok": True, "peer": name, "rtt_ms": round((answered_at - sent_at) * 1e3, 3),
+                        "endpoint": endpoint_text(addr), "path": path_kind(addr, self._interfaces)}
+            return {"ok": False, "error": f"no answer from {name} within {timeout_s:g} s"}
+        finally:
+            del self._pongs[nonce]
+
+    def _handle_control_messages(self) -> None:
+        inbox, self.engine.control_inbox = self.engine.control_inbox, []
+        now = trio.current_time()
+        for _peer, kind, body, addr in inbox:
+            if kind is wire_control.Kind.PONG:
+                waiter = self._pongs.get(body)
+                if waiter is not None:
+                    with contextlib.suppress(trio.WouldBlock):
+                        waiter.send_nowait((now, addr))
+
+    async def _housekeeping(self) -> None:
+        """Once a second: our own addresses, and whether enough anchors are reachable
+        (reported from the first handshake timeout on, not while sessions come up)."""
+        started = trio.current_time()
+        while True:
+            self._interfaces = addresses.local_interfaces(exclude=self.interface)
+            now = trio.current_time()
+            up = self._reachable(now)
+            changed = (self._anchors.changed(up, self.me.anchor)
+                       if now - started >= REKEY_TIMEOUT_S else None)
+            if changed is AnchorHealth.OK:
+                log.info("anchors: %d reachable again", len(up & self._anchors.anchors)
+                         + int(self.me.anchor))
+            elif changed is not None:
+                log.warning("anchors: %s; the mesh cannot re-converge if it goes: run at "
+                            "least two anchors on different networks", changed.value)
+            await trio.sleep(1.0)
 
     def close(self) -> None:
         if self._tun is not None:
@@ -139,6 +222,7 @@ class Agent:
             for sock in self._sockets.values():
                 nursery.start_soon(self._udp_reader, sock)
             nursery.start_soon(self._timer)
+            nursery.start_soon(self._housekeeping)
             if self.state_dir is not None:
                 await nursery.start(control.serve, control.socket_path(self.state_dir),
                                     self._control)
@@ -193,6 +277,8 @@ class Agent:
             happened, engine.events = engine.events, []
             for event in happened:
                 _log_event(event)
+        if engine.control_inbox:
+            self._handle_control_messages()
         deadline = engine.next_deadline()
         self._timer_scope.deadline = deadline if deadline is not None else float("inf")
 
@@ -212,10 +298,7 @@ class Agent:
 
 
 def _endpoint(addr: tuple[str, int] | None) -> str:
-    if addr is None:
-        return "unknown"
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return endpoint_text(addr) or "unknown"
 
 
 def _log_event(event: events.Event) -> None:

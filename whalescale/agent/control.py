@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ SOCKET_NAME = "control.sock"
 _MAX_REQUEST_BYTES = 64 * 1024
 _CLIENT_TIMEOUT_S = 10.0
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class NoAgent(ConnectionError):
@@ -38,7 +38,7 @@ def socket_path(state_dir: Path) -> Path:
 def claim(path: Path) -> None:
     """Remove a stale socket file; refuse if a live agent still answers on it."""
     try:
-        request(path, {"command": "ping"})
+        request(path, {"command": "hello"})
     except NoAgent:
         path.unlink(missing_ok=True)
         return
@@ -75,7 +75,7 @@ async def _answer(stream: trio.SocketStream, handler: Handler) -> None:
             req = json.loads(data.split(b"\n", 1)[0])
             if not isinstance(req, dict):
                 raise ValueError("request is not a JSON object")
-            reply = handler(req)
+            reply = await handler(req)
         except ValueError as exc:
             reply = {"ok": False, "error": f"bad request: {exc}"}
         except Exception as exc:  # a bug in one command must not take the agent down

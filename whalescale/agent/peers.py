@@ -36,6 +36,7 @@ def peer_specs(mesh: Mesh, me: Node) -> list[PeerSpec]:
             allowed_ips=_host_networks(node.addresses),
             endpoints=tuple((e.host, e.port) for e in node.endpoints),
             keepalive_s=float(mesh.keepalive_s),
+            whalescale=True,
         )
         for node in mesh.nodes
         if node is not me

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from ..wire import control
 from ..wire import messages as wire
 from . import events
 from .cookie import CookieChecker
@@ -60,6 +61,7 @@ class PeerSpec:
     allowed_ips: tuple[IPNetwork, ...]
     endpoints: tuple[Addr, ...] = ()
     keepalive_s: float = 0.0
+    whalescale: bool = False  # a whalescale node (control messages); else vanilla WireGuard
 
 
 class Engine:
@@ -87,6 +89,8 @@ class Engine:
         self._load_count = 0
         self.outbox: list[tuple[bytes, Addr]] = []
         self.inbox: list[bytes] = []
+        # (peer, kind, body, source address) of control messages received
+        self.control_inbox: list[tuple[Peer, control.Kind, bytes, Addr]] = []
         self.events: list[events.Event] = []
         self.drops: Counter[str] = Counter()
         self._handshakes: dict[int, Peer] = {}
@@ -269,6 +273,9 @@ class Engine:
             if not plain:
                 continue  # keepalive
             run.data = True
+            if plain[0] == control.MARKER:
+                self._receive_control(peer, plain, addr, now)
+                continue
             packet = _trim(plain)
             if packet is None:
                 drops["bad_inner_packet"] += 1
@@ -278,6 +285,27 @@ class Engine:
                 inbox.append(packet)
         if run is not None:
             run.flush(now)
+
+    def _receive_control(self, peer: Peer, plain: bytes, addr: Addr, now: float) -> None:
+        if not peer.spec.whalescale:
+            self.drops["control_from_vanilla_peer"] += 1
+            return
+        try:
+            kind, body = control.decode(plain)
+        except control.MalformedControl:
+            self.drops["malformed_control"] += 1
+            return
+        if kind is control.Kind.PING:  # answered here, on the path it came by
+            if len(body) <= control.MAX_PING_BODY:
+                self.send_control(peer, control.Kind.PONG, body, now)
+            return
+        self.control_inbox.append((peer, kind, body, addr))
+
+    def send_control(self, peer: Peer, kind: control.Kind, body: bytes, now: float) -> None:
+        """A whalescale message to a whalescale peer, inside its session."""
+        if not peer.spec.whalescale:
+            raise ValueError(f"{peer.name} is a vanilla WireGuard peer: no control messages")
+        peer.send([control.encode(kind, body)], now)
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         self.receive_datagrams([(data, addr)], now)

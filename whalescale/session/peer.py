@@ -55,6 +55,7 @@ class Peer:
         self.handshake_attempts = 0
         self.last_initiation_sent = float("-inf")
         self.last_handshake_at: float | None = None
+        self.last_received_at: float | None = None  # any authenticated packet
         # responder side: WireGuard's replay and flood protection of initiations
         self.last_timestamp = b""
         self.last_initiation_consumed = float("-inf")
@@ -212,6 +213,7 @@ class Peer:
         if addr != self.endpoint:
             self._engine.event(events.EndpointChanged(self.name, self.endpoint, addr))
             self.endpoint = addr
+        self.last_received_at = now
         self.new_handshake_at = None  # timersAnyAuthenticatedPacketReceived
         self._traversal(now)
 

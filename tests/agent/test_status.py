@@ -1,0 +1,60 @@
+"""`whalescale status` and `whalescale ping` against running agents; the one-anchor warning."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from whalescale.lab.mesh import LabMesh
+
+pytestmark = pytest.mark.lab
+
+
+def ws(node, lab, *args: str):
+    return node.host.run(sys.executable, "-m", "whalescale", *args, "--state-dir",
+                         str(lab.tempdir / f"state-{node.name}"), check=False, timeout=60)
+
+
+def test_status_ping_and_the_only_one_anchor_warning(lab):
+    hosts = lab.star(["anchor1", "anchor2", "laptop"])
+    mesh = LabMesh(lab, keepalive_s=2)
+    a1 = mesh.add_node(hosts["anchor1"], anchor=True)
+    a2 = mesh.add_node(hosts["anchor2"], anchor=True)
+    laptop = mesh.add_node(hosts["laptop"])
+    mesh.start_all()
+    assert laptop.host.ping(a1.tunnel_addr, count=3) and laptop.host.ping(a2.tunnel_addr, count=3)
+
+    status = json.loads(ws(laptop, lab, "status", "--json").stdout)
+    assert status["node"] == "laptop" and not status["anchor"]
+    assert sorted(status["anchors"]["reachable"]) == ["anchor1", "anchor2"]
+    assert status["anchors"]["health"] == "ok" and status["warnings"] == []
+    peers = {p["name"]: p for p in status["peers"]}
+    assert peers["anchor1"]["endpoint"] == f"{a1.host.addr()}:51820"
+    assert peers["anchor1"]["session"] and peers["anchor1"]["rx_bytes"] > 0
+
+    pinged = ws(laptop, lab, "ping", "anchor1", "--count", "2")
+    assert pinged.returncode == 0, pinged.stderr
+    assert f"anchor1: answered via {a1.host.addr()}:51820 (direct) in" in pinged.stdout
+    assert ws(laptop, lab, "ping", "nobody", "--count", "1").returncode == 1
+
+    human = ws(laptop, lab, "status")
+    assert "anchors: 2 of 2 reachable" in human.stdout
+
+    a2.proc.stop()
+    assert laptop.proc.wait_for_log(r"anchors: only one anchor reachable", 20), laptop.proc.log()
+    status = json.loads(ws(laptop, lab, "status", "--json").stdout)
+    assert status["anchors"]["reachable"] == ["anchor1"]
+    assert status["warnings"] and "only one anchor reachable" in status["warnings"][0]
+
+
+def test_ping_says_lan_for_a_peer_on_a_shared_link(lab):
+    left, right = lab.host("left"), lab.host("right")
+    lab.link(left, right)
+    mesh = LabMesh(lab)
+    mesh.add_node(left)
+    mesh.add_node(right)
+    mesh.start_all()
+    out = ws(mesh.nodes["left"], lab, "ping", "right", "--count", "1").stdout
+    assert f"answered via {right.addr()}:51820 (lan)" in out

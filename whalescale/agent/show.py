@@ -1,0 +1,41 @@
+"""`whalescale status` for people: the agent's JSON as tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    return f"{seconds / 60:.0f} min ago"
+
+
+def print_status(status: dict[str, Any]) -> None:
+    console = Console()
+    role = "anchor" if status["anchor"] else "node"
+    console.print(f"[bold]{status['node']}[/] ({role}, {status['fingerprint']}) on "
+                  f"{status['interface']}, udp {status['port']}")
+    anchors = status["anchors"]
+    console.print(f"anchors: {len(anchors['reachable'])} of {anchors['total']} reachable "
+                  f"({anchors['health']})")
+    for warning in status["warnings"]:
+        console.print(f"[yellow]warning: {warning}")
+    table = Table()
+    for column in ("peer", "kind", "endpoint", "path", "session", "last handshake",
+                   "rx", "tx"):
+        table.add_column(column)
+    for peer in status["peers"]:
+        name = f"{peer['name']} (anchor)" if peer["anchor"] else peer["name"]
+        table.add_row(name, peer["kind"], peer["endpoint"] or "-", peer["path"] or "-",
+                      "up" if peer["reachable"] else ("keys" if peer["session"] else "-"),
+                      _age(peer["last_handshake_s_ago"]), f"{peer['rx_bytes']}",
+                      f"{peer['tx_bytes']}")
+    console.print(table)
+    if status["drops"]:
+        console.print("drops: " + ", ".join(f"{k} {v}" for k, v in sorted(status["drops"].items())))
