@@ -10,16 +10,6 @@ import pytest
 from whalescale.lab import Lab
 from whalescale.lab.scenario import ScenarioError, load, run, scenario_files
 
-# `whalescale reload` is being written; remove this once it has landed.
-RELOAD_PENDING = pytest.mark.xfail(
-    reason="`whalescale reload --state-dir DIR` has not landed yet", strict=False)
-
-
-def _param(path: Path) -> object:
-    marks = [RELOAD_PENDING] if path.stem.startswith("reload") else []
-    return pytest.param(path, id=path.stem, marks=marks)
-
-
 def test_there_are_scenarios() -> None:
     names = {path.stem for path in scenario_files()}
     assert {"two-nodes", "nat-anchor", "reload-refused"} <= names
@@ -50,7 +40,7 @@ def test_unknown_keys_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize("path", [_param(p) for p in scenario_files()])
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in scenario_files()])
 def test_scenario_on_the_lab(lab: Lab, path: Path) -> None:
     results = run(lab, load(path))
     failed = [str(r) for r in results if not r.passed]
