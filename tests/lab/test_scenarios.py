@@ -10,6 +10,7 @@ import pytest
 from whalescale.lab import Lab
 from whalescale.lab.scenario import ScenarioError, load, run, scenario_files
 
+
 def test_there_are_scenarios() -> None:
     names = {path.stem for path in scenario_files()}
     assert {"two-nodes", "nat-anchor", "reload-refused"} <= names
