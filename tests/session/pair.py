@@ -25,10 +25,11 @@ def ip_packet(src: str, dst: str, payload: bytes = b"hello") -> bytes:
 
 
 def make_engine(me: Identity, peers: list[tuple[str, Identity, str, tuple]], seed: int,
-                **kw) -> Engine:
+                *, spec_kw: dict | None = None, **kw) -> Engine:
     rng = random.Random(seed)
     specs = [PeerSpec(name=name, static_public=ident.x25519_public,
-                      allowed_ips=(ipaddress.ip_network(f"{tunnel}/32"),), endpoints=endpoints)
+                      allowed_ips=(ipaddress.ip_network(f"{tunnel}/32"),), endpoints=endpoints,
+                      **(spec_kw or {}))
              for name, ident, tunnel, endpoints in peers]
     return Engine(me.x25519_private, me.x25519_public, specs, random_bytes=rng.randbytes,
                   wall_offset=WALL, **kw)

@@ -37,6 +37,7 @@ def peer_specs(mesh: Mesh, me: Node) -> list[PeerSpec]:
             endpoints=tuple((e.host, e.port) for e in node.endpoints),
             keepalive_s=float(mesh.keepalive_s),
             whalescale=True,
+            anchor=node.anchor,
         )
         for node in mesh.nodes
         if node is not me

@@ -62,6 +62,7 @@ class PeerSpec:
     endpoints: tuple[Addr, ...] = ()
     keepalive_s: float = 0.0
     whalescale: bool = False  # a whalescale node (control messages); else vanilla WireGuard
+    anchor: bool = False
 
 
 class Engine:

@@ -23,6 +23,9 @@ from .timers import (
     KEEPALIVE_TIMEOUT_S,
     MAX_HANDSHAKE_ATTEMPTS,
     MAX_STAGED_PACKETS,
+    RECOVERY_FIRST_S,
+    RECOVERY_LATER_STEPS,
+    RECOVERY_MAX_S,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_S,
     REKEY_AFTER_MESSAGES,
@@ -89,13 +92,16 @@ class Peer:
             self.initiate(now, retry=False, reason="session is due for rekey")
 
     def send_keepalive(self, now: float) -> None:
-        """Flush staged packets, or send an empty transport message if none."""
-        if not self.staged:
-            kp = self.current
-            if kp is not None and self._usable(kp, now):
-                self._send_transport(kp, [b""], now)
+        """Flush staged packets, or send an empty transport message if none; without a
+        session, start a handshake (as wireguard-go's keepalive does by staging one)."""
+        if self.staged:
+            self.send_staged(now)
             return
-        self.send_staged(now)
+        kp = self.current
+        if kp is not None and self._usable(kp, now):
+            self._send_transport(kp, [b""], now)
+        elif self.handshake is None:
+            self.initiate(now, retry=False, reason="keepalive due and no session")
 
     def send_staged(self, now: float) -> None:
         staged, self.staged = self.staged, deque(maxlen=MAX_STAGED_PACKETS)
@@ -126,8 +132,8 @@ class Peer:
     def initiate(self, now: float, *, retry: bool, reason: str) -> None:
         if not retry:
             self.handshake_attempts = 0
-        if now - self.last_initiation_sent < REKEY_TIMEOUT_S:
-            return
+            if now - self.last_initiation_sent < REKEY_TIMEOUT_S:
+                return  # one is under way; its retransmit timer is armed
         if self.endpoint is None:
             return  # nowhere to send; a peer that reaches us will give us one
         engine = self._engine
@@ -144,7 +150,15 @@ class Peer:
         engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
         self._traversal(now)
         self.send_keepalive_at = None
-        self.retransmit_at = now + REKEY_TIMEOUT_S + engine.jitter()  # timersHandshakeInitiated
+        self.retransmit_at = now + self._retry_delay() + engine.jitter()  # timersHandshakeInitiated
+
+    def _retry_delay(self) -> float:
+        """WireGuard retries every 5 s. A whalescale peer is in recovery (design §3.8):
+        1, 2, 4 ... 60 s, anchors first (others start at the third step), never giving up."""
+        if not self.spec.whalescale:
+            return REKEY_TIMEOUT_S
+        step = self.handshake_attempts + (0 if self.spec.anchor else RECOVERY_LATER_STEPS)
+        return min(RECOVERY_MAX_S, RECOVERY_FIRST_S * 2 ** min(step, 16))
 
     def complete_as_initiator(self, keys: TransportKeys, remote_index: int, addr: Addr,
                               now: float) -> None:
@@ -246,19 +260,22 @@ class Peer:
             self._zero_keys()
 
     def _retransmit_expired(self, now: float) -> None:
-        if self.handshake_attempts >= MAX_HANDSHAKE_ATTEMPTS:
+        if self.handshake_attempts >= MAX_HANDSHAKE_ATTEMPTS and not self.spec.whalescale:
             self._engine.event(events.HandshakeGaveUp(self.name, self.handshake_attempts + 2))
             self.staged.clear()
             if self.zero_keys_at is None:
                 self.zero_keys_at = now + ZERO_KEYS_AFTER_S
             return
         self.handshake_attempts += 1
-        # Several static endpoints: a silent one may be stale, so try the next.
-        if len(self.endpoints) > 1 and self.endpoint in self.endpoints:
-            i = self.endpoints.index(self.endpoint)
+        waited = now - self.last_initiation_sent
+        # Several known endpoints: a silent one may be stale, so try the next.
+        if len(self.endpoints) > 1:
+            i = self.endpoints.index(self.endpoint) if self.endpoint in self.endpoints else -1
             self.endpoint = self.endpoints[(i + 1) % len(self.endpoints)]
+        elif self.endpoints and self.endpoint not in self.endpoints:
+            self.endpoint = self.endpoints[0]
         self.initiate(now, retry=True,
-                      reason=f"no response after {REKEY_TIMEOUT_S:.0f} s, "
+                      reason=f"no response after {waited:.1f} s, "
                              f"attempt {self.handshake_attempts + 1}")
 
     def _zero_keys(self) -> None:

@@ -21,3 +21,10 @@ ZERO_KEYS_AFTER_S = REJECT_AFTER_S * 3
 # Implementation (as wireguard-go chose them)
 MIN_INITIATION_INTERVAL_S = 1 / 50  # one initiation per peer per 20 ms is consumed
 MAX_STAGED_PACKETS = 128
+
+# Recovery of whalescale peers (design.txt §3.8): retries back off 1 s -> 60 s and never
+# stop; peers that are not anchors start RECOVERY_LATER_STEPS doublings later, so a node
+# that lost everything reaches its anchors first (anti-patterns 3.1).
+RECOVERY_FIRST_S = 1.0
+RECOVERY_MAX_S = 60.0
+RECOVERY_LATER_STEPS = 2

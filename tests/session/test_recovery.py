@@ -1,0 +1,64 @@
+"""Recovery of whalescale peers (design.txt §3.8): backoff 1 s -> 60 s, anchors first,
+every known endpoint in turn, never giving up; vanilla WireGuard peers keep WireGuard's."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from whalescale.identity import Identity
+from whalescale.session import events
+
+from .pair import ip_packet, make_engine
+
+ME = Identity.from_seed(b"\x51" * 32)
+PEER = Identity.from_seed(b"\x52" * 32)
+ENDPOINTS = (("10.0.0.2", 51820), ("10.0.1.2", 51820), ("fd00::2", 51820))
+
+
+def initiation_times(spec_kw: dict, until: float) -> tuple[list[float], list[tuple], object]:
+    """Initiations sent to a peer that never answers, from a packet sent at now = 0."""
+    engine = make_engine(ME, [("peer", PEER, "100.96.0.2", ENDPOINTS)], 3, spec_kw=spec_kw)
+    engine.send_packets([ip_packet("100.96.0.1", "100.96.0.2")], 0.0)
+    times, where = [0.0], [engine.outbox[0][1]]
+    engine.outbox.clear()
+    while (deadline := engine.next_deadline()) is not None and deadline <= until:
+        engine.handle_timer(deadline)
+        for _, addr in engine.outbox:
+            times.append(deadline)
+            where.append(addr)
+        engine.outbox.clear()
+    return times, where, engine
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_an_anchor_is_retried_after_1_2_4_s_up_to_60_s_and_never_given_up():
+    times, _, engine = initiation_times({"whalescale": True, "anchor": True}, until=600.0)
+    expected = [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    for gap, want in zip(gaps(times), expected, strict=False):
+        assert want <= gap < want + 0.334
+    assert gaps(times)[-1] == pytest.approx(60, abs=0.34)
+    assert times[-1] > 540  # still trying after nine minutes
+    assert not any(isinstance(e, events.HandshakeGaveUp) for e in engine.events)
+
+
+def test_other_peers_start_later_so_anchors_come_first():
+    times, _, _ = initiation_times({"whalescale": True, "anchor": False}, until=200.0)
+    assert [round(g) for g in gaps(times)[:4]] == [4, 8, 16, 32]
+
+
+def test_each_retry_goes_to_the_next_known_endpoint():
+    _, where, _ = initiation_times({"whalescale": True, "anchor": True}, until=40.0)
+    assert where[:6] == [ENDPOINTS[0], ENDPOINTS[1], ENDPOINTS[2], ENDPOINTS[0], ENDPOINTS[1],
+                         ENDPOINTS[2]]
+
+
+def test_a_vanilla_peer_keeps_wireguards_schedule_and_gives_up():
+    times, _, engine = initiation_times({}, until=600.0)
+    assert all(5 <= g < 5.334 for g in gaps(times))
+    assert len(times) == 19
+    assert any(isinstance(e, events.HandshakeGaveUp) for e in engine.events)
