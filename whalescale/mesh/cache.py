@@ -50,9 +50,10 @@ _BUSY_TIMEOUT_S = 5.0
 class CacheError(Exception):
     """The cache file cannot be used: corrupt, unreadable, or from a newer version."""
 
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(f"{path}: {message}")
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
         self.path = path
+        self.reason = reason
 
 
 class PathType(enum.Enum):
@@ -72,6 +73,8 @@ class Source(enum.Enum):
 
 # Among endpoints never reached, the order to try them in: self-attested wins (§3.6).
 _SOURCE_RANK = {source: rank for rank, source in enumerate(Source)}
+# Ties among equals: LAN first (no NAT, no hairpin), then IPv6 (preferred, §2, §3.7).
+_PATH_RANK = {PathType.LAN: 0, PathType.IPV6: 1, PathType.IPV4: 2}
 # Gossip record kinds whose newest seq is kept per peer.
 _RECORD_SOURCES = (Source.SELF_ATTESTED, Source.OBSERVED)
 
@@ -101,7 +104,8 @@ class CachedPeer:
 
 
 def endpoint_order_key(ep: CachedEndpoint) -> tuple[object, ...]:
-    """Best first: most recent success, then self-attested by newest seq, then by source."""
+    """Best first: most recent success, then self-attested by newest seq, then by source,
+    then by path type."""
     never = ep.last_success_unix is None
     self_seq = ep.seq if Source.SELF_ATTESTED in ep.sources else None
     return (
@@ -110,7 +114,7 @@ def endpoint_order_key(ep: CachedEndpoint) -> tuple[object, ...]:
         self_seq is None,
         -(self_seq or 0),
         _SOURCE_RANK[ep.source],
-        ep.path_type.value,
+        _PATH_RANK[ep.path_type],
         ep.host,
         ep.port,
     )
@@ -268,7 +272,7 @@ class LkgCache:
                 raise
             aside = _move_aside(path)
             log.warning("LKG cache %s is unusable (%s); moved it to %s and starting empty",
-                        path, exc, aside)
+                        path, exc.reason, aside)
             return cls(path, _connect(path))
 
     def close(self) -> None:
@@ -496,13 +500,18 @@ def _connect(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise CacheError(path, f"cannot open: {exc}") from exc
     try:
+        # Read-only checks first: a file we refuse must be left as we found it.
+        verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
+        if verdict != ["ok"]:
+            raise CacheError(path, "corrupt: " + "; ".join(verdict[:5]))
+        _check_version(path, db)
         # Durability (kill -9 at any moment must neither corrupt nor lose a commit):
         # WAL appends each commit to lkg.sqlite3-wal with write(2) before COMMIT
         # returns; once write(2) returns the data is in the kernel's page cache and
         # survives the death of this process, so synchronous=NORMAL is enough
         # against process crashes. NORMAL only skips the fsync at each commit (WAL
-        # is synced at checkpoints): on power loss or a kernel crash the last
-        # commits before the last checkpoint may be rolled back, but the file stays
+        # is synced at checkpoints): on power loss or a kernel crash the commits
+        # since the last checkpoint may be rolled back, but the file stays
         # consistent (WAL frames are checksummed; a torn tail is ignored). Losing a
         # few endpoint updates is harmless for a cache, re-learned at the next
         # contact. Losing a handed-out self seq is not (peers would ignore our
@@ -513,9 +522,6 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise CacheError(path, f"cannot use WAL journal mode (got {mode!r})")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
-        verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
-        if verdict != ["ok"]:
-            raise CacheError(path, "corrupt: " + "; ".join(verdict[:5]))
         _migrate(path, db)
     except sqlite3.Error as exc:
         db.close()
@@ -526,13 +532,17 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _migrate(path: Path, db: sqlite3.Connection) -> None:
+def _check_version(path: Path, db: sqlite3.Connection) -> None:
     (version,) = db.execute("PRAGMA user_version").fetchone()
     if version > SCHEMA_VERSION:
         raise CacheError(path, f"schema version {version} is newer than this program's "
                                f"{SCHEMA_VERSION}")
     if version == 0 and db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
         raise CacheError(path, "has tables but no schema version: not an LKG cache")
+
+
+def _migrate(path: Path, db: sqlite3.Connection) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
     for step in range(version, SCHEMA_VERSION):
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -574,7 +584,8 @@ def _create_private(path: Path) -> None:
 def _move_aside(path: Path) -> Path:
     """Rename path (and its -wal, -shm) to the first free `<path>.corrupt-<n>`.
 
-    The -wal must go with it: left behind, it would be replayed into the new file.
+    A -wal must not stay behind to be replayed into the new file. (SQLite usually
+    removes it already when the failed connection closes.)
     """
     n = 1
     while Path(f"{path}.corrupt-{n}").exists():
