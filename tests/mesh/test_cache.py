@@ -346,6 +346,24 @@ def test_recover_numbers_each_broken_file_and_leaves_no_stale_wal(path: Path) ->
     assert Path(f"{path}.corrupt-2").exists()
 
 
+def test_sqlite_failure_mid_write_is_a_cache_error_and_rolls_back(path: Path) -> None:
+    with LkgCache.open(path) as cache:
+        # Something SQLite refuses half-way through a record_contact: after the peer
+        # row is written, before the address is.
+        other = sqlite3.connect(path)
+        other.execute("CREATE TRIGGER refuse BEFORE INSERT ON address"
+                      " BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+        other.commit()
+        with pytest.raises(CacheError, match="disk says no"):
+            cache.record_contact(BOB, "10.0.0.2", 1, "ipv4", now_unix=2.0)
+        assert cache.peers() == []  # the peer row went with the rest
+        other.execute("DROP TRIGGER refuse")
+        other.commit()
+        other.close()
+        cache.record_contact(BOB, "10.0.0.2", 1, "ipv4", now_unix=2.0)
+        assert [p.peer_id for p in cache.peers()] == [BOB]
+
+
 def test_recover_leaves_a_good_file_alone(path: Path) -> None:
     with LkgCache.open(path) as cache:
         cache.set_peer(ALICE, "alice", anchor=True)

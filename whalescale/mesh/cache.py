@@ -293,6 +293,10 @@ class LkgCache:
             raise CacheError(self.path, f"cannot start a transaction: {exc}") from exc
         try:
             yield self._db
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise CacheError(self.path, f"write failed: {exc}") from exc
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
