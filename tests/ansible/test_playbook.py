@@ -1,0 +1,259 @@
+"""`ansible-playbook -i INVENTORY site.yml` deploys a working mesh to real SSH hosts.
+
+Theory of operation: every lab host runs its own sshd inside its namespace, so Ansible meets
+real SSH targets; a fourth host, `control`, runs ansible-playbook (the machine's own
+namespace has no route into the lab). What a host must own is made per host:
+
+- /etc/whalescale: `ip netns exec` binds /etc/netns/<ns>/whalescale over it, for sshd and
+  everything its sessions start (the role's files, the agent's reads).
+- /var/lib/whalescale (the unit's state directory, kept at its default): `ip netns exec`
+  gives sshd a mount namespace of its own, and sshd's start-up command binds a per-host
+  directory over the path there, invisible to the machine and to the other hosts.
+- the virtualenv, the command, the unit, the pidfile and the agent's log: lab inventory
+  values under the lab's temporary directory, one directory per host, never the machine's
+  /usr/local/bin or /etc/systemd.
+
+The lab has no systemd as PID 1, so the role takes its start-stop-daemon path: the agents
+are daemons the lab did not spawn, and this file stops them by their pidfiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from whalescale.lab import Lab
+from whalescale.lab.netns import Host
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+NODES = {"anchor1": "100.96.0.1", "peer1": "100.96.0.2", "peer2": "100.96.0.3"}
+ANCHORS = ["anchor1"]
+PORT = 51820
+# Mount points that `ip netns exec` and sshd's start-up bind per-host directories over.
+MOUNT_POINTS = [Path("/etc/whalescale"), Path("/var/lib/whalescale")]
+_RECAP = re.compile(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                    re.MULTILINE)
+
+SSHD_CONFIG = """\
+ListenAddress {addr}
+Port 22
+HostKey {dir}/host_key
+AuthorizedKeysFile {dir}/authorized_keys
+PidFile {dir}/sshd.pid
+UsePAM no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+# The lab's temporary directory sits under world-writable /tmp.
+StrictModes no
+Subsystem sftp internal-sftp
+"""
+
+
+def _host_dir(lab: Lab, name: str) -> Path:
+    path = lab.tempdir / "hosts" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _start_sshd(lab: Lab, host: Host, client_pub: str) -> None:
+    """sshd on the host's lab address, port 22, with its own key, config and state dir."""
+    ssh_dir = _host_dir(lab, host.name) / "sshd"
+    ssh_dir.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(ssh_dir / "host_key")], check=True)
+    (ssh_dir / "authorized_keys").write_text(client_pub)
+    config = ssh_dir / "sshd_config"
+    config.write_text(SSHD_CONFIG.format(addr=host.addr(), dir=ssh_dir))
+    (host.etc_dir() / "whalescale").mkdir()
+    state_dir = _host_dir(lab, host.name) / "state"
+    state_dir.mkdir()
+    proc = host.spawn("sh", "-c", f"mount --bind {state_dir} /var/lib/whalescale && "
+                      f"exec /usr/sbin/sshd -D -e -f {config}")
+    if not proc.wait_for_log(r"Server listening on", 10):
+        raise TimeoutError(f"sshd in {host.name} did not start:\n{proc.log()}")
+
+
+def _wheelhouse(lab: Lab) -> Path:
+    """Wheels of whalescale's dependencies and of setuptools, made here (with the index)."""
+    wheelhouse = lab.tempdir / "wheels"
+    result = subprocess.run(
+        [str(BIN / "pip"), "wheel", "--quiet", "--wheel-dir", str(wheelhouse), str(REPO),
+         "setuptools>=68"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return wheelhouse
+
+
+def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheelhouse: Path) -> Path:
+    """The lab inventory: SSH to each host's lab address, per-host install paths."""
+
+    def host_vars(name: str) -> dict[str, object]:
+        own = _host_dir(lab, name)
+        return {
+            "ansible_host": hosts[name].addr(),
+            "whalescale_address": NODES[name],
+            # Static endpoints for every node: the lab's hosts all reach each other.
+            "whalescale_endpoints": [f"{hosts[name].addr()}:{PORT}"],
+            "whalescale_venv": str(own / "venv"),
+            "whalescale_executable": str(own / "bin" / "whalescale"),
+            "whalescale_systemd_unit_dir": str(own / "systemd"),
+            "whalescale_pidfile": str(own / "whalescale.pid"),
+            "whalescale_log_file": str(own / "whalescale.log"),
+        }
+
+    inventory = {"all": {
+        "vars": {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(client_key),
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
+                                       "-o UserKnownHostsFile=/dev/null",
+            # No master connections: they would outlive the run in the control namespace.
+            "ansible_ssh_args": "-o ControlMaster=no -o ControlPersist=no",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_become": False,
+            # The checkout itself, built on each host; the lab has no index to reach, so
+            # its dependencies (and the build's setuptools) come from a wheelhouse.
+            "whalescale_install_source": str(REPO),
+            "whalescale_pip_extra_args": f"--no-index --find-links {wheelhouse}",
+            "whalescale_mesh_name": "lab",
+            "whalescale_mesh_port": PORT,
+            # Forced, not detected: on a machine with systemd the role must still not touch it.
+            "whalescale_service_manager": "start-stop-daemon",
+            "whalescale_anchor_nftables_file": "/etc/whalescale/whalescale.nft",
+            "whalescale_anchor_nftables_conf": "",
+        },
+        "children": {
+            "anchors": {"hosts": {name: host_vars(name) for name in ANCHORS}},
+            "peers": {"hosts": {name: host_vars(name) for name in NODES if name not in ANCHORS}},
+        },
+    }}  # fmt: skip
+    path = lab.tempdir / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+def _stop_agent(pidfile: Path) -> None:
+    """Stop the agent the role started, by its pidfile, and only if it is still the agent."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ValueError):
+        return
+    if comm != "whalescale":
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+
+
+def _agent_pid(lab: Lab, name: str) -> int | None:
+    pidfile = _host_dir(lab, name) / "whalescale.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        return pid if Path(f"/proc/{pid}/comm").read_text().strip() == "whalescale" else None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+@pytest.fixture
+def ssh_lab(lab: Lab) -> Iterator[tuple[Lab, dict[str, Host], Path]]:
+    """Three mesh hosts with sshd and a control host; agents stopped before the lab goes."""
+    for path in MOUNT_POINTS:
+        path.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    hosts = lab.star([*NODES, "control"])
+    client_key = lab.tempdir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)],
+                   check=True)
+    try:
+        for name in NODES:
+            _start_sshd(lab, hosts[name], client_key.with_suffix(".pub").read_text())
+        yield lab, hosts, _inventory(lab, hosts, client_key, _wheelhouse(lab))
+    finally:
+        for name in NODES:
+            _stop_agent(_host_dir(lab, name) / "whalescale.pid")
+
+
+def _playbook(control: Host, inventory: Path) -> tuple[str, dict[str, int]]:
+    """Run site.yml from the control host; its output and each host's changed count."""
+    result = control.run(
+        "env", "-C", str(REPO), f"ANSIBLE_CONFIG={REPO / 'ansible' / 'ansible.cfg'}",
+        "ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0",
+        str(BIN / "ansible-playbook"), "-i", str(inventory), "site.yml",
+        check=False, timeout=240,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    recap = {m[1]: int(m[2]) for m in _RECAP.finditer(result.stdout)}
+    assert set(recap) == set(NODES), output
+    return output, recap
+
+
+def _pings(src: Host, addr: str, timeout_s: float = 15) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if src.ping(addr, count=1, timeout=1.0):
+            return True
+    return False
+
+
+def test_site_playbook_deploys_a_working_mesh_and_is_idempotent(
+    ssh_lab: tuple[Lab, dict[str, Host], Path],
+) -> None:
+    lab, hosts, inventory = ssh_lab
+    control = hosts["control"]
+
+    # First run: install, keys, mesh file, unit, agents.
+    output, recap = _playbook(control, inventory)
+    assert all(changed > 0 for changed in recap.values()), output
+
+    # One mesh file, the same bytes on every host, that whalescale accepts.
+    meshes = {name: (hosts[name].etc_dir() / "whalescale" / "mesh.toml").read_text()
+              for name in NODES}
+    assert len(set(meshes.values())) == 1, meshes
+    mesh_path = hosts["anchor1"].etc_dir() / "whalescale" / "mesh.toml"
+    check = subprocess.run([str(BIN / "whalescale"), "check", str(mesh_path)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert "3 nodes (1 anchors)" in check.stdout
+
+    # Each host made its own key; no private key is anywhere in the mesh file.
+    for name in NODES:
+        key_file = hosts[name].etc_dir() / "whalescale" / "private.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert key_file.read_text().strip() not in meshes[name]
+
+    # The anchor's port is open in a table of its own.
+    table = hosts["anchor1"].run("nft", "list", "table", "inet", "whalescale").stdout
+    assert f"udp dport {PORT} accept" in table
+
+    # The agents run, under the role's start-stop-daemon, and reach each other.
+    pids = {name: _agent_pid(lab, name) for name in NODES}
+    assert all(pids.values()), pids
+    for src in NODES:
+        for dst, addr in NODES.items():
+            if dst != src:
+                assert _pings(hosts[src], addr), f"{src} -> {dst} ({addr}) through the tunnel"
+
+    # Second run: nothing to change, and the agents were left alone.
+    output, recap = _playbook(control, inventory)
+    assert recap == dict.fromkeys(NODES, 0), output
+    assert {name: _agent_pid(lab, name) for name in NODES} == pids
