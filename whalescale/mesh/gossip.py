@@ -26,15 +26,19 @@ random neighbours not known to hold it (rumour push); pushes are coalesced in
 UPDATE messages and paced per neighbour by a token bucket. Anti-entropy repairs
 what the push missed and joins split segments (anti-patterns 3.2): a DIGEST of
 16 bucket hashes over the sorted (peer_id, seq) of self-attested records goes
-to one random neighbour per interval; the interval is Trickle-like (RFC 6206):
+out once per interval (first the root alone, 13 bytes; the buckets only when
+the roots differ); the interval is Trickle-like (RFC 6206):
 `anti_entropy_min_s` after a change, doubling to the seeds' 300 s while nothing
-changes. A differing DIGEST is answered by a SUMMARY of the differing buckets;
-the digest's sender then pushes what the other lacks and REQUESTs what it lacks.
+changes. After a change the DIGEST goes to every neighbour not known to hold
+what changed (so a hub's leaves, which the bounded push skipped, catch up in
+one interval); otherwise to one random neighbour. A differing DIGEST is
+answered by the bucket hashes, differing buckets by a SUMMARY of them; whoever
+receives the SUMMARY pushes what the other lacks and REQUESTs what it lacks.
 
 Wire format (first byte = type; integers big-endian; payload <= 1200 bytes):
 
     UPDATE  1 | n (u8, >= 1) | n * record (records.py)
-    DIGEST  2 | count (u32) | 16 * bucket hash (8)
+    DIGEST  2 | count (u32) | k (u8: 1 = root, 16 = buckets) | k * hash (8)
     SUMMARY 3 | complete (u16 bucket mask) | n (u16) | n * (peer_id 32 | seq u64)
     REQUEST 4 | n (u8, >= 1) | n * peer_id (32)
 
@@ -63,7 +67,7 @@ MAX_PAYLOAD_BYTES = 1200  # one gossip payload fits a control message in one dat
 BUCKETS = 16  # digest buckets, by the first nibble of peer_id
 BUCKET_HASH_BYTES = 8
 _DIGEST_PERSON = b"ws-gossip-dgst1"
-_DIGEST = struct.Struct(">BI")
+_DIGEST = struct.Struct(">BIB")
 _SUMMARY = struct.Struct(">BHH")
 _ENTRY = struct.Struct(">32sQ")
 _MAX_SUMMARY_ENTRIES = (MAX_PAYLOAD_BYTES - _SUMMARY.size) // _ENTRY.size  # 29
@@ -91,8 +95,15 @@ class Update:
 
 @attrs.frozen(slots=True)
 class Digest:
-    count: int
-    buckets: tuple[bytes, ...]
+    count: int  # self-attested records held, for logs
+    hashes: tuple[bytes, ...]  # the root alone, or one per bucket
+
+    @property
+    def root(self) -> bytes:
+        if len(self.hashes) == 1:
+            return self.hashes[0]
+        return hashlib.blake2b(b"".join(self.hashes), digest_size=BUCKET_HASH_BYTES,
+                               person=_DIGEST_PERSON).digest()
 
 
 @attrs.frozen(slots=True)
@@ -128,9 +139,11 @@ def decode_message(payload: bytes) -> Message:
             raise MalformedMessage("UPDATE has trailing bytes")
         return Update(tuple(found))
     if kind == MessageType.DIGEST:
-        if len(payload) != _DIGEST.size + BUCKETS * BUCKET_HASH_BYTES:
+        if len(payload) < _DIGEST.size:
+            raise MalformedMessage("DIGEST truncated")
+        _, count, k = _DIGEST.unpack_from(payload)
+        if k not in (1, BUCKETS) or len(payload) != _DIGEST.size + k * BUCKET_HASH_BYTES:
             raise MalformedMessage("DIGEST of the wrong length")
-        _, count = _DIGEST.unpack_from(payload)
         hashes = payload[_DIGEST.size:]
         return Digest(count, tuple(hashes[i : i + BUCKET_HASH_BYTES]
                                    for i in range(0, len(hashes), BUCKET_HASH_BYTES)))
@@ -152,7 +165,8 @@ def decode_message(payload: bytes) -> Message:
 
 
 def encode_digest(digest: Digest) -> bytes:
-    return _DIGEST.pack(MessageType.DIGEST, digest.count) + b"".join(digest.buckets)
+    return _DIGEST.pack(MessageType.DIGEST, digest.count, len(digest.hashes)) + b"".join(
+        digest.hashes)
 
 
 def encode_summary(summary: Summary) -> bytes:
@@ -233,6 +247,7 @@ class GossipNode:
         self._first_exchange_at: dict[bytes, float] = {}
         self._interval_s = self.params.anti_entropy_interval_s
         self._digest_at = float("inf")
+        self._changed: set[bytes] = set()  # peers whose record changed since the last digest
         self._observed: dict[bytes, list[GossipEndpoint]] = {}  # what we saw, newest first
         p = self.params
         self._receive_budget = TokenBuckets(p.receive_rate_per_s, p.receive_burst)
@@ -401,7 +416,10 @@ class GossipNode:
             return False
         self._note_known(from_id, record)
         self._store(record, wire)
-        self.counters["accepted" if record.self_attested else "accepted_hint"] += 1
+        if now is None:
+            self.counters["restored"] += 1
+        else:
+            self.counters["accepted" if record.self_attested else "accepted_hint"] += 1
         return True
 
     def _store(self, record: EndpointRecord, wire: bytes) -> None:
@@ -425,6 +443,7 @@ class GossipNode:
         for n in self._sample(candidates, self.params.fanout):
             self._queue_record(n, record, wire)
         if record.self_attested:
+            self._changed.add(peer_id)
             self._anti_entropy_soon(now)
 
     def _queue_record(self, neighbour: bytes, record: EndpointRecord, wire: bytes) -> None:
@@ -439,14 +458,25 @@ class GossipNode:
         if self._neighbours:
             self._digest_at = min(self._digest_at, now + self._jittered(self._interval_s))
 
-    def _send_digest(self, neighbour: bytes) -> None:
-        self._send_control(neighbour, encode_digest(self.digest()))
+    def _send_digest(self, neighbour: bytes, *, buckets: bool = False) -> None:
+        mine = self.digest()
+        self._send_control(neighbour, encode_digest(
+            mine if buckets else Digest(mine.count, (mine.root,))))
 
     def _on_digest(self, from_id: bytes, theirs: Digest) -> None:
         self._first_exchange_at.pop(from_id, None)  # they started the exchange
         mine = self.digest()
-        differing = [i for i in range(BUCKETS) if mine.buckets[i] != theirs.buckets[i]]
+        if len(theirs.hashes) == 1 and theirs.root != mine.root:
+            self._send_digest(from_id, buckets=True)  # show where we differ
+            return
+        differing = [i for i in range(len(theirs.hashes))
+                     if len(theirs.hashes) == BUCKETS and mine.hashes[i] != theirs.hashes[i]]
         if not differing:
+            known = self._known.get(from_id)
+            if known is not None:  # they hold exactly what we hold
+                for peer_id, by_signer in self._records.items():
+                    if peer_id in by_signer:
+                        known[peer_id] = by_signer[peer_id][0].seq
             return
         message_entries: list[tuple[bytes, int]] = []
         complete = 0
@@ -512,11 +542,22 @@ class GossipNode:
                 del self._first_exchange_at[neighbour]
                 self._send_digest(neighbour)
         if now >= self._digest_at:
-            if self._neighbours:
-                self._send_digest(self._sample(self._neighbours, 1)[0])
+            targets = self._owed_neighbours()
+            if not targets and self._neighbours:
+                targets = self._sample(self._neighbours, 1)
+            self._changed.clear()
+            for neighbour in targets:
+                self._send_digest(neighbour)
             self._interval_s = min(2 * self._interval_s, self.params.anti_entropy_interval_s)
             self._digest_at = now + self._jittered(self._interval_s)
         self._flush(now)
+
+    def _owed_neighbours(self) -> list[bytes]:
+        """Neighbours that may lack a record that changed since our last digest."""
+        changed = [(p, self._records[p][p][0].seq) for p in self._changed
+                   if p in self._records and p in self._records[p]]
+        return [n for n in self._neighbours
+                if any(p != n and self._known[n].get(p, -1) < seq for p, seq in changed)]
 
     def _send_control(self, neighbour: bytes, payload: bytes) -> None:
         queue = self._outgoing.get(neighbour)
