@@ -325,6 +325,8 @@ def plot(result: Result, path: str) -> None:
                   f" (seed {result.seed})")
     bottom.bar(range(horizon), result.bins_bytes_per_node_s[:horizon], width=1.0, align="edge")
     bottom.axhline(TARGET_BYTES_PER_NODE_S, color="red", linestyle="--", label="1 KB/s target")
+    bottom.axhline(result.bytes_per_node_s_first_30s, color="green",
+                   label=f"mean over 30 s: {result.bytes_per_node_s_first_30s:.0f} B/s")
     bottom.set_ylabel("gossip bytes/s per node")
     bottom.set_xlabel("simulated seconds")
     bottom.legend()
