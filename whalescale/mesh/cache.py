@@ -38,6 +38,8 @@ from pathlib import Path
 
 import attrs
 
+from .records import PathType
+
 log = logging.getLogger(__name__)
 
 FILE_NAME = "lkg.sqlite3"
@@ -54,12 +56,6 @@ class CacheError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
-
-
-class PathType(enum.Enum):
-    IPV4 = "ipv4"
-    IPV6 = "ipv6"
-    LAN = "lan"
 
 
 class Source(enum.Enum):

@@ -50,7 +50,8 @@ class MalformedRecord(ValueError):
 
 
 class PathType(enum.Enum):
-    # Same values as mesh/cache.py's PathType, so the two can become one.
+    """How a peer is reached at an endpoint; the LKG cache stores the same values."""
+
     IPV4 = "ipv4"
     IPV6 = "ipv6"
     LAN = "lan"
