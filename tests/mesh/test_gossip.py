@@ -15,11 +15,10 @@ from hypothesis import strategies as st
 
 from whalescale.identity import Identity
 from whalescale.mesh import records
-from whalescale.mesh.gossip import (
+from whalescale.mesh.gossip import GossipNode, GossipParams
+from whalescale.mesh.gossip_messages import (
     BUCKETS,
     Digest,
-    GossipNode,
-    GossipParams,
     MessageType,
     Request,
     Summary,

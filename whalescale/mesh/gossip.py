@@ -35,23 +35,12 @@ one interval); otherwise to one random neighbour. A differing DIGEST is
 answered by the bucket hashes, differing buckets by a SUMMARY of them; whoever
 receives the SUMMARY pushes what the other lacks and REQUESTs what it lacks.
 
-Wire format (first byte = type; integers big-endian; payload <= 1200 bytes):
-
-    UPDATE  1 | n (u8, >= 1) | n * record (records.py)
-    DIGEST  2 | count (u32) | k (u8: 1 = root, 16 = buckets) | k * hash (8)
-    SUMMARY 3 | complete (u16 bucket mask) | n (u16) | n * (peer_id 32 | seq u64)
-    REQUEST 4 | n (u8, >= 1) | n * peer_id (32)
-
-A SUMMARY lists whole buckets whose bit is set in `complete` (a peer absent
-from such a bucket is one the sender lacks); a bucket too large for one
-payload is sent partially, with its bit clear.
+The wire format of the payloads is in gossip_messages.py.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
-import struct
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
@@ -60,126 +49,30 @@ import attrs
 from ..identity import Identity
 from ..session.ratelimit import TokenBuckets
 from . import records
-from .records import EndpointRecord, GossipEndpoint, MalformedRecord
-
-# ----- specification ---------------------------------------------------------
-MAX_PAYLOAD_BYTES = 1200  # one gossip payload fits a control message in one datagram
-BUCKETS = 16  # digest buckets, by the first nibble of peer_id
-BUCKET_HASH_BYTES = 8
-_DIGEST_PERSON = b"ws-gossip-dgst1"
-_DIGEST = struct.Struct(">BIB")
-_SUMMARY = struct.Struct(">BHH")
-_ENTRY = struct.Struct(">32sQ")
-_MAX_SUMMARY_ENTRIES = (MAX_PAYLOAD_BYTES - _SUMMARY.size) // _ENTRY.size  # 29
-_MAX_REQUEST_IDS = (MAX_PAYLOAD_BYTES - 2) // records.PEER_ID_BYTES  # 37
+from .gossip_messages import (
+    BUCKET_HASH_BYTES,
+    BUCKETS,
+    DIGEST_PERSON,
+    ENTRY,
+    MAX_PAYLOAD_BYTES,
+    MAX_REQUEST_IDS,
+    MAX_SUMMARY_ENTRIES,
+    Digest,
+    MalformedMessage,
+    MessageType,
+    Request,
+    Summary,
+    Update,
+    bucket_of,
+    decode_message,
+    encode_digest,
+    encode_request,
+    encode_summary,
+)
+from .records import EndpointRecord, GossipEndpoint
 
 # ----- implementation --------------------------------------------------------
 _MAX_QUEUED_CONTROL = 64  # per neighbour; beyond it the oldest control message goes
-
-
-class MessageType(enum.IntEnum):
-    UPDATE = 1
-    DIGEST = 2
-    SUMMARY = 3
-    REQUEST = 4
-
-
-class MalformedMessage(ValueError):
-    """A gossip payload that is not exactly one well-formed message."""
-
-
-@attrs.frozen(slots=True)
-class Update:
-    records: tuple[tuple[EndpointRecord, bytes], ...]  # each with its exact bytes
-
-
-@attrs.frozen(slots=True)
-class Digest:
-    count: int  # self-attested records held, for logs
-    hashes: tuple[bytes, ...]  # the root alone, or one per bucket
-
-    @property
-    def root(self) -> bytes:
-        if len(self.hashes) == 1:
-            return self.hashes[0]
-        return hashlib.blake2b(b"".join(self.hashes), digest_size=BUCKET_HASH_BYTES,
-                               person=_DIGEST_PERSON).digest()
-
-
-@attrs.frozen(slots=True)
-class Summary:
-    complete: int  # bit i set: bucket i is listed whole
-    entries: tuple[tuple[bytes, int], ...]
-
-
-@attrs.frozen(slots=True)
-class Request:
-    peer_ids: tuple[bytes, ...]
-
-
-Message = Update | Digest | Summary | Request
-
-
-def decode_message(payload: bytes) -> Message:
-    if not payload or len(payload) > MAX_PAYLOAD_BYTES:
-        raise MalformedMessage(f"payload of {len(payload)} bytes")
-    kind = payload[0]
-    if kind == MessageType.UPDATE:
-        if len(payload) < 2 or payload[1] == 0:
-            raise MalformedMessage("UPDATE without records")
-        found, offset = [], 2
-        for _ in range(payload[1]):
-            try:
-                record, end = records.read_record(payload, offset)
-            except MalformedRecord as exc:
-                raise MalformedMessage(f"UPDATE record {len(found)}: {exc}") from exc
-            found.append((record, payload[offset:end]))
-            offset = end
-        if offset != len(payload):
-            raise MalformedMessage("UPDATE has trailing bytes")
-        return Update(tuple(found))
-    if kind == MessageType.DIGEST:
-        if len(payload) < _DIGEST.size:
-            raise MalformedMessage("DIGEST truncated")
-        _, count, k = _DIGEST.unpack_from(payload)
-        if k not in (1, BUCKETS) or len(payload) != _DIGEST.size + k * BUCKET_HASH_BYTES:
-            raise MalformedMessage("DIGEST of the wrong length")
-        hashes = payload[_DIGEST.size:]
-        return Digest(count, tuple(hashes[i : i + BUCKET_HASH_BYTES]
-                                   for i in range(0, len(hashes), BUCKET_HASH_BYTES)))
-    if kind == MessageType.SUMMARY:
-        if len(payload) < _SUMMARY.size:
-            raise MalformedMessage("SUMMARY truncated")
-        _, complete, n = _SUMMARY.unpack_from(payload)
-        if len(payload) != _SUMMARY.size + n * _ENTRY.size:
-            raise MalformedMessage("SUMMARY of the wrong length")
-        return Summary(complete, tuple(_ENTRY.unpack_from(payload, _SUMMARY.size + i * _ENTRY.size)
-                                       for i in range(n)))
-    if kind == MessageType.REQUEST:
-        size = records.PEER_ID_BYTES
-        if len(payload) < 2 or payload[1] == 0 or len(payload) != 2 + payload[1] * size:
-            raise MalformedMessage("REQUEST of the wrong length")
-        return Request(tuple(payload[2 + i * size : 2 + (i + 1) * size]
-                             for i in range(payload[1])))
-    raise MalformedMessage(f"unknown message type {kind}")
-
-
-def encode_digest(digest: Digest) -> bytes:
-    return _DIGEST.pack(MessageType.DIGEST, digest.count, len(digest.hashes)) + b"".join(
-        digest.hashes)
-
-
-def encode_summary(summary: Summary) -> bytes:
-    return _SUMMARY.pack(MessageType.SUMMARY, summary.complete, len(summary.entries)) + b"".join(
-        _ENTRY.pack(peer_id, seq) for peer_id, seq in summary.entries)
-
-
-def encode_request(request: Request) -> bytes:
-    return bytes((MessageType.REQUEST, len(request.peer_ids))) + b"".join(request.peer_ids)
-
-
-def bucket_of(peer_id: bytes) -> int:
-    return peer_id[0] >> 4
 
 
 @attrs.frozen(slots=True)
@@ -271,9 +164,9 @@ class GossipNode:
     def digest(self) -> Digest:
         for i, cached in enumerate(self._bucket_hashes):
             if cached is None:
-                h = hashlib.blake2b(digest_size=BUCKET_HASH_BYTES, person=_DIGEST_PERSON)
+                h = hashlib.blake2b(digest_size=BUCKET_HASH_BYTES, person=DIGEST_PERSON)
                 for peer_id, seq in self._bucket_entries(i):
-                    h.update(_ENTRY.pack(peer_id, seq))
+                    h.update(ENTRY.pack(peer_id, seq))
                 self._bucket_hashes[i] = h.digest()
         count = sum(1 for peer_id, by_signer in self._records.items() if peer_id in by_signer)
         return Digest(count, tuple(h for h in self._bucket_hashes if h is not None))
@@ -482,13 +375,13 @@ class GossipNode:
         complete = 0
         for bucket in differing:
             entries = self._bucket_entries(bucket)
-            if len(message_entries) + len(entries) > _MAX_SUMMARY_ENTRIES and message_entries:
+            if len(message_entries) + len(entries) > MAX_SUMMARY_ENTRIES and message_entries:
                 self._send_control(from_id, encode_summary(Summary(complete,
                                                                    tuple(message_entries))))
                 message_entries, complete = [], 0
-            if len(entries) <= _MAX_SUMMARY_ENTRIES:
+            if len(entries) <= MAX_SUMMARY_ENTRIES:
                 complete |= 1 << bucket
-            message_entries += entries[:_MAX_SUMMARY_ENTRIES]
+            message_entries += entries[:MAX_SUMMARY_ENTRIES]
         self._send_control(from_id, encode_summary(Summary(complete, tuple(message_entries))))
 
     def _on_summary(self, from_id: bytes, summary: Summary) -> None:
@@ -513,9 +406,9 @@ class GossipNode:
                 for peer_id, _ in self._bucket_entries(bucket):
                     if peer_id not in listed and peer_id != from_id:
                         self._push_current(from_id, peer_id)
-        for i in range(0, len(wanted), _MAX_REQUEST_IDS):
+        for i in range(0, len(wanted), MAX_REQUEST_IDS):
             self._send_control(from_id, encode_request(Request(tuple(
-                wanted[i : i + _MAX_REQUEST_IDS]))))
+                wanted[i : i + MAX_REQUEST_IDS]))))
 
     def _on_request(self, from_id: bytes, request: Request) -> None:
         for peer_id in request.peer_ids:
