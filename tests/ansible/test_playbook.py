@@ -88,11 +88,10 @@ def _start_sshd(lab: Lab, host: Host, client_pub: str) -> None:
 
 
 def _wheelhouse(lab: Lab) -> Path:
-    """Wheels of whalescale's dependencies and of setuptools, made here (with the index)."""
+    """Wheels of whalescale (from this checkout) and its dependencies, made here."""
     wheelhouse = lab.tempdir / "wheels"
     result = subprocess.run(
-        [str(BIN / "pip"), "wheel", "--quiet", "--wheel-dir", str(wheelhouse), str(REPO),
-         "setuptools>=68"],
+        [str(BIN / "pip"), "wheel", "--quiet", "--wheel-dir", str(wheelhouse), str(REPO)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -122,13 +121,15 @@ def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheelhouse: P
             "ansible_ssh_private_key_file": str(client_key),
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
                                        "-o UserKnownHostsFile=/dev/null",
-            # No master connections: they would outlive the run in the control namespace.
-            "ansible_ssh_args": "-o ControlMaster=no -o ControlPersist=no",
+            # One connection per host for the whole run; closed at teardown (_close_masters).
+            "ansible_ssh_args": "-o ControlMaster=auto -o ControlPersist=120s "
+                                f"-o ControlPath={_control_path(lab)}",
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_become": False,
-            # The checkout itself, built on each host; the lab has no index to reach, so
-            # its dependencies (and the build's setuptools) come from a wheelhouse.
-            "whalescale_install_source": str(REPO),
+            # The checkout, built once into a wheel here: three hosts building the one
+            # checkout at once would race in its build/ directory. The lab has no index to
+            # reach, so the dependencies come from the same wheelhouse.
+            "whalescale_install_source": str(next(wheelhouse.glob("whalescale-*.whl"))),
             "whalescale_pip_extra_args": f"--no-index --find-links {wheelhouse}",
             "whalescale_mesh_name": "lab",
             "whalescale_mesh_port": PORT,
@@ -147,30 +148,44 @@ def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheelhouse: P
     return path
 
 
-def _stop_agent(pidfile: Path) -> None:
-    """Stop the agent the role started, by its pidfile, and only if it is still the agent."""
-    try:
-        pid = int(pidfile.read_text().strip())
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except (FileNotFoundError, ValueError):
-        return
-    if comm != "whalescale":
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
+def _control_path(lab: Lab) -> str:
+    """Where ssh keeps each host's master connection (%h: the host's lab address)."""
+    return str(lab.tempdir / "ssh-%h")
+
+
+def _close_masters(lab: Lab, hosts: dict[str, Host]) -> None:
+    """End the ssh master connections the runs left in the control namespace."""
+    for name in NODES:
+        hosts["control"].run("ssh", "-O", "exit", "-o", f"ControlPath={_control_path(lab)}",
+                             f"root@{hosts[name].addr()}", check=False)
 
 
 def _agent_pid(lab: Lab, name: str) -> int | None:
+    """The pid in the host's pidfile, if it is a live whalescale agent (not a reused pid)."""
     pidfile = _host_dir(lab, name) / "whalescale.pid"
     try:
         pid = int(pidfile.read_text().strip())
-        return pid if Path(f"/proc/{pid}/comm").read_text().strip() == "whalescale" else None
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ValueError):
         return None
+    # stat: "pid (comm) state ..."; a zombie has exited already.
+    comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+    return pid if comm == "whalescale" and state != "Z" else None
+
+
+def _stop_agents(lab: Lab) -> None:
+    """Stop the agents the role started (the lab stops only what it spawned itself)."""
+    pids = [pid for name in NODES if (pid := _agent_pid(lab, name)) is not None]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_agent_pid(lab, n) for n in NODES):
+        time.sleep(0.05)
+    for name in NODES:
+        if (pid := _agent_pid(lab, name)) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -188,8 +203,8 @@ def ssh_lab(lab: Lab) -> Iterator[tuple[Lab, dict[str, Host], Path]]:
             _start_sshd(lab, hosts[name], client_key.with_suffix(".pub").read_text())
         yield lab, hosts, _inventory(lab, hosts, client_key, _wheelhouse(lab))
     finally:
-        for name in NODES:
-            _stop_agent(_host_dir(lab, name) / "whalescale.pid")
+        _stop_agents(lab)
+        _close_masters(lab, hosts)
 
 
 def _playbook(control: Host, inventory: Path) -> tuple[str, dict[str, int]]:
