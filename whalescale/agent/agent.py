@@ -1,9 +1,11 @@
-"""The trio shell around the session engine: UDP sockets, the TUN device, one timer.
+"""The trio shell around the protocol core: UDP sockets, the TUN device, one timer.
 
 It owns no protocol logic. One reader task per socket and one for the TUN
 feed the engine a batch at a time (drain until EAGAIN), then `_flush` sends
-what the engine queued, writes what it delivered and logs what happened. The
-timer task sleeps in a cancel scope whose deadline is the engine's next one.
+what the engine queued, writes what it delivered, hands events and gossip to
+the mesh controller, writes the controller's LKG cache operations to sqlite
+and logs what happened. The timer task sleeps in a cancel scope whose
+deadline is the earliest of the engine's and the gossip node's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ import trio
 from ..config import ConfigError, Mesh, load_mesh
 from ..identity import Identity, fingerprint, x25519_public_from_ed25519
 from ..mesh.anchors import AnchorHealth, AnchorWatch, reachable
+from ..mesh.cache import FILE_NAME as CACHE_FILE
+from ..mesh.cache import CacheError, LkgCache
+from ..mesh.controller import Contact, MeshController, StoredRecord
+from ..mesh.gossip import GossipNode
+from ..mesh.records import MAX_ENDPOINTS
 from ..session import events
 from ..session.engine import Engine
 from ..session.timers import REKEY_TIMEOUT_S
@@ -37,8 +44,8 @@ _TUN_BATCH_FRAMES = 64
 
 
 class Agent:
-    def __init__(self, mesh: Mesh, identity: Identity, *, mesh_path: Path | None = None,
-                 interface: str = "ws0", state_dir: Path | None = None,
+    def __init__(self, mesh: Mesh, identity: Identity, *, state_dir: Path,
+                 mesh_path: Path | None = None, interface: str = "ws0",
                  offload: bool = True) -> None:
         self.mesh = mesh
         self.mesh_path = mesh_path
@@ -57,6 +64,29 @@ class Agent:
         self._interfaces: list[addresses.Interface] = []
         self._anchors = AnchorWatch(self._anchor_keys())
         self._pongs: dict[bytes, trio.MemorySendChannel[tuple[float, tuple[str, int]]]] = {}
+        self._cache: LkgCache | None = None
+        self.mesh_controller: MeshController | None = None
+        self._published: list[tuple[str, int]] = []
+
+    def _node_ids(self) -> dict[bytes, bytes]:
+        """Static (X25519) key -> node ID of every other whalescale node."""
+        return {x25519_public_from_ed25519(n.public_key): n.public_key for n in self.mesh.nodes
+                if n is not self.me}
+
+    def _open_mesh_state(self) -> None:
+        """The LKG cache (a broken one is moved aside, never fatal), gossip, the controller."""
+        self._cache = LkgCache.open(self.state_dir / CACHE_FILE, recover=True)
+        for node in self.mesh.nodes:
+            if node is not self.me:
+                self._cache.set_peer(node.public_key, node.name, node.anchor)
+        cached = {node.public_key: [(e.host, e.port)
+                                    for e in self._cache.endpoints(node.public_key)]
+                  for node in self.mesh.nodes if node is not self.me}
+        gossip = GossipNode(self.identity, [n.public_key for n in self.mesh.nodes],
+                            random_bytes=os.urandom, next_seq=self._cache.next_self_seq)
+        self.mesh_controller = MeshController(self.engine, gossip, self._node_ids(), cached)
+        known = sum(1 for endpoints in cached.values() if endpoints)
+        log.info("last-known-good cache: endpoints for %d of %d peers", known, len(cached))
 
     def _anchor_keys(self) -> frozenset[bytes]:
         return frozenset(x25519_public_from_ed25519(n.public_key) for n in self.mesh.nodes
@@ -69,9 +99,9 @@ class Agent:
         /dev/net/tun is one clear error rather than a task failure.
         """
         try:
-            if self.state_dir is not None:
-                self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                control.claim(control.socket_path(self.state_dir))
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            control.claim(control.socket_path(self.state_dir))
+            self._open_mesh_state()
             self._open_sockets()
             self._tun = TunDevice.open(self.interface, offload=self.offload)
             self._configure_tun()
@@ -113,6 +143,11 @@ class Agent:
         self.engine.mtu = mesh.mtu
         self.mesh, self.me = mesh, me
         self._anchors.anchors = self._anchor_keys()
+        assert self._cache is not None and self.mesh_controller is not None
+        for node in mesh.nodes:
+            if node is not me:
+                self._cache.set_peer(node.public_key, node.name, node.anchor)
+        self.mesh_controller.set_nodes(self._node_ids())
         try:
             self._configure_tun()
         except OSError as exc:
@@ -142,12 +177,16 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         now = trio.current_time()
-        return build_status(
+        assert self.mesh_controller is not None
+        report = build_status(
             node=self.me.name, fingerprint=fingerprint(self.identity.public),
             interface=self.interface, port=self.me.port, is_anchor=self.me.anchor,
             engine=self.engine, anchor_keys=self._anchors.anchors,
             health=self._anchors.health(self._reachable(now), self.me.anchor), now=now,
-            interfaces=self._interfaces)
+            interfaces=self._interfaces, record_seqs=self.mesh_controller.record_seqs())
+        report["gossip"] = dict(self.mesh_controller.gossip.counters)
+        report["published"] = [endpoint_text(a) for a in self._published]
+        return report
 
     def _reachable(self, now: float) -> set[bytes]:
         return {key for key, p in self.engine.peers.items()
@@ -179,8 +218,11 @@ class Agent:
     def _handle_control_messages(self) -> None:
         inbox, self.engine.control_inbox = self.engine.control_inbox, []
         now = trio.current_time()
-        for _peer, kind, body, addr in inbox:
-            if kind is wire_control.Kind.PONG:
+        assert self.mesh_controller is not None
+        for peer, kind, body, addr in inbox:
+            if kind is wire_control.Kind.GOSSIP:
+                self.mesh_controller.gossip_message(peer, body, now)
+            elif kind is wire_control.Kind.PONG:
                 waiter = self._pongs.get(body)
                 if waiter is not None:
                     with contextlib.suppress(trio.WouldBlock):
@@ -192,6 +234,7 @@ class Agent:
         started = trio.current_time()
         while True:
             self._interfaces = addresses.local_interfaces(exclude=self.interface)
+            self._publish_if_moved()
             now = trio.current_time()
             up = self._reachable(now)
             changed = (self._anchors.changed(up, self.me.anchor)
@@ -204,7 +247,38 @@ class Agent:
                             "least two anchors on different networks", changed.value)
             await trio.sleep(1.0)
 
+    def _own_endpoints(self) -> list[tuple[str, int]]:
+        """Where others can reach us: the mesh file's static endpoints, then our addresses."""
+        static = [(e.host, e.port) for e in self.me.endpoints]
+        local = [(str(i.ip), self.me.port) for i in self._interfaces]
+        return list(dict.fromkeys(static + local))[:MAX_ENDPOINTS]
+
+    def _publish_if_moved(self) -> None:
+        """Our addresses changed (or this is the start): a new signed self-attested record,
+        and a keepalive to every peer now, so that they see our new source address at once
+        (passive acceptance) instead of at the next keepalive."""
+        endpoints = self._own_endpoints()
+        if endpoints == self._published:
+            return
+        now = trio.current_time()
+        assert self.mesh_controller is not None
+        record = self.mesh_controller.publish_self(endpoints, now)
+        if self._published:
+            log.info("our endpoints changed to %s (record seq %d); telling every peer",
+                     ", ".join(endpoint_text(a) or "" for a in endpoints), record.seq)
+            for peer in self.engine.peers.values():
+                if peer.current is not None:
+                    peer.send_keepalive(now)
+        else:
+            log.info("publishing our endpoints %s (record seq %d)",
+                     ", ".join(endpoint_text(a) or "" for a in endpoints), record.seq)
+        self._published = endpoints
+        self._flush()
+
     def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
         if self._tun is not None:
             self._tun.close()
             self._tun = None
@@ -223,9 +297,8 @@ class Agent:
                 nursery.start_soon(self._udp_reader, sock)
             nursery.start_soon(self._timer)
             nursery.start_soon(self._housekeeping)
-            if self.state_dir is not None:
-                await nursery.start(control.serve, control.socket_path(self.state_dir),
-                                    self._control)
+            await nursery.start(control.serve, control.socket_path(self.state_dir),
+                                self._control)
             self.engine.start(trio.current_time())
             self._flush()
             task_status.started()
@@ -261,11 +334,18 @@ class Agent:
             with self._timer_scope:
                 await trio.sleep_forever()
             self._timer_scope = trio.CancelScope()
-            self.engine.handle_timer(trio.current_time())
-            self._flush()
+            now = trio.current_time()
+            self.engine.handle_timer(now)
+            assert self.mesh_controller is not None
+            gossip = self.mesh_controller.gossip
+            if (deadline := gossip.next_deadline()) is not None and deadline <= now:
+                gossip.handle_timer(now)
+            self._flush(mesh_activity=True)
 
-    def _flush(self) -> None:
-        engine = self.engine
+    def _flush(self, *, mesh_activity: bool = False) -> None:
+        engine, controller = self.engine, self.mesh_controller
+        assert controller is not None
+        now = trio.current_time()
         if engine.outbox:
             out, engine.outbox = engine.outbox, []
             self._send(out)
@@ -277,10 +357,35 @@ class Agent:
             happened, engine.events = engine.events, []
             for event in happened:
                 _log_event(event)
+            controller.engine_events(happened, now)
+            mesh_activity = True
         if engine.control_inbox:
             self._handle_control_messages()
-        deadline = engine.next_deadline()
-        self._timer_scope.deadline = deadline if deadline is not None else float("inf")
+            mesh_activity = True
+        if mesh_activity or controller.gossip.outbox:
+            controller.pump(now)
+            self._write_cache()
+            if engine.outbox:  # gossip and handshakes the controller just queued
+                out, engine.outbox = engine.outbox, []
+                self._send(out)
+        deadlines = [d for d in (engine.next_deadline(), controller.gossip.next_deadline())
+                     if d is not None]
+        self._timer_scope.deadline = min(deadlines, default=float("inf"))
+
+    def _write_cache(self) -> None:
+        assert self._cache is not None and self.mesh_controller is not None
+        ops, self.mesh_controller.cache_ops = self.mesh_controller.cache_ops, []
+        try:
+            for op in ops:
+                match op:
+                    case Contact(peer_id, host, port, path_type):
+                        self._cache.record_contact(peer_id, host, port, path_type, time.time())
+                    case StoredRecord(peer_id, endpoints, seq, self_attested):
+                        if peer_id != self.identity.public:
+                            self._cache.store_record(peer_id, list(endpoints), seq, self_attested)
+        except CacheError as exc:
+            # the cache speeds up recovery; losing a write must not stop the VPN
+            log.error("last-known-good cache: %s", exc)
 
     def _send(self, out: list[tuple[bytes, tuple[str, int]]]) -> None:
         """Send runs of datagrams to the same address as one batch (UDP GSO)."""

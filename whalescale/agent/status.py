@@ -28,8 +28,8 @@ def _ago(then: float | None, now: float) -> float | None:
     return None if then is None else round(now - then, 3)
 
 
-def peer_status(peer: Peer, anchor: bool, now: float, interfaces: list[Interface]
-                ) -> dict[str, Any]:
+def peer_status(peer: Peer, anchor: bool, now: float, interfaces: list[Interface],
+                record_seq: int | None = None) -> dict[str, Any]:
     return {
         "name": peer.name,
         "kind": "whalescale" if peer.spec.whalescale else "wireguard",
@@ -42,13 +42,17 @@ def peer_status(peer: Peer, anchor: bool, now: float, interfaces: list[Interface
         "last_received_s_ago": _ago(peer.last_received_at, now),
         "rx_bytes": peer.rx_bytes,
         "tx_bytes": peer.tx_bytes,
+        "record_seq": record_seq,  # its self-attested gossip record, if we hold one
     }
 
 
 def build_status(*, node: str, fingerprint: str, interface: str, port: int, is_anchor: bool,
                  engine: Engine, anchor_keys: frozenset[bytes], health: AnchorHealth,
-                 now: float, interfaces: list[Interface]) -> dict[str, Any]:
-    peers = [peer_status(p, p.spec.static_public in anchor_keys, now, interfaces)
+                 now: float, interfaces: list[Interface],
+                 record_seqs: dict[str, int] | None = None) -> dict[str, Any]:
+    seqs = record_seqs or {}
+    peers = [peer_status(p, p.spec.static_public in anchor_keys, now, interfaces,
+                         seqs.get(p.name))
              for p in engine.peers.values()]
     anchors_up = [p["name"] for p in peers if p["anchor"] and p["reachable"]]
     warnings = []

@@ -294,6 +294,18 @@ class Peer:
         self.handshake_index = None
         self.staged.clear()
 
+    def retarget(self, endpoints: list[Addr], now: float | None, *, alive: bool) -> None:
+        """New candidate endpoints (gossip, LKG cache). A live session stays where it is;
+        otherwise the best candidate is tried at once, not at the next backoff step."""
+        self.endpoints = list(endpoints)
+        if alive or not self.endpoints:
+            return
+        self.endpoint = self.endpoints[0]
+        if now is not None:
+            self.handshake_attempts = 0
+            self.last_initiation_sent = float("-inf")
+            self.initiate(now, retry=False, reason="new endpoints, no live session")
+
     def reconfigure(self, spec: PeerSpec) -> None:
         """New settings from a reloaded mesh; the session and its keys stay."""
         self.spec = spec
