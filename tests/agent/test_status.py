@@ -58,3 +58,25 @@ def test_ping_says_lan_for_a_peer_on_a_shared_link(lab):
     mesh.start_all()
     out = ws(mesh.nodes["left"], lab, "ping", "right", "--count", "1").stdout
     assert f"answered via {right.addr()}:51820 (lan)" in out
+
+
+def test_prometheus_metrics_on_the_address_the_mesh_file_names(lab):
+    hosts = lab.star(["anchor", "laptop"])
+    mesh = LabMesh(lab, keepalive_s=2)
+    anchor = mesh.add_node(hosts["anchor"], anchor=True,
+                           metrics=f"{hosts['anchor'].addr()}:9586")
+    laptop = mesh.add_node(hosts["laptop"])
+    mesh.start_all()
+    assert laptop.host.ping(anchor.tunnel_addr, count=3)
+    scrape = anchor.host.run(sys.executable, "-c",
+                             "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+                             f"'http://{hosts['anchor'].addr()}:9586/metrics').read().decode())")
+    text = scrape.stdout
+    assert "whalescale_sessions 1.0" in text
+    assert 'whalescale_handshakes_total{outcome="completed"}' in text
+    rx = [line for line in text.splitlines()
+          if line.startswith('whalescale_peer_rx_packets_total{peer="laptop"}')]
+    assert rx and float(rx[0].split()[-1]) > 0
+    assert "whalescale_gossip_records_total" in text and "whalescale_drops_total" in text
+    # off by default: the laptop serves nothing
+    assert "metrics" not in laptop.proc.log().lower()

@@ -33,7 +33,7 @@ from ..session.engine import Engine
 from ..session.timers import REKEY_TIMEOUT_S
 from ..tun.device import TunDevice
 from ..wire import control as wire_control
-from . import addresses, control, udp
+from . import addresses, control, metrics, udp
 from .peers import NotInMesh, own_node, peer_specs
 from .status import build_status, endpoint_text, path_kind
 
@@ -106,6 +106,9 @@ class Agent:
             self._tun = TunDevice.open(self.interface, offload=self.offload)
             self._configure_tun()
             self._interfaces = addresses.local_interfaces(exclude=self.interface)
+            if self.me.metrics is not None:
+                metrics.serve(self, self.me.metrics.host, self.me.metrics.port)
+                log.info("Prometheus metrics on http://%s/metrics", self.me.metrics)
         except BaseException:
             self.close()
             raise
@@ -184,9 +187,23 @@ class Agent:
             engine=self.engine, anchor_keys=self._anchors.anchors,
             health=self._anchors.health(self._reachable(now), self.me.anchor), now=now,
             interfaces=self._interfaces, record_seqs=self.mesh_controller.record_seqs())
-        report["gossip"] = dict(self.mesh_controller.gossip.counters)
+        report["gossip"] = self.gossip_counters()
+        report["drops"] = self.drops()
         report["published"] = [endpoint_text(a) for a in self._published]
         return report
+
+    def drops(self) -> dict[str, int]:
+        """Every drop counter: the engine's and the TUN's (copies: metrics read them from
+        another thread)."""
+        merged = dict(self.engine.drops)
+        if self._tun is not None:
+            for reason, count in list(self._tun.drops.items()):
+                merged[f"tun_{reason}"] = count
+        return merged
+
+    def gossip_counters(self) -> dict[str, int]:
+        assert self.mesh_controller is not None
+        return dict(self.mesh_controller.gossip.counters)
 
     def _reachable(self, now: float) -> set[bytes]:
         return {key for key, p in self.engine.peers.items()

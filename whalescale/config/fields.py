@@ -201,3 +201,11 @@ def non_empty(convert: Converter[tuple[T, ...]]) -> Converter[tuple[T, ...]]:
         return out
 
     return checked
+
+
+def listen_address(value: object) -> tuple[str, int]:
+    """An 'IP:port' to listen on; unlike a peer's endpoint, the port is required."""
+    host, port = endpoint(value)
+    if port is None:
+        raise invalid(f"{value!r} has no port, expected 'IP:port' such as '127.0.0.1:9586'")
+    return host, port

@@ -58,6 +58,8 @@ _NODE_FIELDS = {
     "port": _Field(fields.port, None),
     "interfaces": _Field(fields.list_of(fields.interface), ()),
     "relay": _Field(fields.boolean, False),
+    # Prometheus metrics of this node's agent, off unless set ("127.0.0.1:9586").
+    "metrics": _Field(fields.listen_address, None),
 }
 _WIREGUARD_FIELDS = {
     "name": _Field(fields.name),
@@ -325,6 +327,7 @@ def _node(fields_: dict[str, Any], mesh_port: int) -> Node:
         port=port,
         interfaces=fields_["interfaces"],
         relay=fields_["relay"],
+        metrics=Endpoint(*fields_["metrics"]) if fields_["metrics"] else None,
     )
 
 

@@ -38,6 +38,7 @@ class Node:
     port: int
     interfaces: tuple[str, ...]
     relay: bool
+    metrics: Endpoint | None = None  # where its agent serves Prometheus metrics, if anywhere
 
 
 @attrs.frozen

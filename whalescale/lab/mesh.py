@@ -41,6 +41,7 @@ class MeshNode:
     # False for a node without a reachable address of its own (behind NAT): the mesh file
     # lists no endpoint for it and peers learn one when it contacts them.
     static_endpoint: bool = True
+    metrics: str | None = None  # "IP:port" for its Prometheus endpoint
 
     def handshakes(self) -> list[tuple[str, str, float | None]]:
         """(peer, role, milliseconds) of each session the agent's log reports."""
@@ -111,7 +112,7 @@ class LabMesh:
         return f"{TUNNEL_PREFIX}{len(self.nodes) + len(self.wireguard) + 1}"
 
     def add_node(self, host: Host, *, anchor: bool = False, tunnel_addr: str | None = None,
-                 static_endpoint: bool = True) -> MeshNode:
+                 static_endpoint: bool = True, metrics: str | None = None) -> MeshNode:
         identity = Identity.generate()
         key_path = self.lab.tempdir / f"{host.name}.key"
         write_key_file(key_path, identity)
@@ -119,7 +120,7 @@ class LabMesh:
         node = MeshNode(host.name, host, identity, key_path,
                         tunnel_addr or f"{TUNNEL_PREFIX}{number}",
                         f"{TUNNEL_PREFIX6}{number:x}", anchor,
-                        static_endpoint=static_endpoint)
+                        static_endpoint=static_endpoint, metrics=metrics)
         self.nodes[host.name] = node
         return node
 
@@ -142,7 +143,8 @@ class LabMesh:
                       f'address = ["{node.tunnel_addr}", "{node.tunnel_addr6}"]',
                       *([f'endpoints = ["{self.endpoint(node.host)}"]']
                         if node.static_endpoint else []),
-                      f"anchor = {'true' if node.anchor else 'false'}", ""]
+                      f"anchor = {'true' if node.anchor else 'false'}",
+                      *([f'metrics = "{node.metrics}"'] if node.metrics else []), ""]
         for wg in self.wireguard.values():
             lines += ["[[wireguard]]", f'name = "{wg.name}"',
                       f'public_key = "{b64(wg.public_key)}"',

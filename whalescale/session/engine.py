@@ -94,6 +94,7 @@ class Engine:
         self.control_inbox: list[tuple[Peer, control.Kind, bytes, Addr]] = []
         self.events: list[events.Event] = []
         self.drops: Counter[str] = Counter()
+        self.handshakes: Counter[str] = Counter()  # completed, timed_out
         self._handshakes: dict[int, Peer] = {}
         self._keypairs: dict[int, tuple[Keypair, Peer]] = {}
         self.peers: dict[bytes, Peer] = {}
@@ -271,6 +272,7 @@ class Engine:
                     run.flush(now)
                 run = _Run(kp, peer, addr)
             run.size += len(data)
+            run.packets += 1
             if not plain:
                 continue  # keepalive
             run.data = True
@@ -415,15 +417,16 @@ class Engine:
 class _Run:
     """Consecutive authenticated datagrams on one keypair from one address."""
 
-    __slots__ = ("addr", "data", "kp", "peer", "size")
+    __slots__ = ("addr", "data", "kp", "packets", "peer", "size")
 
     def __init__(self, kp: Keypair, peer: Peer, addr: Addr) -> None:
         self.kp, self.peer, self.addr = kp, peer, addr
         self.size = 0
+        self.packets = 0
         self.data = False
 
     def flush(self, now: float) -> None:
-        self.peer.received(self.kp, self.addr, self.size, not self.data, now)
+        self.peer.received(self.kp, self.addr, self.size, self.packets, not self.data, now)
 
 
 def _trim(plain: bytes) -> bytes | None:

@@ -67,6 +67,8 @@ class Peer:
         self.need_another_keepalive = False
         self.rx_bytes = 0
         self.tx_bytes = 0
+        self.rx_packets = 0
+        self.tx_packets = 0
         # timers
         self.retransmit_at: float | None = None
         self.new_handshake_at: float | None = None
@@ -115,6 +117,7 @@ class Peer:
         datagrams = kp.seal(packets, self._engine.mtu)
         self._engine.outbox.extend([(d, endpoint) for d in datagrams])
         self.tx_bytes += sum(map(len, datagrams))
+        self.tx_packets += len(datagrams)
         self.send_keepalive_at = None  # timersAnyAuthenticatedPacketSent
         self._traversal(now)
 
@@ -194,6 +197,7 @@ class Peer:
         self.zero_keys_at = now + ZERO_KEYS_AFTER_S
 
     def _handshake_complete(self, now: float) -> None:
+        self._engine.handshakes["completed"] += 1
         self.retransmit_at = None
         self.handshake_attempts = 0
         self.sent_last_minute_handshake = False
@@ -201,9 +205,12 @@ class Peer:
 
     # ----- receiving -----------------------------------------------------
 
-    def received(self, kp: Keypair, addr: Addr, size: int, keepalive: bool, now: float) -> None:
-        """An authenticated transport message arrived on `kp` from `addr`."""
+    def received(self, kp: Keypair, addr: Addr, size: int, packets: int, keepalive: bool,
+                 now: float) -> None:
+        """Authenticated transport messages (`packets`, `size` bytes) arrived on `kp`
+        from `addr`."""
         self.rx_bytes += size
+        self.rx_packets += packets
         self._authenticated_from(addr, now)
         if kp is self.next:  # key confirmation: the initiator used the new keys
             self._engine.forget_keypair(self.previous)
@@ -260,6 +267,7 @@ class Peer:
             self._zero_keys()
 
     def _retransmit_expired(self, now: float) -> None:
+        self._engine.handshakes["timed_out"] += 1
         if self.handshake_attempts >= MAX_HANDSHAKE_ATTEMPTS and not self.spec.whalescale:
             self._engine.event(events.HandshakeGaveUp(self.name, self.handshake_attempts + 2))
             self.staged.clear()
