@@ -9,6 +9,7 @@ CORE = ["session", "wire"]
 PURE_FILES = [
     "tun/segment.py",  # packet surgery for the TUN, no I/O of its own
     "mesh/records.py", "mesh/gossip.py", "mesh/gossip_messages.py", "mesh/anchors.py",
+    "mesh/controller.py",
 ]
 FORBIDDEN = {"socket", "trio", "time", "os", "asyncio", "select", "subprocess", "pyroute2"}
 ROOT = Path(__file__).resolve().parent.parent / "whalescale"

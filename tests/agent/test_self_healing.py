@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import sys
 import time
 
@@ -86,14 +88,20 @@ def test_six_node_mesh_heals_itself(lab):
     assert any(p["endpoint"] == f"{new_address}:51820"
                for p in status(mesh, "p3")["peers"] if p["name"] == "p1")
 
-    # (3) both anchors restart; the mesh file gives them no endpoint for any peer
-    for name in ANCHORS:
-        mesh.nodes[name].proc.stop()
+    # (3) both anchors restart, one of them killed outright (kill -9: no clean shutdown,
+    # whatever it was writing to its cache); the mesh file gives them no peer endpoints
+    killed = mesh.nodes["anchor1"].proc
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.stop()
+    mesh.nodes["anchor2"].proc.stop()
     for name in ANCHORS:
         mesh.start(name)
         mesh.wait_up(name)
     anchors_back_s = wait_all_pairs(mesh, everyone, timeout=60)
-    assert "last-known-good cache: endpoints for 5 of 5 peers" in mesh.nodes["anchor1"].proc.log()
+    for name in ANCHORS:
+        log = mesh.nodes[name].proc.log()
+        assert "last-known-good cache: endpoints for 5 of 5 peers" in log, log
+        assert "corrupt" not in log
 
     # (4) everything stops; peers come back without any anchor, from their caches
     for name in everyone:
