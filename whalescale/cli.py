@@ -254,6 +254,15 @@ def cmd_bench_tunnel(args: argparse.Namespace) -> int:
     return run_tunnel_bench(seconds=args.seconds, as_json=args.json, repeat=args.repeat)
 
 
+DEFAULT_STATE_DIR = Path("/var/lib/whalescale")
+
+
+def _state_dir_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                   help=f"the agent's state directory: LKG cache, control socket "
+                   f"(default: {DEFAULT_STATE_DIR})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whalescale",
@@ -338,8 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
                    help="this node's private key file")
     p.add_argument("--interface", default="ws0", help="TUN device name (default: ws0)")
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
-                   help="state directory (default: /var/lib/whalescale)")
+    _state_dir_argument(p)
     p.add_argument("--no-offload", action="store_true",
                    help="do not use TUN segmentation offloads (slower; for debugging)")
     p.set_defaults(func=cmd_up)
@@ -349,8 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "its mesh file anew (as SIGHUP does). Sessions to unchanged peers stay. "
                        "A bad file is refused: the running mesh stays, the problems are printed "
                        "and the exit status is 1; 2 when no agent runs there.")
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
-                   help="the agent's state directory (default: /var/lib/whalescale)")
+    _state_dir_argument(p)
     p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("status", help="peers, endpoints, sessions and anchors of the agent",
@@ -358,8 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "last handshake, bytes), its anchors and their reachability, and its "
                        "drop counters.")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
-                   help="the agent's state directory (default: /var/lib/whalescale)")
+    _state_dir_argument(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("ping", help="ping a peer through its session",
@@ -368,8 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("peer", metavar="PEER", help="the peer's name in the mesh file")
     p.add_argument("-c", "--count", type=int, default=3, help="pings to send (default 3)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each")
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/whalescale"),
-                   help="the agent's state directory (default: /var/lib/whalescale)")
+    _state_dir_argument(p)
     p.set_defaults(func=cmd_ping)
 
     lab = sub.add_parser("lab", help="the multi-node lab on network namespaces").add_subparsers(

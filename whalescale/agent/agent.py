@@ -28,12 +28,12 @@ from ..mesh.cache import CacheError, LkgCache
 from ..mesh.controller import Contact, MeshController, StoredRecord
 from ..mesh.gossip import GossipNode
 from ..mesh.records import MAX_ENDPOINTS
-from ..session import events
 from ..session.engine import Engine
 from ..session.timers import REKEY_TIMEOUT_S
 from ..tun.device import TunDevice
 from ..wire import control as wire_control
 from . import addresses, control, metrics, udp
+from .logs import log_event
 from .peers import NotInMesh, own_node, peer_specs
 from .status import build_status, endpoint_text, path_kind
 
@@ -373,7 +373,7 @@ class Agent:
         if engine.events:
             happened, engine.events = engine.events, []
             for event in happened:
-                _log_event(event)
+                log_event(event)
             controller.engine_events(happened, now)
             mesh_activity = True
         if engine.control_inbox:
@@ -417,27 +417,3 @@ class Agent:
                 else:
                     udp.send_batch(sock, [d for d, _ in out[start:i]], addr)
                 start = i
-
-
-def _endpoint(addr: tuple[str, int] | None) -> str:
-    return endpoint_text(addr) or "unknown"
-
-
-def _log_event(event: events.Event) -> None:
-    match event:
-        case events.HandshakeInitiated(peer, endpoint, reason):
-            log.info("handshake with %s at %s: initiating (%s)", peer, _endpoint(endpoint), reason)
-        case events.HandshakeCompleted(peer, initiator, endpoint, rtt_s):
-            role = (f"as initiator, {rtt_s * 1000:.1f} ms" if initiator and rtt_s is not None
-                    else "as responder")
-            log.info("session with %s established via %s (%s)", peer, _endpoint(endpoint), role)
-        case events.HandshakeGaveUp(peer, attempts):
-            log.warning("handshake with %s gave up after %d attempts; "
-                        "dropping queued packets until it reaches us or we have data again",
-                        peer, attempts)
-        case events.SessionKeysZeroed(peer):
-            log.info("session keys of %s erased after 9 minutes without a new handshake", peer)
-        case events.EndpointChanged(peer, old, new):
-            log.info("peer %s now at %s (was %s)", peer, _endpoint(new), _endpoint(old))
-        case events.CookieReplySent(to):
-            log.debug("under load: sent a cookie reply to %s", _endpoint(to))
