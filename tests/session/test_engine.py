@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import itertools
 
+import attrs
+import pytest
+
 from whalescale.identity import Identity
 from whalescale.session import events
 from whalescale.session.timers import MAX_HANDSHAKE_ATTEMPTS, REKEY_TIMEOUT_S
+from whalescale.wire import control
 from whalescale.wire import messages as wire
 
 from .pair import A_ADDR, A_TUNNEL, B_TUNNEL, Pair, ip_packet, make_engine
@@ -235,3 +239,36 @@ def test_update_peers_keeps_unchanged_sessions_and_wipes_removed_ones():
     pair.bob_to_alice()
     pair.pump()
     assert pair.alice.drops["unknown_index"] == 1 and pair.alice.inbox == []
+
+
+def test_control_messages_only_between_whalescale_peers():
+    pair = Pair(alice_kw={"spec_kw": {"whalescale": True}},
+                bob_kw={"spec_kw": {"whalescale": True}})
+    pair.alice_to_bob()
+    pair.pump()
+    to_bob = pair.alice.peers[pair.bob_id.x25519_public]
+    pair.alice.send_control(to_bob, control.Kind.GOSSIP, b"rumour", pair.now)
+    pair.alice.send_control(to_bob, control.Kind.PING, b"12345678", pair.now)
+    pair.pump()
+    (peer, kind, body, _), = pair.bob.control_inbox  # the PING was answered by the engine
+    assert (peer.name, kind, body) == ("alice", control.Kind.GOSSIP, b"rumour")
+    (_, kind, body, _), = pair.alice.control_inbox
+    assert (kind, body) == (control.Kind.PONG, b"12345678")
+    assert pair.bob.inbox == [pair.bob.inbox[0]]  # only the first IP packet reached the TUN
+
+
+def test_a_vanilla_peer_never_gets_control_messages_nor_sends_them():
+    pair = Pair(bob_kw={"spec_kw": {"whalescale": True}})  # alice sees bob as vanilla
+    pair.alice_to_bob()
+    pair.pump()
+    with pytest.raises(ValueError, match="vanilla"):
+        pair.alice.send_control(pair.alice.peers[pair.bob_id.x25519_public],
+                                control.Kind.GOSSIP, b"x", pair.now)
+    # a vanilla peer's control-looking plaintext is dropped and counted
+    pair.bob.peers[pair.alice_id.x25519_public].spec = attrs.evolve(
+        pair.bob.peers[pair.alice_id.x25519_public].spec, whalescale=False)
+    pair.bob.peers[pair.alice_id.x25519_public].send([control.encode(control.Kind.GOSSIP,
+                                                                     b"y")], pair.now)
+    pair.pump()
+    assert pair.alice.drops["control_from_vanilla_peer"] == 1
+    assert pair.alice.control_inbox == []

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.session.pair import A_ADDR, Pair
+from whalescale.wire import control
 from whalescale.wire import messages as wire
 
 PARSERS = [wire.parse_initiation, wire.parse_response, wire.parse_cookie_reply,
@@ -54,3 +55,15 @@ def test_typed_garbage_never_raises(body, kind):
     pair = PAIR
     pair.bob.receive_datagram(bytes([kind, 0, 0, 0]) + body, A_ADDR, pair.now)
     pair.bob.outbox.clear()
+
+
+@given(st.binary(max_size=1300))
+def test_control_decode_raises_only_malformed(data):
+    with contextlib.suppress(control.MalformedControl):
+        control.decode(data)
+
+
+@given(st.sampled_from(list(control.Kind)), st.binary(max_size=control.MAX_BODY),
+       st.integers(0, 15))
+def test_control_round_trip_survives_wireguard_padding(kind, body, pad):
+    assert control.decode(control.encode(kind, body) + bytes(pad)) == (kind, body)
