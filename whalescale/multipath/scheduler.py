@@ -1,0 +1,239 @@
+"""Which path the next packet of a session takes.
+
+Every scheduler has the same shape (`Scheduler`): `pick(packet_len, now)`
+returns a path id, or None when no path is usable; `on_ack(feedback, now)` and
+`on_path_state(path_id, state, now)` tell it what the sender learned. The
+sender (sender.py) owns the paths and the bandwidth estimator and updates them
+first; schedulers read them.
+
+Rules all of them follow (multipath brief, anti-patterns 1.6, 1.7, 2.8, 2.11):
+- packet-level: any packet may take any usable path; no flow pinning;
+- a FAILED path gets nothing; a DEGRADED one `degraded_factor` of its weight;
+- no retransmission and no rate limiting: `pick` never holds a packet back. If
+  every rule says no, the packet still goes, on the fastest usable path.
+
+The reordering-depth constraint (sender side). A packet put on path p arrives
+about owd_p after now (owd: half the smoothed RTT, queueing included). Every
+packet sent after it on a faster path q during the difference overtakes it and
+waits in the receiver's buffer, so
+
+    overtakers(p) = sum over faster q of rate_q * (owd_p - owd_q)   [packets]
+
+with rate_q the packets per second q carries now (measured over the last
+`rate_window_s`). p may take the packet only if overtakers(p) <= depth_budget
+(96: three quarters of the receiver's 128, leaving room for jitter). This is
+"a fast path may not run more than D packets ahead of what a slow path will
+deliver", enforced where it can be: by not feeding the slow path.
+
+The harm rule: a path whose extra delay over the fastest usable path exceeds
+`max_extra_delay_s` (250 ms, the reorder buffer's timeout ceiling) is skipped
+outright: its packets would arrive after the receiver gave up on them, pure
+loss. Below that, the depth constraint decides: at low rates the slow path
+helps (nothing waits long), at rates where its delay would overflow the buffer
+it is left out, so the flow gets at least what the fast paths give alone.
+
+The three schedulers:
+- `WeightedRoundRobin` (default): credit-based, each path earns credit in
+  proportion to its weight per byte sent, the richest eligible path sends.
+  Smooth (no bursts on one path), proportions exact over time.
+- `LowestRttFirst`: fill the fastest path up to its estimated capacity, overflow
+  to the next (by smoothed RTT). No depth constraint: the reference that shows
+  what the constraint buys.
+- `Blest`: lowest-RTT-first plus the depth constraint with the faster paths'
+  rates predicted from their *capacity* instead of their current send rate
+  (BLEST, Ferlin et al. 2016: skip the slow path if the fast one would be
+  blocked by the window while the slow packet is under way; our window is the
+  receiver's reorder buffer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import attrs
+
+from .estimator import BandwidthEstimator
+from .feedback import Feedback
+from .paths import Path, PathId, PathState
+from .reorder import MAX_REORDERING_DEPTH
+
+
+class Scheduler(Protocol):
+    def pick(self, packet_len: int, now: float) -> PathId | None: ...
+
+    def on_ack(self, feedback: Feedback, now: float) -> None: ...
+
+    def on_path_state(self, path_id: PathId, state: PathState, now: float) -> None: ...
+
+
+@attrs.frozen(slots=True)
+class SchedulerParams:
+    degraded_factor: float = 0.25
+    depth_budget: float = 0.75 * MAX_REORDERING_DEPTH
+    max_extra_delay_s: float = 0.25
+    rate_window_s: float = 0.1
+    credit_cap_bytes: int = 16 * 1500  # what an idle or skipped path may bank
+
+
+@attrs.define(eq=False)
+class _SendMeter:
+    """Packets and bytes sent in the current and the previous rate window."""
+
+    start: float = 0.0
+    packets: int = 0
+    bytes: int = 0
+    prev_packets: int = 0
+    prev_bytes: int = 0
+
+    def roll(self, now: float, window: float) -> None:
+        if now - self.start >= 2 * window:
+            self.prev_packets = self.prev_bytes = self.packets = self.bytes = 0
+            self.start = now
+        elif now - self.start >= window:
+            self.prev_packets, self.prev_bytes = self.packets, self.bytes
+            self.packets = self.bytes = 0
+            self.start += window
+
+    def rates(self, now: float, window: float) -> tuple[float, float]:
+        """(packets/s, bytes/s) over the previous window and the current one."""
+        self.roll(now, window)
+        span = window + max(now - self.start, 1e-4)
+        return (self.prev_packets + self.packets) / span, (self.prev_bytes + self.bytes) / span
+
+
+class _PathScheduler:
+    """What the schedulers share: usable paths, weights, send rates, the two rules."""
+
+    def __init__(self, paths: Mapping[PathId, Path], estimator: BandwidthEstimator,
+                 params: SchedulerParams = SchedulerParams()) -> None:
+        self.paths = paths
+        self.estimator = estimator
+        self.params = params
+        self._meters: dict[PathId, _SendMeter] = {}
+
+    def on_ack(self, feedback: Feedback, now: float) -> None:
+        pass  # the sender has already folded the feedback into paths and estimator
+
+    def on_path_state(self, path_id: PathId, state: PathState, now: float) -> None:
+        self._meters.pop(path_id, None)
+
+    # ----- shared measurements ---------------------------------------------------
+    def usable(self) -> list[Path]:
+        return [p for p in self.paths.values() if p.usable]
+
+    def weight(self, path: Path) -> float:
+        w = self.estimator.weight(path.path_id)
+        return w * self.params.degraded_factor if path.state is PathState.DEGRADED else w
+
+    def send_rate(self, path_id: PathId, now: float) -> tuple[float, float]:
+        meter = self._meters.get(path_id)
+        return (0.0, 0.0) if meter is None else meter.rates(now, self.params.rate_window_s)
+
+    def note_sent(self, path_id: PathId, packet_len: int, now: float) -> None:
+        meter = self._meters.get(path_id)
+        if meter is None:
+            meter = self._meters[path_id] = _SendMeter(start=now)
+        meter.roll(now, self.params.rate_window_s)
+        meter.packets += 1
+        meter.bytes += packet_len
+
+    @staticmethod
+    def fastest(paths: list[Path]) -> Path:
+        # Unmeasured paths sort last: they have yet to show their delay.
+        return min(paths, key=lambda p: (p.srtt is None, p.srtt or 0.0, p.path_id))
+
+    def overtakers(self, path: Path, usable: list[Path], now: float,
+                   by_capacity: bool = False, packet_len: int = 1400) -> float:
+        """Packets later than one sent on `path` now that would arrive before it."""
+        owd = path.one_way_delay
+        if owd is None:
+            return 0.0
+        total = 0.0
+        for q in usable:
+            q_owd = q.one_way_delay
+            if q is path or q_owd is None or q_owd >= owd:
+                continue
+            rate = (self.weight(q) / packet_len if by_capacity
+                    else self.send_rate(q.path_id, now)[0])
+            total += rate * (owd - q_owd)
+        return total
+
+    def eligible(self, usable: list[Path], now: float, by_capacity: bool = False,
+                 depth: bool = True, packet_len: int = 1400) -> list[Path]:
+        """The usable paths the harm rule and (if `depth`) the depth constraint allow."""
+        delays = [p.one_way_delay for p in usable if p.one_way_delay is not None]
+        floor = min(delays, default=0.0)
+        out = []
+        for p in usable:
+            owd = p.one_way_delay
+            if owd is not None and owd - floor > self.params.max_extra_delay_s:
+                continue
+            if depth and self.overtakers(p, usable, now, by_capacity,
+                                         packet_len) > self.params.depth_budget:
+                continue
+            out.append(p)
+        return out
+
+
+class WeightedRoundRobin(_PathScheduler):
+    name = "wrr"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._credit: dict[PathId, float] = {}
+
+    def on_path_state(self, path_id: PathId, state: PathState, now: float) -> None:
+        super().on_path_state(path_id, state, now)
+        self._credit.pop(path_id, None)
+
+    def pick(self, packet_len: int, now: float) -> PathId | None:
+        usable = self.usable()
+        if not usable:
+            return None
+        candidates = self.eligible(usable, now, packet_len=packet_len) or [self.fastest(usable)]
+        weights = {p.path_id: self.weight(p) for p in candidates}
+        total = sum(weights.values())
+        cap = self.params.credit_cap_bytes
+        for pid, w in weights.items():
+            self._credit[pid] = min(cap, self._credit.get(pid, 0.0) + packet_len * w / total)
+        best = max(weights, key=lambda pid: (self._credit[pid], -pid))
+        self._credit[best] = max(-cap, self._credit[best] - packet_len)
+        self.note_sent(best, packet_len, now)
+        return best
+
+
+class LowestRttFirst(_PathScheduler):
+    """Fastest path first up to its estimated capacity, then the next."""
+
+    name = "lowrtt"
+    use_depth_constraint = False
+
+    def pick(self, packet_len: int, now: float) -> PathId | None:
+        usable = self.usable()
+        if not usable:
+            return None
+        candidates = (self.eligible(usable, now, by_capacity=True,
+                                    depth=self.use_depth_constraint, packet_len=packet_len)
+                      or [self.fastest(usable)])
+        candidates.sort(key=lambda p: (p.srtt is None, p.srtt or 0.0, p.path_id))
+        chosen = None
+        for p in candidates:
+            if self.send_rate(p.path_id, now)[1] < self.weight(p):
+                chosen = p
+                break
+        if chosen is None:  # all at capacity: the one with most headroom
+            chosen = min(candidates,
+                         key=lambda p: self.send_rate(p.path_id, now)[1] / self.weight(p))
+        self.note_sent(chosen.path_id, packet_len, now)
+        return chosen.path_id
+
+
+class Blest(LowestRttFirst):
+    name = "blest"
+    use_depth_constraint = True
+
+
+SCHEDULERS: dict[str, type[_PathScheduler]] = {
+    cls.name: cls for cls in (WeightedRoundRobin, LowestRttFirst, Blest)
+}

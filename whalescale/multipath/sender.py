@@ -1,0 +1,164 @@
+"""The sending side of a multipath session: paths, estimator, scheduler, health.
+
+Theory of operation (aioquic's shape):
+- `send(packet_len, now)` numbers one data packet: the session counter, the
+  path the scheduler picked and that path's seq (`Send`), or None when no path
+  is usable (counted under `no_usable_path`).
+- `on_feedback(data, arrived_on, now)` takes an encoded feedback message:
+  per-path reports update loss, ACKed bytes (estimator) and, for the path it
+  came on, the RTT; malformed or unknown ones are counted, never raised.
+- `handle_timer(now)` at `next_deadline()` re-evaluates path health and returns
+  the heartbeats due (`Heartbeat`: a path idle for a heartbeat interval gets
+  one, so an unused path stays measured and the receiver learns what it no
+  longer carries); state changes are in `events`.
+- `latency()` gives (spread, jitter) for the local reorder buffer.
+
+The session counter here stands for the WireGuard transport counter of the
+current keypair; on integration the engine numbers packets and this numbers
+paths. Nothing reads a clock, nothing draws randomness.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import attrs
+
+from . import feedback as fb
+from .estimator import BandwidthEstimator, EstimatorParams
+from .paths import Address, HealthParams, Path, PathId, PathState, tunnel_mtu
+from .scheduler import SCHEDULERS, SchedulerParams
+
+
+@attrs.frozen(slots=True)
+class Send:
+    counter: int
+    path_id: PathId
+    path_seq: int
+
+
+@attrs.frozen(slots=True)
+class Heartbeat:
+    path_id: PathId
+    path_seq: int
+    counter_mark: int  # the next counter: all data this path carried is below it
+
+
+@attrs.frozen(slots=True)
+class PathStateChanged:
+    path_id: PathId
+    state: PathState
+    at: float
+
+
+# A path is saturated (no probing headroom, estimator.py) past these.
+SATURATED_LOSS = 0.01
+SATURATED_QUEUE_S = 0.01  # srtt above min_rtt by this much, or by a quarter of min_rtt
+
+
+class MultipathSender:
+    def __init__(self, now: float, scheduler: str = "wrr",
+                 health: HealthParams | None = None,
+                 estimator: EstimatorParams | None = None,
+                 scheduling: SchedulerParams | None = None,
+                 first_counter: int = 0) -> None:
+        self.health = health or HealthParams()
+        self.paths: dict[PathId, Path] = {}
+        self.estimator = BandwidthEstimator(estimator or EstimatorParams())
+        self.scheduler = SCHEDULERS[scheduler](self.paths, self.estimator,
+                                               scheduling or SchedulerParams())
+        self.next_counter = first_counter
+        self.counters: Counter[str] = Counter()
+        self.events: list[PathStateChanged] = []
+
+    # ----- path set --------------------------------------------------------------
+    def add_path(self, path_id: PathId, local: Address, remote: Address, mtu: int,
+                 now: float) -> Path:
+        path = Path(path_id, local, remote, mtu, created_at=now, params=self.health)
+        self.paths[path_id] = path
+        self.estimator.add_path(path_id, now)
+        return path
+
+    def remove_path(self, path_id: PathId, now: float) -> None:
+        self.paths.pop(path_id, None)
+        self.estimator.remove_path(path_id)
+        self.scheduler.on_path_state(path_id, PathState.FAILED, now)
+
+    @property
+    def mtu(self) -> int | None:
+        return tunnel_mtu(self.paths.values())
+
+    # ----- data ----------------------------------------------------------------------
+    def send(self, packet_len: int, now: float) -> Send | None:
+        path_id = self.scheduler.pick(packet_len, now)
+        if path_id is None:
+            self.counters["no_usable_path"] += 1
+            return None
+        counter = self.next_counter
+        self.next_counter += 1
+        return Send(counter, path_id, self.paths[path_id].on_send(now))
+
+    # ----- feedback --------------------------------------------------------------------
+    def on_feedback(self, data: bytes, arrived_on: PathId, now: float) -> None:
+        try:
+            message = fb.decode(data)
+        except fb.MalformedFeedback:
+            self.counters["feedback_malformed"] += 1
+            return
+        for report in message.reports:
+            path = self.paths.get(report.path_id)
+            if path is None:
+                self.counters["feedback_unknown_path"] += 1
+                continue
+            acked = path.on_report(report.packets, report.bytes, report.lost, now)
+            self.estimator.on_acked(report.path_id, acked, now)
+            if report.path_id == arrived_on:
+                path.on_heard(now)
+                sent = path.sent_time(report.highest_seq)
+                if sent is not None:
+                    path.on_rtt_sample(now - sent - report.echo_delay_s)
+        self.estimator.update(now, self._saturated())
+        self._evaluate(now)
+        self.scheduler.on_ack(message, now)
+
+    def _saturated(self) -> frozenset[PathId]:
+        out = set()
+        for p in self.paths.values():
+            queue = 0.0 if p.srtt is None or p.min_rtt is None else p.srtt - p.min_rtt
+            if (p.loss_rate > SATURATED_LOSS
+                    or queue > max(SATURATED_QUEUE_S, (p.min_rtt or 0.0) / 4)):
+                out.add(p.path_id)
+        return frozenset(out)
+
+    # ----- timers ------------------------------------------------------------------------
+    def _evaluate(self, now: float) -> None:
+        for path in self.paths.values():
+            new = path.evaluate(now)
+            if new is None:
+                continue
+            if new is PathState.FAILED:
+                self.estimator.restart_path(path.path_id, now)  # back later at min weight
+            self.events.append(PathStateChanged(path.path_id, new, now))
+            self.scheduler.on_path_state(path.path_id, new, now)
+
+    def next_deadline(self) -> float:
+        interval = self.health.heartbeat_interval_s
+        deadlines = [p.next_health_deadline() for p in self.paths.values()]
+        deadlines += [max(p.last_sent, p.created_at) + interval for p in self.paths.values()]
+        return min(deadlines, default=float("inf"))
+
+    def handle_timer(self, now: float) -> list[Heartbeat]:
+        self._evaluate(now)
+        due = []
+        for path in self.paths.values():
+            if now - max(path.last_sent, path.created_at) >= self.health.heartbeat_interval_s:
+                due.append(Heartbeat(path.path_id, path.on_send(now), self.next_counter))
+        return due
+
+    def latency(self) -> tuple[float, float]:
+        """(spread, jitter) of the usable paths' one-way delays, for reorder.set_latency."""
+        measured = [p for p in self.paths.values() if p.usable and p.srtt is not None]
+        if not measured:
+            return 0.0, 0.0
+        delays = [p.srtt / 2 for p in measured]
+        return max(delays) - min(delays), max(p.rttvar for p in measured) / 2
