@@ -10,7 +10,7 @@ from whalescale.wire import control
 from whalescale.wire import messages as wire
 
 PARSERS = [wire.parse_initiation, wire.parse_response, wire.parse_cookie_reply,
-           wire.parse_transport_header, wire.message_type]
+           wire.message_type]
 
 
 @given(st.binary(max_size=300))

@@ -150,6 +150,10 @@ class Agent:
         for node in mesh.nodes:
             if node is not me:
                 self._cache.set_peer(node.public_key, node.name, node.anchor)
+        kept = {n.public_key for n in mesh.nodes}
+        for cached in self._cache.peers():
+            if cached.peer_id not in kept:  # out of the mesh: forget where it was
+                self._cache.forget_peer(cached.peer_id)
         self.mesh_controller.set_nodes(self._node_ids())
         try:
             self._configure_tun()

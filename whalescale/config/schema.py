@@ -69,10 +69,5 @@ class Mesh:
     def node_by_key(self, ed_public: bytes) -> Node | None:
         return next((n for n in self.nodes if n.public_key == ed_public), None)
 
-    def all_peers_except(self, me: Node) -> tuple[Peer, ...]:
-        """Everyone `me` may talk to: the other nodes, then the WireGuard peers."""
-        others = tuple(n for n in self.nodes if n.public_key != me.public_key)
-        return others + self.wireguard
-
     def anchors(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.anchor)

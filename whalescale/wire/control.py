@@ -32,10 +32,6 @@ class MalformedControl(ValueError):
     """A plaintext that claims to be a control message but is not one."""
 
 
-def is_control(plaintext: bytes) -> bool:
-    return bool(plaintext) and plaintext[0] == MARKER
-
-
 def encode(kind: Kind, body: bytes) -> bytes:
     if len(body) > MAX_BODY:
         raise ValueError(f"control body of {len(body)} bytes exceeds {MAX_BODY}")

@@ -111,14 +111,6 @@ def parse_cookie_reply(datagram: bytes) -> CookieReply:
     return CookieReply(receiver=receiver, nonce=datagram[8:32], encrypted_cookie=datagram[32:])
 
 
-def parse_transport_header(datagram: bytes) -> tuple[int, int]:
-    """(receiver index, counter) of a transport message; the rest is ciphertext."""
-    if len(datagram) < TRANSPORT_MIN_SIZE:
-        raise MalformedMessage(f"transport message of {len(datagram)} bytes is too short")
-    _, receiver, counter = TRANSPORT_HEADER.unpack_from(datagram)
-    return receiver, counter
-
-
 def build_initiation_body(sender: int, noise: bytes) -> bytes:
     """Initiation up to mac1; the cookie layer appends mac1 and mac2."""
     return struct.pack("<II", MessageType.INITIATION, sender) + noise
