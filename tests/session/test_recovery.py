@@ -62,3 +62,22 @@ def test_a_vanilla_peer_keeps_wireguards_schedule_and_gives_up():
     assert all(5 <= g < 5.334 for g in gaps(times))
     assert len(times) == 19
     assert any(isinstance(e, events.HandshakeGaveUp) for e in engine.events)
+
+
+def test_data_sent_to_a_lost_peer_does_not_undo_the_backoff():
+    engine = make_engine(ME, [("peer", PEER, "100.96.0.2", ENDPOINTS)], 4,
+                         spec_kw={"whalescale": True, "anchor": True})
+    initiations = 0
+    now = 0.0
+    while now < 200.0:  # a packet every half second, and the timers in between
+        engine.send_packets([ip_packet("100.96.0.1", "100.96.0.2")], now)
+        initiations += len(engine.outbox)
+        engine.outbox.clear()
+        deadline = engine.next_deadline()
+        if deadline is not None and deadline <= now + 0.5:
+            engine.handle_timer(deadline)
+            initiations += len(engine.outbox)
+            engine.outbox.clear()
+        now += 0.5
+    # 1+2+4+...+60: about 10 attempts in 200 s, not one every 5 s (40)
+    assert initiations <= 12

@@ -134,9 +134,11 @@ class Peer:
 
     def initiate(self, now: float, *, retry: bool, reason: str) -> None:
         if not retry:
-            self.handshake_attempts = 0
             if now - self.last_initiation_sent < REKEY_TIMEOUT_S:
                 return  # one is under way; its retransmit timer is armed
+            if self.spec.whalescale and self.retransmit_at is not None:
+                return  # in recovery: its backoff decides, not each packet sent
+            self.handshake_attempts = 0
         if self.endpoint is None:
             return  # nowhere to send; a peer that reaches us will give us one
         engine = self._engine
@@ -310,7 +312,7 @@ class Peer:
             return
         self.endpoint = self.endpoints[0]
         if now is not None:
-            self.handshake_attempts = 0
+            self.retransmit_at = None
             self.last_initiation_sent = float("-inf")
             self.initiate(now, retry=False, reason="new endpoints, no live session")
 
