@@ -267,12 +267,13 @@ class EmulatedLinks:
 # -- measuring -------------------------------------------------------------------------------
 
 
-def ping_rtts_ms(src: Host, dst_addr: str, count: int = 10,
-                 interval_ms: float = 20.0) -> list[float | None]:
-    """ICMP echo round-trip times from `src` to `dst_addr` (None: no reply)."""
+def ping_rtts_ms(src: Host, dst_addr: str, count: int = 10, interval_ms: float = 20.0,
+                 timeout_s: float = 2.0) -> list[float | None]:
+    """ICMP echo round-trip times from `src` to `dst_addr` (None: no reply in time)."""
     out = src.run(sys.executable, "-m", EMU_MODULE, "ping", "--to", dst_addr,
                   "--count", str(count), "--interval-ms", str(interval_ms),
-                  timeout=count * 3 + 10).stdout  # fmt: skip
+                  "--timeout-s", str(timeout_s),
+                  timeout=count * (timeout_s + 1) + 10).stdout  # fmt: skip
     return list(json.loads(out))
 
 
@@ -332,7 +333,7 @@ class EmulatorCeiling:
 def _udp_flood(src: Host, dst: Host, dst_addr: str, seconds: float) -> tuple[float, float]:
     """(packets/s, Mbit/s) of 1500-byte IP packets that reach `dst` from an unlimited
     iperf3 UDP sender."""
-    server = dst.spawn("iperf3", "-s", "-1", "-B", dst_addr, "-p", "5202")
+    server = dst.spawn("iperf3", "-s", "-1", "--forceflush", "-B", dst_addr, "-p", "5202")
     try:
         if not server.wait_for_log(r"Server listening", 10):
             raise BenchError(f"iperf3 server did not start:\n{server.log()}")
