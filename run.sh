@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(python3-venv python3-dev gcc iproute2 nftables conntrack iperf3
-              wireguard-go wireguard-tools procps systemd openssh-server nix-bin)
+              wireguard-go wireguard-tools procps systemd openssh-server nix-bin
+              mptcpize)
 
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then

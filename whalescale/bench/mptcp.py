@@ -15,12 +15,11 @@ addresses find it.
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import attrs
 
-from whalescale.bench.links import BenchError, EmulatedLinks
+from whalescale.bench.links import EmulatedLinks
 from whalescale.lab.iperf import IperfResult, iperf_tcp
 from whalescale.lab.netns import Host
 
@@ -70,22 +69,8 @@ def configure_mptcp(bench: EmulatedLinks) -> None:
 
 def mptcp_iperf(client: Host, server: Host, server_addr: str, seconds: float) -> IperfResult:
     """One MPTCP flow client -> server_addr (iperf3 under mptcpize on both ends)."""
-    proc = server.spawn(MPTCPIZE, "run", "iperf3", "-s", "-1", "--forceflush",
-                        "-p", str(MPTCP_PORT))  # fmt: skip
-    try:
-        if not proc.wait_for_log(r"Server listening", 10):
-            raise BenchError(f"MPTCP iperf3 server did not start:\n{proc.log()}")
-        out = client.run(MPTCPIZE, "run", "iperf3", "-c", server_addr, "-p", str(MPTCP_PORT),
-                         "-t", str(seconds), "-J", timeout=seconds + 30).stdout  # fmt: skip
-    finally:
-        proc.stop()
-    report = json.loads(out)
-    end = report["end"]
-    return IperfResult(
-        gbit_s=end["sum_received"]["bits_per_second"] / 1e9,
-        retransmits=end["sum_sent"].get("retransmits", 0),
-        intervals_gbit_s=tuple(i["sum"]["bits_per_second"] / 1e9 for i in report["intervals"]),
-    )
+    return iperf_tcp(client, server, server_addr, seconds, wrapper=(MPTCPIZE, "run"),
+                     port=MPTCP_PORT, bind=False)
 
 
 def mptcp_reference(bench: EmulatedLinks, seconds: float = 5.0) -> MptcpReference:

@@ -19,15 +19,20 @@ class IperfResult:
 
 
 def iperf_tcp(client: Host, server: Host, server_addr: str, seconds: float,
-              *extra: str) -> IperfResult:
-    """One TCP flow client -> server for `seconds`; the server answers exactly once."""
-    proc = server.spawn("iperf3", "-s", "-1", "--forceflush", "-B", server_addr,
-                        "-p", str(IPERF_PORT))
+              *extra: str, wrapper: tuple[str, ...] = (), port: int = IPERF_PORT,
+              bind: bool = True) -> IperfResult:
+    """One TCP flow client -> server for `seconds`; the server answers exactly once.
+
+    `wrapper` runs both ends under a command (e.g. `mptcpize run`); `bind=False`
+    lets the server listen on every address (MPTCP subflows arrive on several)."""
+    bound = ("-B", server_addr) if bind else ()
+    proc = server.spawn(*wrapper, "iperf3", "-s", "-1", "--forceflush", *bound,
+                        "-p", str(port))
     try:
         if not proc.wait_for_log(r"Server listening", 10):
             raise TimeoutError(f"iperf3 server did not start:\n{proc.log()}")
-        out = client.run("iperf3", "-c", server_addr, "-p", str(IPERF_PORT), "-t", str(seconds),
-                         "-J", *extra, timeout=seconds + 30).stdout
+        out = client.run(*wrapper, "iperf3", "-c", server_addr, "-p", str(port),
+                         "-t", str(seconds), "-J", *extra, timeout=seconds + 30).stdout
     finally:
         proc.stop()
     report = json.loads(out)
