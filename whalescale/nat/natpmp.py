@@ -112,3 +112,18 @@ def parse_response(data: bytes) -> Response:
         # Section 3.5: only an error answer may be cut short.
         raise WireFormatError(f"NAT-PMP success for opcode {opcode} is truncated or unknown")
     return ErrorResponse(result, epoch_s, opcode)
+
+
+def encode_response(response: Response) -> bytes:
+    """The server's side, for test gateways and round trips."""
+    match response:
+        case ExternalAddressResponse(result, epoch_s, address):
+            return _EXTERNAL_ADDRESS_RESPONSE.pack(
+                VERSION, RESPONSE_BIT | OP_EXTERNAL_ADDRESS, result, epoch_s, address.packed
+            )
+        case MapResponse(result, epoch_s, opcode, internal, external, lifetime_s):
+            return _MAP_RESPONSE.pack(
+                VERSION, RESPONSE_BIT | opcode, result, epoch_s, internal, external, lifetime_s
+            )
+        case ErrorResponse(result, epoch_s, opcode):
+            return _HEADER.pack(VERSION, RESPONSE_BIT | opcode, result, epoch_s)

@@ -26,7 +26,7 @@ NONCE_BYTES = 12
 MAX_MESSAGE_BYTES = 1100  # section 7
 PROTOCOL_TCP = 6
 PROTOCOL_UDP = 17
-ANY_IPV4 = ipaddress.IPv6Address("::ffff:0.0.0.0")
+ANY_IPV4 = ipaddress.IPv4Address("0.0.0.0")  # sent as ::ffff:0.0.0.0
 
 # version, R|opcode, reserved, requested lifetime, client IP
 _REQUEST_HEADER = struct.Struct("!BBHI16s")
@@ -153,3 +153,39 @@ def parse_response(data: bytes) -> Response:
             f"PCP success (version {version}, opcode {opcode}) without a MAP body"
         )
     return ErrorResponse(version, opcode, result, lifetime_s, epoch_s)
+
+
+def encode_response(response: Response) -> bytes:
+    """The server's side, for test gateways and round trips."""
+    match response:
+        case MapResponse():
+            header = _RESPONSE_HEADER.pack(
+                VERSION, RESPONSE_BIT | OP_MAP, 0, response.result, response.lifetime_s,
+                response.epoch_s,
+            )  # fmt: skip
+            body = _MAP_BODY.pack(
+                response.nonce, response.protocol, response.internal_port,
+                response.external_port, pack_address(response.external_address),
+            )  # fmt: skip
+            return header + body
+        case ErrorResponse():
+            return _RESPONSE_HEADER.pack(
+                response.version, RESPONSE_BIT | response.opcode, 0, response.result,
+                response.lifetime_s, response.epoch_s,
+            )  # fmt: skip
+
+
+def parse_map_request(data: bytes) -> MapRequest:
+    """The server's side of `encode_map_request`, for test gateways and round trips."""
+    if len(data) < _REQUEST_HEADER.size + _MAP_BODY.size:
+        raise WireFormatError(f"PCP MAP request of {len(data)} bytes, need 60")
+    version, op, _, lifetime_s, client = _REQUEST_HEADER.unpack_from(data)
+    if version != VERSION or op != OP_MAP:
+        raise WireFormatError(f"not a PCP MAP request (version {version}, opcode {op})")
+    nonce, protocol, internal, external, address = _MAP_BODY.unpack_from(
+        data, _REQUEST_HEADER.size
+    )
+    return MapRequest(
+        nonce, protocol, internal, external, lifetime_s, unpack_address(client),
+        unpack_address(address),
+    )  # fmt: skip

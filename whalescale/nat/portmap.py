@@ -30,6 +30,18 @@ import attrs
 from . import natpmp, pcp
 from .errors import WireFormatError
 
+# Addresses that only exist behind another NAT: RFC 1918, carrier-grade NAT (RFC 6598),
+# link-local, "this network", unique-local IPv6. Documentation ranges count as public.
+NAT_ONLY_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                "169.254.0.0/16", "0.0.0.0/8", "127.0.0.0/8", "fc00::/7", "fe80::/10")
+)  # fmt: skip
+
+
+def behind_another_nat(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(address in net for net in NAT_ONLY_NETWORKS)
+
 
 class Protocol(enum.Enum):
     PCP = "pcp"
@@ -442,9 +454,7 @@ class PortMapper:
         now: float,
     ) -> None:
         address = ipaddress.ip_address(external_address)
-        if not self.settings.accept_private_external and (
-            address.is_private or address.is_unspecified
-        ):
+        if not self.settings.accept_private_external and behind_another_nat(address):
             self._give_up(f"external address {address} is private (another NAT upstream)", now)
             return
         if lifetime_s <= 0:
