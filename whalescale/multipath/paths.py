@@ -197,7 +197,7 @@ class Path:
     def health_event(self, now: float) -> PathEvent | None:
         p = self.params
         silent_s = now - self.last_heard
-        if silent_s > p.fail_after_intervals * p.heartbeat_interval_s:
+        if now >= self.next_health_deadline():
             return PathEvent.SILENT
         if self.state is PathState.FAILED:
             return PathEvent.HEARD
@@ -227,9 +227,8 @@ class Path:
         return after if after is not before else None
 
     def next_health_deadline(self) -> float:
+        """When the path fails if nothing is heard (its SILENT deadline)."""
         p = self.params
-        if self.state is PathState.FAILED:
-            return float("inf")  # comes back only when heard (the shell calls evaluate)
         return self.last_heard + p.fail_after_intervals * p.heartbeat_interval_s
 
 

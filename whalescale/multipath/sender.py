@@ -142,16 +142,19 @@ class MultipathSender:
             self.scheduler.on_path_state(path.path_id, new, now)
 
     def next_deadline(self) -> float:
-        interval = self.health.heartbeat_interval_s
-        deadlines = [p.next_health_deadline() for p in self.paths.values()]
-        deadlines += [max(p.last_sent, p.created_at) + interval for p in self.paths.values()]
+        deadlines = [p.next_health_deadline() for p in self.paths.values()
+                     if p.state is not PathState.FAILED]
+        deadlines += [self._heartbeat_due(p) for p in self.paths.values()]
         return min(deadlines, default=float("inf"))
+
+    def _heartbeat_due(self, path: Path) -> float:
+        return max(path.last_sent, path.created_at) + self.health.heartbeat_interval_s
 
     def handle_timer(self, now: float) -> list[Heartbeat]:
         self._evaluate(now)
         due = []
         for path in self.paths.values():
-            if now - max(path.last_sent, path.created_at) >= self.health.heartbeat_interval_s:
+            if now >= self._heartbeat_due(path):
                 due.append(Heartbeat(path.path_id, path.on_send(now), self.next_counter))
         return due
 
