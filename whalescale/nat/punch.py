@@ -1,0 +1,603 @@
+"""Hole punching coordinated through an anchor, sans-I/O (design §3.5, §3.7).
+
+Theory of operation:
+- Every node tells its anchors what it knows of itself (NAT_INFO: NAT type,
+  filtering, and its candidates: port-mapped, LAN and IPv6 endpoints). The anchor
+  adds the one thing it knows better: the endpoint it sees the node at.
+- A wants B: A's `Puncher.request` sends PUNCH_REQUEST(B) to an anchor. The
+  anchor's `PunchCoordinator` sends PUNCH to both, each naming the other, with
+  the other's candidates and one start delay: both start at receipt + delay.
+- On PUNCH each side computes the same `plan` (it depends on the unordered
+  pair only) and emits `Initiate` events: "send a WireGuard initiation to E
+  from T, resend it every R until D". The datagrams are the session engine's own
+  initiations: resending the same bytes is safe (the responder's TAI64N check
+  drops a second copy) and the first copy through the NATs completes the
+  handshake. `established` stops it; at D without it, `UseRelay` (relay.py).
+- Never port prediction or sweeping (anti-patterns 1.5): only endpoints that
+  were observed, mapped or configured are ever targets.
+
+Decision table (IPv4; "open" = public, full cone or a port mapping):
+
+| A \\ B       | open          | cone           | symmetric      | unknown        |
+|-------------|---------------|----------------|----------------|----------------|
+| open        | A -> B        | B -> A         | B -> A         | B -> A         |
+| cone        | A -> B        | simultaneous   | simultaneous*  | simultaneous   |
+| symmetric   | A -> B        | simultaneous*  | relay          | simultaneous   |
+| unknown     | A -> B        | simultaneous   | simultaneous   | simultaneous   |
+
+"simultaneous": both send to the other's observed endpoint at T. *: the
+symmetric side's packet reaches the cone's mapping; the cone's packet goes to
+the symmetric side's endpoint towards the anchor, whose IP is right and port
+likely wrong: it only opens an address-restricted filter. Against a known
+port-restricted cone this cannot work, so the plan is relay at once.
+Before the IPv4 attempt: IPv6 when both have a global address (§3.7 "IPv6
+first"), and the LAN when both sit behind the same public IP and share a
+subnet, or LAN discovery found the peer (anti-patterns 2.7: no hairpinning).
+Every plan ends with the relay, the fallback when all direct attempts fail.
+
+Control message bodies (inside the encrypted session, one whalescale control
+kind shared with relay.py, which uses types 16..; integers big-endian):
+
+    NAT_INFO       1 | info
+    PUNCH_REQUEST  2 | target node ID (32) | info (the requester's)
+    PUNCH          3 | peer node ID (32) | punch ID (u32) | start delay ms (u16) | info
+    info      = nat type (u8) | filtering (u8) | n (u8, 0..8) | n * candidate
+    candidate = kind (u8) | family (4|6) | prefix (u8) | address (4|16) | port (u16, >= 1)
+
+`prefix` is the LAN interface's prefix length (1..32 or 1..128) and 0 for
+every other kind; an IPV6 candidate has family 6. Duplicate candidates,
+unknown values and trailing bytes are MalformedPunch.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from ..session.ratelimit import TokenBuckets
+from .bootstrap import (
+    Addr,
+    MalformedBootstrap,
+    address_bytes,
+    address_size,
+    check_port,
+    read_address,
+)
+from .nattype import Filtering, NatType
+
+# ----- specification ---------------------------------------------------------
+NODE_ID_BYTES = 32
+MAX_CANDIDATES = 8
+_INFO = struct.Struct(">BBB")
+_CANDIDATE = struct.Struct(">BBB")
+_PORT = struct.Struct(">H")
+_PUNCH = struct.Struct(">32sIH")
+MAX_BODY_BYTES = 1 + _PUNCH.size + _INFO.size + MAX_CANDIDATES * (_CANDIDATE.size + 16 + 2)
+
+# ----- implementation --------------------------------------------------------
+START_DELAY_S = 0.5  # covers the difference of the two anchor -> peer delays
+RETRY_EVERY_S = 0.5
+PUNCH_FOR_S = 5.0  # "retried for a few seconds"
+REQUEST_TIMEOUT_S = 3.0  # no PUNCH by then: the anchor could not reach the peer
+MAX_TRACKED_PEERS = 64
+
+
+class MessageType(enum.IntEnum):
+    NAT_INFO = 1
+    PUNCH_REQUEST = 2
+    PUNCH = 3
+
+
+class MalformedPunch(ValueError):
+    """A body that is not exactly one well-formed punch message."""
+
+
+class CandidateKind(enum.IntEnum):
+    OBSERVED = 1  # as an anchor saw it (the anchor fills this in)
+    MAPPED = 2  # a port mapping (PCP / NAT-PMP / UPnP): accepts anyone
+    LAN = 3  # a local interface address, with its prefix
+    IPV6 = 4  # a global IPv6 address
+
+
+@attrs.frozen(slots=True)
+class Candidate:
+    kind: CandidateKind
+    host: str
+    port: int
+    prefix: int = 0  # LAN only
+
+    @property
+    def addr(self) -> Addr:
+        return (self.host, self.port)
+
+
+@attrs.frozen(slots=True)
+class NatInfo:
+    nat_type: NatType = NatType.UNKNOWN
+    filtering: Filtering = Filtering.UNKNOWN
+    candidates: tuple[Candidate, ...] = ()
+
+    def of_kind(self, kind: CandidateKind) -> list[Candidate]:
+        return [c for c in self.candidates if c.kind == kind]
+
+    def seen_at(self, observed: Addr) -> NatInfo:
+        """This info with the OBSERVED candidate replaced by what an anchor saw."""
+        kept = tuple(c for c in self.candidates if c.kind != CandidateKind.OBSERVED)
+        return attrs.evolve(self, candidates=(
+            Candidate(CandidateKind.OBSERVED, *observed), *kept)[:MAX_CANDIDATES])
+
+
+@attrs.frozen(slots=True)
+class NatInfoMessage:
+    info: NatInfo
+
+
+@attrs.frozen(slots=True)
+class PunchRequest:
+    target: bytes
+    info: NatInfo
+
+
+@attrs.frozen(slots=True)
+class Punch:
+    peer: bytes
+    punch_id: int
+    start_delay_s: float  # whole milliseconds on the wire
+    info: NatInfo
+
+
+Message = NatInfoMessage | PunchRequest | Punch
+
+
+# ----- encode / decode ----------------------------------------------------------
+
+def _encode_info(info: NatInfo) -> bytes:
+    if len(info.candidates) > MAX_CANDIDATES:
+        raise ValueError(f"more than {MAX_CANDIDATES} candidates")
+    out = [_INFO.pack(info.nat_type, info.filtering, len(info.candidates))]
+    for c in info.candidates:
+        family, packed = address_bytes(c.host)
+        out.append(_CANDIDATE.pack(c.kind, family, c.prefix) + packed
+                   + _PORT.pack(check_port(c.port)))
+    return b"".join(out)
+
+
+def _read_info(body: bytes, offset: int) -> tuple[NatInfo, int]:
+    if len(body) < offset + _INFO.size:
+        raise MalformedPunch("info truncated")
+    nat_type, filtering, n = _INFO.unpack_from(body, offset)
+    try:
+        nat, filt = NatType(nat_type), Filtering(filtering)
+    except ValueError as exc:
+        raise MalformedPunch(f"NAT type {nat_type} / filtering {filtering}") from exc
+    if n > MAX_CANDIDATES:
+        raise MalformedPunch(f"{n} candidates")
+    offset += _INFO.size
+    candidates: list[Candidate] = []
+    for i in range(n):
+        if len(body) < offset + _CANDIDATE.size:
+            raise MalformedPunch(f"candidate {i} truncated")
+        kind, family, prefix = _CANDIDATE.unpack_from(body, offset)
+        offset += _CANDIDATE.size
+        try:
+            size = address_size(family)
+            ckind = CandidateKind(kind)
+        except (ValueError, MalformedBootstrap) as exc:
+            raise MalformedPunch(f"candidate {i}: kind {kind}, family {family}") from exc
+        if len(body) < offset + size + _PORT.size:
+            raise MalformedPunch(f"candidate {i} truncated")
+        host = read_address(family, body[offset : offset + size])
+        (port,) = _PORT.unpack_from(body, offset + size)
+        offset += size + _PORT.size
+        if port == 0:
+            raise MalformedPunch(f"candidate {i}: port 0")
+        if ckind == CandidateKind.LAN:
+            if not 1 <= prefix <= size * 8:
+                raise MalformedPunch(f"candidate {i}: prefix {prefix}")
+        elif prefix != 0:
+            raise MalformedPunch(f"candidate {i}: prefix on a {ckind.name} candidate")
+        if ckind == CandidateKind.IPV6 and family != 6:
+            raise MalformedPunch(f"candidate {i}: IPV6 candidate of family {family}")
+        candidate = Candidate(ckind, host, port, prefix)
+        if candidate in candidates:
+            raise MalformedPunch(f"candidate {i} repeated")
+        candidates.append(candidate)
+    return NatInfo(nat, filt, tuple(candidates)), offset
+
+
+def encode(message: Message) -> bytes:
+    match message:
+        case NatInfoMessage(info):
+            return bytes((MessageType.NAT_INFO,)) + _encode_info(info)
+        case PunchRequest(target, info):
+            if len(target) != NODE_ID_BYTES:
+                raise ValueError("node ID must be 32 bytes")
+            return bytes((MessageType.PUNCH_REQUEST,)) + target + _encode_info(info)
+        case Punch(peer, punch_id, delay_s, info):
+            delay_ms = round(delay_s * 1000)
+            return (bytes((MessageType.PUNCH,)) + _PUNCH.pack(peer, punch_id, delay_ms)
+                    + _encode_info(info))
+    raise TypeError(message)  # pragma: no cover
+
+
+def decode(body: bytes) -> Message:
+    if not body or len(body) > MAX_BODY_BYTES:
+        raise MalformedPunch(f"body of {len(body)} bytes")
+    kind, offset = body[0], 1
+    message: Message
+    if kind == MessageType.NAT_INFO:
+        info, offset = _read_info(body, offset)
+        message = NatInfoMessage(info)
+    elif kind == MessageType.PUNCH_REQUEST:
+        if len(body) < offset + NODE_ID_BYTES:
+            raise MalformedPunch("PUNCH_REQUEST truncated")
+        target = body[offset : offset + NODE_ID_BYTES]
+        info, offset = _read_info(body, offset + NODE_ID_BYTES)
+        message = PunchRequest(target, info)
+    elif kind == MessageType.PUNCH:
+        if len(body) < offset + _PUNCH.size:
+            raise MalformedPunch("PUNCH truncated")
+        peer, punch_id, delay_ms = _PUNCH.unpack_from(body, offset)
+        info, offset = _read_info(body, offset + _PUNCH.size)
+        message = Punch(peer, punch_id, delay_ms / 1000, info)
+    else:
+        raise MalformedPunch(f"unknown punch message type {kind}")
+    if offset != len(body):
+        raise MalformedPunch("trailing bytes")
+    return message
+
+
+# ----- the plan -------------------------------------------------------------------
+
+class Method(enum.Enum):
+    IPV6 = "ipv6"  # both send to the other's global IPv6 address
+    LAN = "lan"  # both send to the other's LAN address
+    ONE_WAY = "one_way"  # only the side facing a closed NAT sends, to the open side
+    SIMULTANEOUS = "simultaneous"  # both send to the other's observed endpoint at T
+    RELAY = "relay"  # through an anchor (relay.py)
+
+
+@attrs.frozen(slots=True)
+class Side:
+    node_id: bytes
+    info: NatInfo
+
+
+@attrs.frozen(slots=True)
+class Attempt:
+    method: Method
+    a_to: Addr | None  # where A (the smaller node ID) sends; None: A does not send
+    b_to: Addr | None
+
+
+@attrs.frozen(slots=True)
+class Plan:
+    a: bytes  # the smaller node ID
+    b: bytes
+    attempts: tuple[Attempt, ...]  # best first; the last is always RELAY
+
+    def sends_for(self, node_id: bytes) -> list[tuple[Method, Addr]]:
+        """What `node_id` sends, best first."""
+        pick = (lambda t: t.a_to) if node_id == self.a else (lambda t: t.b_to)
+        return [(t.method, pick(t)) for t in self.attempts if pick(t) is not None]
+
+    @property
+    def direct(self) -> bool:
+        return len(self.attempts) > 1
+
+
+def _open_endpoint(info: NatInfo) -> Addr | None:
+    """An endpoint that accepts a datagram from anyone, if the side has one."""
+    if mapped := info.of_kind(CandidateKind.MAPPED):
+        return mapped[0].addr
+    observed = info.of_kind(CandidateKind.OBSERVED)
+    if observed and (info.nat_type == NatType.PUBLIC or (
+            info.nat_type == NatType.CONE
+            and info.filtering == Filtering.ENDPOINT_INDEPENDENT)):
+        return observed[0].addr
+    return None
+
+
+def _observed(info: NatInfo) -> Addr | None:
+    observed = info.of_kind(CandidateKind.OBSERVED)
+    return observed[0].addr if observed else None
+
+
+def _public_ips(info: NatInfo) -> set[str]:
+    return {c.host for c in info.candidates
+            if c.kind in (CandidateKind.OBSERVED, CandidateKind.MAPPED)}
+
+
+def _lan_pair(a: NatInfo, b: NatInfo, discovered: bool) -> tuple[Addr, Addr] | None:
+    for ca in a.of_kind(CandidateKind.LAN):
+        net_a = ipaddress.ip_interface(f"{ca.host}/{ca.prefix}").network
+        for cb in b.of_kind(CandidateKind.LAN):
+            net_b = ipaddress.ip_interface(f"{cb.host}/{cb.prefix}").network
+            if net_a == net_b and ca.host != cb.host:
+                return cb.addr, ca.addr
+    if discovered and a.of_kind(CandidateKind.LAN) and b.of_kind(CandidateKind.LAN):
+        return b.of_kind(CandidateKind.LAN)[0].addr, a.of_kind(CandidateKind.LAN)[0].addr
+    return None
+
+
+def _ipv4(a: NatInfo, b: NatInfo) -> Attempt | None:
+    open_a, open_b = _open_endpoint(a), _open_endpoint(b)
+    if open_b is not None:
+        return Attempt(Method.ONE_WAY, open_b, None)
+    if open_a is not None:
+        return Attempt(Method.ONE_WAY, None, open_a)
+    seen_a, seen_b = _observed(a), _observed(b)
+    if seen_a is None or seen_b is None:
+        return None
+    types = {a.nat_type, b.nat_type}
+    if types == {NatType.SYMMETRIC}:
+        return None  # design §3.9: no coordination can overcome it
+    if NatType.SYMMETRIC in types:
+        cone = b if a.nat_type == NatType.SYMMETRIC else a
+        if cone.filtering == Filtering.ADDRESS_AND_PORT_DEPENDENT:
+            return None
+    return Attempt(Method.SIMULTANEOUS, seen_b, seen_a)
+
+
+def plan(x: Side, y: Side, *, lan_discovered: bool = False) -> Plan:
+    """The attempts for the pair, the same whichever side computes it."""
+    first, second = sorted((x, y), key=lambda s: s.node_id)
+    a, b = first.info, second.info
+    attempts: list[Attempt] = []
+    v6_a, v6_b = a.of_kind(CandidateKind.IPV6), b.of_kind(CandidateKind.IPV6)
+    if v6_a and v6_b:
+        attempts.append(Attempt(Method.IPV6, v6_b[0].addr, v6_a[0].addr))
+    same_public = bool(_public_ips(a) & _public_ips(b))
+    if same_public or lan_discovered:
+        lan = _lan_pair(a, b, lan_discovered)
+        if lan is not None:
+            attempts.append(Attempt(Method.LAN, *lan))
+    wan = _ipv4(a, b)
+    if wan is not None:
+        attempts.append(wan)
+    attempts.append(Attempt(Method.RELAY, None, None))
+    return Plan(first.node_id, second.node_id, tuple(attempts))
+
+
+# ----- the anchor's side ------------------------------------------------------------
+
+class PunchCoordinator:
+    """Answers PUNCH_REQUESTs by sending PUNCH to both ends.
+
+    `receive(from_id, body, now)` takes NAT_INFO and PUNCH_REQUEST bodies from
+    members (the shell passes only bodies from authenticated sessions);
+    `outbox` holds (to_id, body). `endpoint_of(node_id)` is where the anchor's
+    session with that node currently sends (None: no live session).
+    """
+
+    def __init__(self, members: Iterable[bytes], endpoint_of: Callable[[bytes], Addr | None],
+                 *, random_bytes: Callable[[int], bytes], start_delay_s: float = START_DELAY_S,
+                 requests: TokenBuckets | None = None) -> None:
+        self.members = frozenset(members)
+        self._endpoint_of = endpoint_of
+        self._random_bytes = random_bytes
+        self.start_delay_s = start_delay_s
+        self._requests = requests or TokenBuckets(rate_per_s=1.0, burst=5.0)
+        self._info: dict[bytes, NatInfo] = {}  # bounded by the members
+        self.outbox: list[tuple[bytes, bytes]] = []
+        self.counters: Counter[str] = Counter()
+
+    def set_members(self, members: Iterable[bytes]) -> None:
+        self.members = frozenset(members)
+        self._info = {k: v for k, v in self._info.items() if k in self.members}
+
+    def receive(self, from_id: bytes, body: bytes, now: float) -> None:
+        if from_id not in self.members:
+            self.counters["not_a_member"] += 1
+            return
+        try:
+            message = decode(body)
+        except MalformedPunch:
+            self.counters["malformed"] += 1
+            return
+        match message:
+            case NatInfoMessage(info):
+                self._info[from_id] = info
+                self.counters["nat_info"] += 1
+            case PunchRequest(target, info):
+                self._info[from_id] = info
+                self._request(from_id, target, now)
+            case Punch():
+                self.counters["unexpected_punch"] += 1
+
+    def _request(self, from_id: bytes, target: bytes, now: float) -> None:
+        if not self._requests.take(from_id.hex(), now):
+            self.counters["rate_limited"] += 1
+            return
+        if target not in self.members or target == from_id:
+            self.counters["bad_target"] += 1
+            return
+        seen_from, seen_target = self._endpoint_of(from_id), self._endpoint_of(target)
+        if seen_from is None or seen_target is None:
+            self.counters["target_unreachable"] += 1
+            return
+        punch_id = int.from_bytes(self._random_bytes(4), "big")
+        target_info = self._info.get(target, NatInfo())
+        self.outbox.append((from_id, encode(Punch(
+            target, punch_id, self.start_delay_s, target_info.seen_at(seen_target)))))
+        self.outbox.append((target, encode(Punch(
+            from_id, punch_id, self.start_delay_s, self._info[from_id].seen_at(seen_from)))))
+        self.counters["punch_sent"] += 1
+
+
+# ----- the peer's side --------------------------------------------------------------
+
+@attrs.frozen(slots=True)
+class Initiate:
+    """Send a WireGuard initiation to `endpoint` at `at`, resend it every
+    `retry_every_s` until `until` or until the session is established."""
+
+    peer: bytes
+    method: Method
+    endpoint: Addr
+    at: float
+    retry_every_s: float
+    until: float
+
+
+@attrs.frozen(slots=True)
+class UseRelay:
+    """No direct path: open a relay to `peer` (relay.py)."""
+
+    peer: bytes
+    plan: Plan | None  # None: the anchor never answered
+
+
+PunchEvent = Initiate | UseRelay
+
+
+class PunchState(enum.Enum):
+    REQUESTED = "requested"  # PUNCH_REQUEST sent, waiting for the anchor's PUNCH
+    PUNCHING = "punching"
+    DIRECT = "direct"
+    RELAYED = "relayed"
+
+
+# (state, event) -> next state; None stands for "not tracked".
+_TRANSITIONS: dict[tuple[PunchState | None, str], PunchState] = {
+    (None, "request"): PunchState.REQUESTED,
+    (PunchState.DIRECT, "request"): PunchState.REQUESTED,
+    (PunchState.RELAYED, "request"): PunchState.REQUESTED,  # retry for an upgrade
+    (None, "punch"): PunchState.PUNCHING,
+    (PunchState.REQUESTED, "punch"): PunchState.PUNCHING,
+    (PunchState.DIRECT, "punch"): PunchState.PUNCHING,  # the peer lost us
+    (PunchState.RELAYED, "punch"): PunchState.PUNCHING,
+    (PunchState.REQUESTED, "established"): PunchState.DIRECT,
+    (PunchState.PUNCHING, "established"): PunchState.DIRECT,
+    (PunchState.RELAYED, "established"): PunchState.DIRECT,
+    (PunchState.REQUESTED, "deadline"): PunchState.RELAYED,
+    (PunchState.PUNCHING, "deadline"): PunchState.RELAYED,
+}
+
+
+class IllegalPunchTransition(RuntimeError):
+    def __init__(self, state: PunchState | None, event: str) -> None:
+        super().__init__(f"{event} in state {state.value if state else 'untracked'}")
+
+
+@attrs.define
+class _Track:
+    state: PunchState
+    deadline: float | None = None
+    punch_id: int | None = None
+    plan: Plan | None = None
+
+
+class Puncher:
+    """One node's punching, peer by peer.
+
+    Local calls: `request(peer, anchor, now)`, `established(peer, now)` (an
+    authenticated handshake on a direct path), `handle_timer(now)` at
+    `next_deadline()`. From the network: `receive_punch(anchor, body, now)`
+    (the shell passes only bodies from anchors' sessions). Out: `outbox`
+    ((to_id, body)) and `events` (Initiate, UseRelay).
+    """
+
+    def __init__(self, node_id: bytes, info: NatInfo = NatInfo(), *,
+                 retry_every_s: float = RETRY_EVERY_S, punch_for_s: float = PUNCH_FOR_S,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 lan_discovered: Callable[[bytes], bool] = lambda _: False) -> None:
+        self.node_id = node_id
+        self.info = info
+        self.retry_every_s = retry_every_s
+        self.punch_for_s = punch_for_s
+        self.request_timeout_s = request_timeout_s
+        self._lan_discovered = lan_discovered
+        self._tracks: dict[bytes, _Track] = {}
+        self.outbox: list[tuple[bytes, bytes]] = []
+        self.events: list[PunchEvent] = []
+        self.counters: Counter[str] = Counter()
+
+    def state(self, peer: bytes) -> PunchState | None:
+        track = self._tracks.get(peer)
+        return track.state if track else None
+
+    def _move(self, peer: bytes, event: str) -> _Track:
+        current = self.state(peer)
+        nxt = _TRANSITIONS.get((current, event))
+        if nxt is None:
+            raise IllegalPunchTransition(current, event)
+        track = self._tracks.get(peer)
+        if track is None:
+            if len(self._tracks) >= MAX_TRACKED_PEERS:
+                self._forget_one()
+            track = self._tracks[peer] = _Track(nxt)
+        track.state = nxt
+        return track
+
+    def _forget_one(self) -> None:
+        """Make room: forget a settled peer first, else the oldest tracked."""
+        settled = [p for p, t in self._tracks.items() if t.deadline is None]
+        del self._tracks[(settled or list(self._tracks))[0]]
+        self.counters["forgotten"] += 1
+
+    def set_info(self, info: NatInfo) -> bytes:
+        """Our NAT info changed: the body of a NAT_INFO for our anchors."""
+        self.info = info
+        return encode(NatInfoMessage(info))
+
+    def request(self, peer: bytes, anchor: bytes, now: float) -> None:
+        track = self._move(peer, "request")
+        track.deadline, track.punch_id, track.plan = now + self.request_timeout_s, None, None
+        self.outbox.append((anchor, encode(PunchRequest(peer, self.info))))
+
+    def receive_punch(self, anchor: bytes, body: bytes, now: float) -> None:
+        try:
+            message = decode(body)
+        except MalformedPunch:
+            self.counters["malformed"] += 1
+            return
+        if not isinstance(message, Punch) or message.peer == self.node_id:
+            self.counters["unexpected_message"] += 1
+            return
+        track = self._tracks.get(message.peer)
+        if track is not None and track.punch_id == message.punch_id:
+            self.counters["duplicate_punch"] += 1
+            return
+        if (self.state(message.peer), "punch") not in _TRANSITIONS:
+            self.counters["punch_while_punching"] += 1
+            return
+        track = self._move(message.peer, "punch")
+        the_plan = plan(Side(self.node_id, self.info), Side(message.peer, message.info),
+                        lan_discovered=self._lan_discovered(message.peer))
+        start = now + message.start_delay_s
+        until = start + self.punch_for_s
+        track.punch_id, track.plan = message.punch_id, the_plan
+        sends = [(m, e) for m, e in the_plan.sends_for(self.node_id) if m != Method.RELAY]
+        if not the_plan.direct:
+            self._move(message.peer, "deadline")
+            track.deadline = None
+            self.events.append(UseRelay(message.peer, the_plan))
+            return
+        # A side that sends nothing (the open side of ONE_WAY) still waits until D.
+        track.deadline = until
+        self.events.extend(Initiate(message.peer, method, endpoint, start, self.retry_every_s,
+                                    until) for method, endpoint in sends)
+        self.counters["punching"] += 1
+
+    def established(self, peer: bytes, now: float) -> None:
+        if self.state(peer) in (PunchState.DIRECT, None):
+            return  # a handshake the punching did not cause
+        self._move(peer, "established").deadline = None
+
+    def next_deadline(self) -> float | None:
+        deadlines = [t.deadline for t in self._tracks.values() if t.deadline is not None]
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        for peer, track in list(self._tracks.items()):
+            if track.deadline is not None and now >= track.deadline:
+                plan_then = track.plan
+                self._move(peer, "deadline").deadline = None
+                self.counters["timed_out" if plan_then is None else "punch_failed"] += 1
+                self.events.append(UseRelay(peer, plan_then))
