@@ -24,14 +24,21 @@ which tells the receiver that everything sent on that path before it has come
 or is lost. This is how the buffer knows which counters belonged to which path
 without the sender listing them.
 
-The timeout (`set_latency`): timeout = clamp(base + spread + k * jitter,
-min_timeout, max_timeout), where spread is the difference between the largest
-and smallest one-way delay of the usable paths (half their smoothed RTTs) and
-jitter the largest path RTT variation. A packet on the slowest path arrives at
-most about `spread` after a later one on the fastest; `k * jitter` covers the
-variation (k = 4, as RFC 6298 does for the RTO). The clamp keeps a single bad
-estimate from stalling (ceiling 250 ms, what a slow path may add before it is
-not worth using: scheduler.py) or from skipping on scheduler noise (floor 5 ms).
+The timeout: timeout = clamp(max(base + spread + k * jitter, fill_margin *
+fill_max), min_timeout, max_timeout).
+- spread and jitter come from the paths (`set_latency`): the difference between
+  the largest and smallest one-way delay of the usable paths (half their
+  smoothed RTTs) and the largest RTT variation. A packet on the slowest path
+  arrives about `spread` after a later one on the fastest; `k * jitter` covers
+  the variation (k = 4, as RFC 6298 does for the RTO).
+- fill_max is measured here: the longest a head gap took to fill (its packet
+  arriving `now - exposed_at` after a later one), and for a late packet how long
+  it would have taken; a decaying maximum (halved every `fill_half_life_s`).
+  Smoothed RTTs lag the queues that build on a loaded path; what the buffer
+  itself sees does not (a late drop raises the timeout at once).
+- The clamp keeps one bad estimate from stalling the session (ceiling 250 ms,
+  what a slow path may add before it is not worth using: scheduler.py) or from
+  skipping on scheduler noise (floor 5 ms).
 
 Nothing here retransmits (anti-patterns 1.7): a skipped gap is a loss the inner
 protocol handles.
@@ -60,6 +67,8 @@ class ReorderParams:
     k_jitter: float = 4.0
     min_timeout_s: float = 0.005
     max_timeout_s: float = 0.25
+    fill_margin: float = 1.25
+    fill_half_life_s: float = 10.0
 
 
 @attrs.define
@@ -94,12 +103,14 @@ class ReorderBuffer:
     def __init__(self, params: ReorderParams = ReorderParams(), first_counter: int = 0) -> None:
         self.params = params
         self.stats = ReorderStats()
-        self.timeout_s = params.max_timeout_s  # until set_latency measures the paths
+        self._path_timeout_s = params.max_timeout_s  # until set_latency measures the paths
+        self._fill_max_s = 0.0
+        self._fill_at = 0.0
         self._next = first_counter
         self._held: dict[int, tuple[object, float]] = {}  # counter -> (packet, arrived_at)
         self._order: list[int] = []  # heap of held counters
         self._arrivals: deque[tuple[float, int]] = deque()  # arrival order (monotone times)
-        self._skipped: deque[tuple[int, int]] = deque()  # [start, end) ranges skipped
+        self._skipped: deque[tuple[int, int, float]] = deque()  # [start, end), opened at
         self._passed: dict[PathId, int] = {}  # highest counter known sent-and-passed per path
         self._path_seq: dict[PathId, int] = {}
         self._live: set[PathId] = set()
@@ -107,8 +118,18 @@ class ReorderBuffer:
     # ----- configuration from the session's path measurements -----------------
     def set_latency(self, spread_s: float, jitter_s: float) -> None:
         p = self.params
-        raw = p.base_s + max(0.0, spread_s) + p.k_jitter * max(0.0, jitter_s)
-        self.timeout_s = min(p.max_timeout_s, max(p.min_timeout_s, raw))
+        self._path_timeout_s = p.base_s + max(0.0, spread_s) + p.k_jitter * max(0.0, jitter_s)
+
+    @property
+    def timeout_s(self) -> float:
+        p = self.params
+        raw = max(self._path_timeout_s, p.fill_margin * self._fill_max_s)
+        return min(p.max_timeout_s, max(p.min_timeout_s, raw))
+
+    def _fill_sample(self, waited_s: float, now: float) -> None:
+        decay = 0.5 ** ((now - self._fill_at) / self.params.fill_half_life_s)
+        self._fill_max_s = max(waited_s, self._fill_max_s * decay)
+        self._fill_at = now
 
     def path_added(self, path_id: PathId) -> None:
         self._live.add(path_id)
@@ -133,11 +154,15 @@ class ReorderBuffer:
         """One authenticated data packet; returns the packets now released in order."""
         self._note_path(path_id, path_seq, counter)
         if counter < self._next or counter in self._held:
-            if counter < self._next and self._was_skipped(counter):
+            exposed_at = self._skipped_at(counter) if counter < self._next else None
+            if exposed_at is not None:
                 self.stats.late_drops += 1
+                self._fill_sample(now - exposed_at, now)
             else:
                 self.stats.duplicates += 1
             return self._drain(now)
+        if counter == self._next and self._held:
+            self._fill_sample(now - self._head_gap_exposed_at(), now)
         self._held[counter] = (packet, now)
         heapq.heappush(self._order, counter)
         self._arrivals.append((now, counter))
@@ -205,10 +230,14 @@ class ReorderBuffer:
         self.stats.gaps_skipped += 1
         self.stats.counters_skipped += end - self._next
         self.stats.skipped_by[reason] += 1
-        self._skipped.append((self._next, end))
+        self._skipped.append((self._next, end, self._head_gap_exposed_at() or 0.0))
         while self._skipped and self._skipped[0][1] < end - _LATE_MEMORY:
             self._skipped.popleft()
         self._next = end
 
-    def _was_skipped(self, counter: int) -> bool:
-        return any(start <= counter < end for start, end in self._skipped)
+    def _skipped_at(self, counter: int) -> float | None:
+        """When the skipped gap holding `counter` had opened; None if never skipped."""
+        for start, end, exposed_at in self._skipped:
+            if start <= counter < end:
+                return exposed_at
+        return None

@@ -70,6 +70,7 @@ class Scheduler(Protocol):
 @attrs.frozen(slots=True)
 class SchedulerParams:
     degraded_factor: float = 0.25
+    loss_tolerance: float = 0.002
     depth_budget: float = 0.75 * MAX_REORDERING_DEPTH
     max_extra_delay_s: float = 0.25
     rate_window_s: float = 0.1
@@ -123,7 +124,15 @@ class _PathScheduler:
         return [p for p in self.paths.values() if p.usable]
 
     def weight(self, path: Path) -> float:
+        """The estimator's weight, cut for loss and for a DEGRADED state.
+
+        Loss: w / (1 + (loss / loss_tolerance)^2). The inner TCP's rate goes as
+        1 / sqrt(loss) (Mathis et al. 1997), so a path losing 1 % costs the whole
+        flow far more than the bandwidth it adds; with the 0.2 % tolerance it
+        keeps about 4 % of its weight, at 0.1 % loss 80 %.
+        """
         w = self.estimator.weight(path.path_id)
+        w /= 1.0 + (path.loss_rate / self.params.loss_tolerance) ** 2
         return w * self.params.degraded_factor if path.state is PathState.DEGRADED else w
 
     def send_rate(self, path_id: PathId, now: float) -> tuple[float, float]:

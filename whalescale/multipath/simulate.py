@@ -57,7 +57,7 @@ MBIT = 125_000.0  # bytes/s
 
 @attrs.frozen(slots=True)
 class LinkSpec:
-    rate_Bps: float  # noqa: N815 (unit in the name: bytes per second)
+    rate_Bps: float  # bytes per second
     delay_s: float  # one way
     jitter_s: float = 0.001
     loss: float = 0.0
@@ -103,8 +103,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 class Result:
     scenario: str
     scheduler: str
-    goodput_Bps: float  # noqa: N815
-    sum_rate_Bps: float  # noqa: N815
+    goodput_Bps: float
+    sum_rate_Bps: float
     reorder: ReorderStats
     retransmits: int
     max_stall_s: float
@@ -431,7 +431,8 @@ def best_single_path(scenario: Scenario, seed: int = 1) -> Result:
 
 def _row(r: Result, best: Result) -> str:
     st = r.reorder
-    return (f"{r.scenario:<11} {r.scheduler:<7} {r.fraction:6.1%} {r.goodput_Bps / best.goodput_Bps:7.1%}"
+    of_best = r.goodput_Bps / best.goodput_Bps
+    return (f"{r.scenario:<11} {r.scheduler:<7} {r.fraction:6.1%} {of_best:7.1%}"
             f" {st.gaps_skipped:6d} {st.late_drops:6d} {st.added_delay_mean_s * 1e3:7.2f}"
             f" {st.added_delay_max_s * 1e3:7.1f} {st.max_depth:5d} {r.retransmits:6d}"
             f" {r.max_stall_s:6.2f}")

@@ -1,0 +1,151 @@
+"""Estimator and schedulers, driven with invented times from now = 0."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from whalescale.multipath.estimator import BandwidthEstimator, EstimatorParams
+from whalescale.multipath.paths import Path, PathState
+from whalescale.multipath.scheduler import SCHEDULERS, SchedulerParams, WeightedRoundRobin
+from whalescale.multipath.sender import MultipathSender
+
+MBIT = 125_000.0
+
+
+def paths_with(rtts: dict[int, float]) -> dict[int, Path]:
+    out = {}
+    for pid, rtt in rtts.items():
+        p = Path(pid, ("l", pid), ("r", pid), 1420, created_at=0.0)
+        p.on_rtt_sample(rtt)
+        p.rttvar = 0.0
+        out[pid] = p
+    return out
+
+
+def estimator_with(weights_mbit: dict[int, float]) -> BandwidthEstimator:
+    est = BandwidthEstimator(EstimatorParams(min_weight_bps=1.0))
+    for pid, w in weights_mbit.items():
+        est.add_path(pid, 0.0)
+        est._paths[pid].weight_bps = w * MBIT  # a settled weight, as after many windows
+    return est
+
+
+def run(sched, n: int, now0: float = 0.0, gap: float = 1e-4) -> Counter:
+    picks = Counter()
+    for i in range(n):
+        picks[sched.pick(1400, now0 + i * gap)] += 1
+    return picks
+
+
+@pytest.mark.parametrize("weights", [{0: 10, 1: 10}, {0: 20, 1: 10}, {0: 30, 1: 10, 2: 5}])
+def test_wrr_proportions_match_weights(weights):
+    paths = paths_with({pid: 0.03 for pid in weights})
+    sched = WeightedRoundRobin(paths, estimator_with(weights))
+    picks = run(sched, 9000)
+    total = sum(weights.values())
+    for pid, w in weights.items():
+        assert picks[pid] / 9000 == pytest.approx(w / total, abs=0.01)
+
+
+def test_wrr_degraded_path_gets_reduced_share_failed_path_none():
+    paths = paths_with({0: 0.03, 1: 0.03})
+    sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
+    paths[1].state = PathState.DEGRADED
+    picks = run(sched, 5000)
+    assert picks[1] / 5000 == pytest.approx(0.25 / 1.25, abs=0.01)
+    paths[1].state = PathState.FAILED
+    sched.on_path_state(1, PathState.FAILED, 1.0)
+    assert run(sched, 1000, now0=1.0)[1] == 0
+
+
+def test_no_usable_path_gives_none():
+    paths = paths_with({0: 0.03})
+    paths[0].state = PathState.FAILED
+    for cls in SCHEDULERS.values():
+        assert cls(paths, estimator_with({0: 10})).pick(1400, 0.0) is None
+
+
+@pytest.mark.parametrize("name", ["wrr", "blest"])
+def test_reorder_depth_constraint_holds(name):
+    # 20 ms vs 200 ms RTT: owd 10 vs 100 ms. At 1 packet per 0.1 ms on the fast
+    # path (10k packets/s), a slow-path packet would be overtaken by ~900.
+    paths = paths_with({0: 0.02, 1: 0.2})
+    sched = SCHEDULERS[name](paths, estimator_with({0: 112, 1: 112}))
+    budget = SchedulerParams().depth_budget
+    picks = run(sched, 5000, gap=1e-4)
+    # Once rates are measured the slow path is only used when it stays in budget.
+    later = Counter()
+    for i in range(5000):
+        now = 0.5 + i * 1e-4
+        pid = sched.pick(1400, now)
+        later[pid] += 1
+        if pid == 1:
+            usable = sched.usable()
+            assert sched.overtakers(paths[1], usable, now, by_capacity=(name == "blest")) <= budget
+    assert picks[0] > 0 and later[0] > later[1]
+
+
+def test_slow_path_helps_at_low_rate():
+    paths = paths_with({0: 0.02, 1: 0.2})
+    sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
+    picks = run(sched, 200, gap=0.01)  # 100 packets/s: 9 overtakers at most
+    assert picks[1] == pytest.approx(100, abs=2)
+
+
+def test_path_beyond_the_extra_delay_limit_is_skipped():
+    paths = paths_with({0: 0.02, 1: 0.8})  # 390 ms more one way
+    sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
+    assert run(sched, 100, gap=0.1)[1] == 0
+
+
+def test_lowrtt_fills_the_fastest_first():
+    paths = paths_with({0: 0.05, 1: 0.02})
+    sched = SCHEDULERS["lowrtt"](paths, estimator_with({0: 10, 1: 10}))
+    # 1 packet per ms = 1.4 MB/s: path 1 takes its 1.25 MB/s, path 0 the rest.
+    picks = run(sched, 5000, gap=1e-3)
+    assert picks[1] > picks[0] > 0
+    assert picks[1] / 5000 == pytest.approx(1.25 / 1.4, abs=0.05)
+
+
+def test_hysteresis_keeps_weight_within_20_percent():
+    est = BandwidthEstimator(EstimatorParams(min_weight_bps=MBIT, ramp_factor=1e9))
+    est.add_path(0, 0.0)
+    est._paths[0].weight_bps = 10 * MBIT
+    est._paths[0].added_at = -10.0
+    est.on_acked(0, int(11.5 * MBIT), 0.5)  # 15 % more over the 1 s window
+    assert est.update(1.0, saturated=frozenset({0})) == {}
+    est.on_acked(0, int(1.0 * MBIT), 1.2)  # now 12.5: 25 % more
+    assert est.update(1.2, saturated=frozenset({0})) == {0: pytest.approx(12.5 * MBIT)}
+
+
+def test_new_path_starts_at_minimum_weight_and_ramps():
+    params = EstimatorParams()
+    est = BandwidthEstimator(params)
+    est.add_path(0, 0.0)
+    assert est.weight(0) == params.min_weight_bps
+    weights = []
+    for step in range(1, 81):  # 4 s: 4-fold a second reaches 50x in 2.8 s
+        now = step * 0.05
+        est.on_acked(0, int(50 * MBIT * 0.05), now)  # a 50 Mbit/s path, fully used
+        est.update(now, saturated=frozenset({0}))
+        weights.append(est.weight(0))
+    assert weights == sorted(weights)
+    # Ramp: at most ramp_factor-fold per window of age.
+    for step, w in enumerate(weights, start=1):
+        assert w <= est.params.min_weight_bps * params.ramp_factor ** (step * 0.05) * 1.0001
+    assert weights[-1] == pytest.approx(50 * MBIT, rel=0.2)
+
+
+def test_sender_numbers_packets_and_counts_bad_feedback():
+    sender = MultipathSender(0.0)
+    sender.add_path(0, ("l", 0), ("r", 0), 1420, 0.0)
+    sender.add_path(1, ("l", 1), ("r", 1), 1280, 0.0)
+    assert sender.mtu == 1280
+    sends = [sender.send(1400, 0.0) for _ in range(4)]
+    assert [s.counter for s in sends] == [0, 1, 2, 3]
+    assert sorted(s.path_seq for s in sends if s.path_id == 0) == list(
+        range(sum(s.path_id == 0 for s in sends)))
+    sender.on_feedback(b"junk", 0, 0.01)
+    assert sender.counters["feedback_malformed"] == 1
