@@ -5,9 +5,7 @@ Scenarios start at now = 0.0; randomness is a counter, so nonces are predictable
 
 from __future__ import annotations
 
-import ast
 import itertools
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -199,21 +197,3 @@ def test_pending_probes_are_bounded():
     prober.probe(LOCAL, [ANCHOR_1] * (bootstrap.MAX_PENDING + 1), now=0.0)
     assert prober.events == [ProbeTimedOut(LOCAL, ANCHOR_1)]
     assert prober.counters["pending_overflow"] == 1
-
-
-# ----- layering -------------------------------------------------------------------
-
-NAT_CORE = ["bootstrap.py", "nattype.py", "punch.py", "relay.py"]
-FORBIDDEN = {"socket", "trio", "time", "os", "asyncio", "select", "subprocess", "random"}
-
-
-@pytest.mark.parametrize("name", NAT_CORE)
-def test_core_imports_no_io(name):
-    path = Path(bootstrap.__file__).with_name(name)
-    imported = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.add(node.module.split(".")[0])
-    assert not imported & FORBIDDEN
