@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import identity
+from .multipath.scheduler import SCHEDULERS
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # bad input: the mesh file, a key
@@ -148,7 +149,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         mesh = load_mesh(args.mesh)
         ident = identity.read_key_file(args.key)
         agent = Agent(mesh, ident, mesh_path=args.mesh, interface=args.interface,
-                      state_dir=args.state_dir, offload=not args.no_offload)
+                      state_dir=args.state_dir, offload=not args.no_offload,
+                      scheduler=args.scheduler)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
@@ -254,6 +256,13 @@ def cmd_bench_tunnel(args: argparse.Namespace) -> int:
     return run_tunnel_bench(seconds=args.seconds, as_json=args.json, repeat=args.repeat)
 
 
+def cmd_bench_multipath(args: argparse.Namespace) -> int:
+    from .bench.multipath import run_multipath_bench
+
+    return run_multipath_bench(args.out, seconds=args.seconds, scenarios=args.scenario,
+                               variants=args.variant)
+
+
 DEFAULT_STATE_DIR = Path("/var/lib/whalescale")
 
 
@@ -348,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="this node's private key file")
     p.add_argument("--interface", default="ws0", help="TUN device name (default: ws0)")
     _state_dir_argument(p)
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="wrr",
+                   help="multipath scheduler, for nodes with several `interfaces` "
+                   "(default: wrr)")
     p.add_argument("--no-offload", action="store_true",
                    help="do not use TUN segmentation offloads (slower; for debugging)")
     p.set_defaults(func=cmd_up)
@@ -397,6 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="runs of each contender (median)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench_tunnel)
+    p = bench.add_parser("multipath", help="multipath schedulers vs single path and MPTCP",
+                         description="iperf3 TCP (and UDP) through two whalescale nodes joined "
+                         "by several emulated links, per scenario (equal paths, 2:1 rates, "
+                         "20 vs 200 ms RTT, a lossy path, a path that dies, a flapping path) "
+                         "and scheduler variant, with whalescale on the best single path, "
+                         "plain TCP on each link and kernel MPTCP as references. Writes "
+                         "report.md, results.json and PNG plots to --out. Needs root.")
+    p.add_argument("--out", type=Path, default=Path("bench-multipath"),
+                   help="folder for the report (default: ./bench-multipath)")
+    p.add_argument("--seconds", type=float, default=10, help="duration of each flow")
+    p.add_argument("--scenario", action="append", metavar="NAME",
+                   help="run only this scenario (repeat; default: all): equal, ratio, rtt, "
+                   "lossy, dies, flapping")
+    p.add_argument("--variant", action="append", metavar="NAME",
+                   help="run only this scheduler (repeat; default: all): wrr, lowrtt, blest")
+    p.set_defaults(func=cmd_bench_multipath)
     return parser
 
 

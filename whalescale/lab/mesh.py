@@ -7,6 +7,7 @@ the lab's teardown.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import sys
@@ -42,6 +43,11 @@ class MeshNode:
     # lists no endpoint for it and peers learn one when it contacts them.
     static_endpoint: bool = True
     metrics: str | None = None  # "IP:port" for its Prometheus endpoint
+    # The local interfaces it may use (`interfaces = [...]`: one UDP socket per address of
+    # each, for multipath); empty: the mesh file says nothing and the agent uses all.
+    interfaces: tuple[str, ...] = ()
+    # Its static endpoint "IP:port" when not its host's first address (LabMesh.endpoint).
+    endpoint: str | None = None
 
     def handshakes(self) -> list[tuple[str, str, float | None]]:
         """(peer, role, milliseconds) of each session the agent's log reports."""
@@ -112,7 +118,9 @@ class LabMesh:
         return f"{TUNNEL_PREFIX}{len(self.nodes) + len(self.wireguard) + 1}"
 
     def add_node(self, host: Host, *, anchor: bool = False, tunnel_addr: str | None = None,
-                 static_endpoint: bool = True, metrics: str | None = None) -> MeshNode:
+                 static_endpoint: bool = True, metrics: str | None = None,
+                 interfaces: list[str] | tuple[str, ...] = (),
+                 endpoint: str | None = None) -> MeshNode:
         identity = Identity.generate()
         key_path = self.lab.tempdir / f"{host.name}.key"
         write_key_file(key_path, identity)
@@ -120,7 +128,8 @@ class LabMesh:
         node = MeshNode(host.name, host, identity, key_path,
                         tunnel_addr or f"{TUNNEL_PREFIX}{number}",
                         f"{TUNNEL_PREFIX6}{number:x}", anchor,
-                        static_endpoint=static_endpoint, metrics=metrics)
+                        static_endpoint=static_endpoint, metrics=metrics,
+                        interfaces=tuple(interfaces), endpoint=endpoint)
         self.nodes[host.name] = node
         return node
 
@@ -141,8 +150,10 @@ class LabMesh:
             lines += ["[[node]]", f'name = "{node.name}"',
                       f'public_key = "{node.identity.public_b64}"',
                       f'address = ["{node.tunnel_addr}", "{node.tunnel_addr6}"]',
-                      *([f'endpoints = ["{self.endpoint(node.host)}"]']
+                      *([f'endpoints = ["{node.endpoint or self.endpoint(node.host)}"]']
                         if node.static_endpoint else []),
+                      *([f"interfaces = {json.dumps(list(node.interfaces))}"]
+                        if node.interfaces else []),
                       f"anchor = {'true' if node.anchor else 'false'}",
                       *([f'metrics = "{node.metrics}"'] if node.metrics else []), ""]
         for wg in self.wireguard.values():

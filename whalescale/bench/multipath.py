@@ -1,0 +1,670 @@
+"""`whalescale bench multipath`: scheduler variants against references on emulated paths.
+
+Each scenario is data: the links (`LinkSpec`s) and the events of a run (a path dies, a
+path flaps). For a scenario, one lab holds `left` and `right` joined by the scenario's
+`EmulatedLinks`; on those same links, in one sitting, run in turn:
+
+- plain TCP on each link alone (the single-path references; the best of them is the
+  "best single path" every goodput is also compared with);
+- whalescale on the best single path only (both nodes list only that interface);
+- whalescale over all paths, once per scheduler variant (`--scheduler wrr|lowrtt|blest`);
+- kernel MPTCP over all paths (`mptcpize run iperf3`, see mptcp.py).
+
+Every row is one iperf3 TCP flow left -> right for `seconds` with 0.5 s intervals (so a
+stall shows) and the scenario's events replayed by a timer thread from the flow's start;
+every whalescale row also carries one UDP flow at 90% of the sum of the path rates. After
+each whalescale run both agents' `status --json` is read: the receiver's (right's)
+reorder statistics (gaps skipped, late drops, added delay) and the paths as each side
+sees them. An agent without multipath reports `"multipath": null` (shown as n/a).
+
+The emulator's ceiling is measured first, in a lab of its own, and every scenario is
+held to `CEILING_SHARE` of it (`ceiling_problems`): a scenario that would measure the
+emulator is refused before anything runs. Output: `report.md`, `results.json` and PNG
+plots in the folder given.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..lab.lab import Lab, lab_available
+from ..lab.mesh import LabMesh
+from ..lab.netns import Host
+from ..lab.proc import Proc
+from .links import (
+    BenchError,
+    EmulatedLinks,
+    EmulatorCeiling,
+    LinkSpec,
+    ceiling_problems,
+    measure_ceiling,
+)
+from .mptcp import MPTCP_PORT, MPTCPIZE, configure_mptcp, mptcp_available
+
+VARIANTS = ("wrr", "lowrtt", "blest")
+VARIANT_LABELS = {"wrr": "WRR", "lowrtt": "lowest-RTT-first", "blest": "BLEST"}
+# Reference rows, by kind; `references` selects among them.
+REF_TCP = "tcp-single"  # plain TCP on each link alone
+REF_WS = "ws-single"  # whalescale on the best single path
+REF_MPTCP = "mptcp"  # kernel MPTCP over all links
+REFERENCES = (REF_TCP, REF_WS, REF_MPTCP)
+INTERVAL_S = 0.5
+STALL_SHARE = 0.1  # an interval below this share of the flow's mean counts as stalled
+UDP_SHARE = 0.9  # the UDP flow's rate, as a share of the sum of path rates
+UDP_LEN = 1200  # UDP payload bytes: fits the tunnel MTU with room for multipath trailers
+IPERF_PORT = 5231
+WS_PORT = 51820
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Event:
+    """At `at` (a share of the run), path `path` goes down or comes back up."""
+
+    at: float
+    path: int
+    up: bool
+
+
+@attrs.frozen
+class Scenario:
+    name: str
+    title: str
+    links: tuple[LinkSpec, ...]
+    # Events as shares of the run; `flap` (path, period_s, down_s) adds a path that goes
+    # down for down_s every period_s (in seconds, whatever the run's length).
+    events: tuple[Event, ...] = ()
+    flap: tuple[int, float, float] | None = None
+
+    @property
+    def sum_mbit(self) -> float:
+        return sum(s.rate_mbit or 0.0 for s in self.links)
+
+    def timeline(self, seconds: float) -> list[tuple[float, int, bool]]:
+        """(seconds from the flow's start, path, up) in time order."""
+        out = [(e.at * seconds, e.path, e.up) for e in self.events]
+        if self.flap is not None:
+            path, period, down = self.flap
+            t = period / 2
+            while t < seconds:
+                out += [(t, path, False), (min(t + down, seconds), path, True)]
+                t += period
+        return sorted(out)
+
+    def down_spans(self, seconds: float) -> list[tuple[int, float, float]]:
+        """(path, from, to) in seconds: when a path is down during the run (for plots)."""
+        spans, since = [], {}
+        for t, path, up in self.timeline(seconds):
+            if not up and path not in since:
+                since[path] = t
+            elif up and path in since:
+                spans.append((path, since.pop(path), t))
+        spans += [(p, t, seconds) for p, t in since.items()]
+        return spans
+
+
+def _paths(*specs: LinkSpec) -> tuple[LinkSpec, ...]:
+    return tuple(specs)
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("equal", "equal paths (2 x 20 Mbit/s, RTT 10 ms)",
+             _paths(LinkSpec(20, 5), LinkSpec(20, 5))),
+    Scenario("ratio", "2:1 rates (40 + 20 Mbit/s, RTT 10 ms)",
+             _paths(LinkSpec(40, 5), LinkSpec(20, 5))),
+    Scenario("rtt", "20 ms vs 200 ms RTT (2 x 20 Mbit/s)",
+             _paths(LinkSpec(20, 10), LinkSpec(20, 100))),
+    Scenario("lossy", "one path 1% loss (2 x 20 Mbit/s, RTT 10 ms)",
+             _paths(LinkSpec(20, 5), LinkSpec(20, 5, loss=0.01))),
+    Scenario("dies", "path 1 dies at 40% of the run (2 x 20 Mbit/s, RTT 10 ms)",
+             _paths(LinkSpec(20, 5), LinkSpec(20, 5)), events=(Event(0.4, 1, False),)),
+    Scenario("flapping", "path 1 down 1 s in every 4 s (2 x 20 Mbit/s, RTT 10 ms)",
+             _paths(LinkSpec(20, 5), LinkSpec(20, 5)), flap=(1, 4.0, 1.0)),
+)}  # fmt: skip
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@attrs.define
+class Row:
+    """One contender in one scenario: a TCP flow, maybe a UDP flow, maybe agent stats."""
+
+    name: str  # "whalescale wrr", "TCP path0 alone", "kernel MPTCP", ...
+    kind: str  # "variant" or one of REFERENCES
+    goodput_mbit: float | None = None
+    retransmits: int | None = None
+    intervals_mbit: list[float] = attrs.Factory(list)
+    max_stall_s: float | None = None
+    of_sum: float | None = None
+    of_best: float | None = None
+    udp_goodput_mbit: float | None = None
+    udp_loss: float | None = None
+    reorder: dict[str, Any] | None = None  # the receiver's reorder statistics
+    multipath: dict[str, Any] = attrs.Factory(dict)  # node -> its "multipath" status
+    note: str = ""
+
+
+@attrs.define
+class ScenarioResult:
+    scenario: str
+    title: str
+    links: list[dict[str, Any]]
+    sum_mbit: float
+    best_single_mbit: float | None = None
+    best_path: int = 0
+    rows: list[Row] = attrs.Factory(list)
+
+
+# -- iperf3 ----------------------------------------------------------------------------------
+
+
+def _iperf(client: Host, server: Host, addr: str, seconds: float, *extra: str,
+           wrapper: tuple[str, ...] = (), port: int = IPERF_PORT,
+           bind: bool = True) -> dict[str, Any]:
+    """One iperf3 run client -> server; its JSON report."""
+    bound = ("-B", addr) if bind else ()
+    proc = server.spawn(*wrapper, "iperf3", "-s", "-1", "--forceflush", *bound, "-p", str(port))
+    try:
+        if not proc.wait_for_log(r"Server listening", 10):
+            raise BenchError(f"iperf3 server did not start:\n{proc.log()}")
+        out = client.run(*wrapper, "iperf3", "-c", addr, "-p", str(port), "-t", str(seconds),
+                         "-i", str(INTERVAL_S), "-J", *extra, check=False,
+                         timeout=seconds + 40).stdout  # fmt: skip
+    finally:
+        proc.stop()
+    try:
+        report = json.loads(out)
+    except json.JSONDecodeError as exc:
+        raise BenchError(f"iperf3 gave no JSON: {out[-500:]!r}") from exc
+    if "error" in report:
+        raise BenchError(f"iperf3: {report['error']}")
+    return dict(report)
+
+
+def max_stall_s(intervals: list[float], interval_s: float = INTERVAL_S) -> float:
+    """The longest run of intervals below STALL_SHARE of the mean, in seconds."""
+    if not intervals:
+        return 0.0
+    floor = STALL_SHARE * sum(intervals) / len(intervals)
+    longest = run = 0
+    for value in intervals:
+        run = run + 1 if value < floor else 0
+        longest = max(longest, run)
+    return longest * interval_s
+
+
+def _tcp_into(row: Row, report: dict[str, Any]) -> None:
+    end = report["end"]
+    row.goodput_mbit = end["sum_received"]["bits_per_second"] / 1e6
+    row.retransmits = int(end["sum_sent"].get("retransmits", 0))
+    row.intervals_mbit = [i["sum"]["bits_per_second"] / 1e6 for i in report["intervals"]]
+    row.max_stall_s = max_stall_s(row.intervals_mbit)
+
+
+def _udp_into(row: Row, report: dict[str, Any]) -> None:
+    end = report["end"]
+    summary = end.get("sum_received") or end["sum"]
+    total = end["sum"]
+    row.udp_goodput_mbit = summary["bits_per_second"] / 1e6
+    packets = total.get("packets") or 0
+    row.udp_loss = total.get("lost_packets", 0) / packets if packets else None
+
+
+@contextmanager
+def _events(bench: EmulatedLinks, scenario: Scenario, seconds: float) -> Iterator[None]:
+    """Replay the scenario's events from now on, in a thread; every path is up again at the
+    end of the run window (so the flows' closing exchanges get through) and on exit."""
+    timeline = scenario.timeline(seconds) + [(seconds, k, True) for k in
+                                             range(len(bench.links))]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def replay() -> None:
+        start = time.monotonic()
+        for at, path, up in timeline:
+            if stop.wait(max(0.0, start + at - time.monotonic())):
+                return
+            try:
+                if up and bench.links[path].down:
+                    bench.set_up(path)
+                elif not up and not bench.links[path].down:
+                    bench.set_down(path)
+            except BaseException as exc:  # reported by the bench thread
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=replay, name=f"events-{scenario.name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        for k, link in enumerate(bench.links):
+            if link.down:
+                bench.set_up(k)
+    if errors:
+        raise BenchError(f"scenario {scenario.name}: an event failed: {errors[0]}")
+
+
+# -- whalescale runs -------------------------------------------------------------------------
+
+
+def scheduler_supported() -> bool:
+    """Whether this agent takes `--scheduler` (multipath wired in)."""
+    out = subprocess.run([sys.executable, "-m", "whalescale", "up", "--help"],
+                         capture_output=True, text=True, timeout=30, check=False).stdout
+    return "--scheduler" in out
+
+
+def _status(host: Host, mesh: LabMesh, name: str) -> dict[str, Any]:
+    result = host.run(sys.executable, "-m", "whalescale", "status", "--json", "--state-dir",
+                      str(mesh.state_dir(name)), check=False, timeout=20)
+    if result.returncode != 0:
+        return {}
+    return dict(json.loads(result.stdout))
+
+
+def _peer_multipath(status: dict[str, Any], peer: str) -> dict[str, Any] | None:
+    for p in status.get("peers", []):
+        if p.get("name") == peer:
+            mp = p.get("multipath")
+            return dict(mp) if isinstance(mp, dict) else None
+    return None
+
+
+class WhalescalePair:
+    """Agents on left and right of an `EmulatedLinks`, restarted for each row with the
+    interfaces and scheduler it asks for."""
+
+    def __init__(self, lab: Lab, bench: EmulatedLinks, with_scheduler: bool) -> None:
+        self.bench = bench
+        self.with_scheduler = with_scheduler
+        self.mesh = LabMesh(lab, port=WS_PORT, keepalive_s=5)
+        self.left = self.mesh.add_node(bench.left)
+        self.right = self.mesh.add_node(bench.right)
+
+    @contextmanager
+    def running(self, paths: list[int], scheduler: str | None) -> Iterator[None]:
+        """Both agents up, using the interfaces of `paths`; right's endpoint is its address
+        on the first of them (left's likewise); stopped on exit."""
+        links = [self.bench.links[k] for k in paths]
+        ifaces = tuple(ln.link.a_ifname for ln in links)
+        self.left.interfaces = self.right.interfaces = ifaces
+        self.left.endpoint = f"{links[0].left_addr}:{WS_PORT}"
+        self.right.endpoint = f"{links[0].right_addr}:{WS_PORT}"
+        self.mesh.write_mesh()
+        extra = ("--scheduler", scheduler) if scheduler and self.with_scheduler else ()
+        procs: list[Proc] = []
+        try:
+            for node in (self.left, self.right):
+                procs.append(self.mesh.start(node.name, *extra))
+            for node in (self.left, self.right):
+                self.mesh.wait_up(node.name)
+            self._wait_session()
+            yield
+        finally:
+            for proc in procs:
+                proc.stop()
+
+    def _wait_session(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.bench.left.ping(self.right.tunnel_addr, count=1, timeout=1.0):
+                return
+        raise BenchError(f"no session between the agents within {timeout:g} s:\n"
+                         f"{self.left.proc.log() if self.left.proc else ''}")
+
+    def status(self) -> dict[str, dict[str, Any] | None]:
+        """node -> its "multipath" status for the other node (None: none)."""
+        return {
+            "left": _peer_multipath(_status(self.bench.left, self.mesh, "left"), "right"),
+            "right": _peer_multipath(_status(self.bench.right, self.mesh, "right"), "left"),
+        }
+
+
+def _ws_row(pair: WhalescalePair, scenario: Scenario, row: Row, paths: list[int],
+            scheduler: str | None, seconds: float, udp: bool) -> None:
+    bench = pair.bench
+    with pair.running(paths, scheduler):
+        with _events(bench, scenario, seconds):
+            report = _iperf(bench.left, bench.right, pair.right.tunnel_addr, seconds)
+        _tcp_into(row, report)
+        mp = pair.status()
+        row.multipath = {k: v for k, v in mp.items() if v is not None}
+        receiver = mp.get("right")
+        row.reorder = dict(receiver.get("reorder") or {}) if receiver else None
+        if udp:
+            rate = UDP_SHARE * sum(bench.links[k].spec.rate_mbit or 0 for k in paths)
+            udp_seconds = max(3.0, seconds / 2)
+            with _events(bench, scenario, udp_seconds):
+                report = _iperf(bench.left, bench.right, pair.right.tunnel_addr, udp_seconds,
+                                "-u", "-b", f"{rate:.1f}M", "-l", str(UDP_LEN))
+            _udp_into(row, report)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Options:
+    seconds: float = 10.0
+    scenarios: tuple[str, ...] = tuple(SCENARIOS)
+    variants: tuple[str, ...] = VARIANTS
+    references: tuple[str, ...] = REFERENCES
+    udp: bool = True
+    ceiling_seconds: float = 2.0
+    seed: int = 1
+
+
+def _guarded(row: Row, what: str, action: Any) -> None:
+    """Run one row; a failure is noted on the row rather than ending the bench."""
+    try:
+        action()
+    except Exception as exc:  # one failed row must not lose the others
+        row.note = f"{what} failed: {str(exc).splitlines()[0][:200] if str(exc) else exc!r}"
+
+
+def run_scenario(scenario: Scenario, options: Options, with_scheduler: bool,
+                 log: Any = print) -> ScenarioResult:
+    seconds = options.seconds
+    result = ScenarioResult(scenario.name, scenario.title,
+                            [attrs.asdict(s) for s in scenario.links], scenario.sum_mbit)
+    with Lab() as lab:
+        bench = EmulatedLinks(lab, list(scenario.links), seed=options.seed)
+        n = len(bench.links)
+        singles: list[float | None] = [None] * n
+        if REF_TCP in options.references:
+            for k, link in enumerate(bench.links):
+                log(f"  {scenario.name}: plain TCP on path{k} alone")
+                row = Row(f"TCP path{k} alone", REF_TCP)
+
+                def tcp(k: int = k, row: Row = row, addr: str = link.right_addr) -> None:
+                    with _events(bench, scenario, seconds):
+                        _tcp_into(row, _iperf(bench.left, bench.right, addr, seconds))
+
+                _guarded(row, "iperf3", tcp)
+                singles[k] = row.goodput_mbit
+                result.rows.append(row)
+        measured = [(g, k) for k, g in enumerate(singles) if g is not None]
+        if measured:
+            best, result.best_path = max(measured)
+            result.best_single_mbit = best
+        else:  # nothing measured: the highest nominal rate, then the lowest delay
+            result.best_path = max(range(n), key=lambda k: (scenario.links[k].rate_mbit or 0,
+                                                            -scenario.links[k].delay_ms))
+        pair = WhalescalePair(lab, bench, with_scheduler)
+        if REF_WS in options.references:
+            k = result.best_path
+            log(f"  {scenario.name}: whalescale on path{k} alone")
+            row = Row(f"whalescale path{k} alone", REF_WS)
+            _guarded(row, "whalescale", lambda row=row, k=k: _ws_row(
+                pair, scenario, row, [k], None, seconds, options.udp))
+            result.rows.append(row)
+        for variant in options.variants:
+            log(f"  {scenario.name}: whalescale {variant} over {n} paths")
+            row = Row(f"whalescale {VARIANT_LABELS.get(variant, variant)}", "variant")
+            if not with_scheduler:
+                row.note = "agent has no --scheduler: ran its default"
+            _guarded(row, "whalescale", lambda row=row, variant=variant: _ws_row(
+                pair, scenario, row, list(range(n)), variant, seconds, options.udp))
+            result.rows.append(row)
+        if REF_MPTCP in options.references:
+            row = Row("kernel MPTCP", REF_MPTCP)
+            reason = mptcp_available()
+            if reason:
+                row.note = f"not run: {reason}"
+            else:
+                log(f"  {scenario.name}: kernel MPTCP over {n} paths")
+
+                def mptcp(row: Row = row) -> None:
+                    configure_mptcp(bench)
+                    with _events(bench, scenario, seconds):
+                        _tcp_into(row, _iperf(bench.left, bench.right,
+                                              bench.links[0].right_addr, seconds,
+                                              wrapper=(MPTCPIZE, "run"), port=MPTCP_PORT,
+                                              bind=False))
+
+                _guarded(row, "MPTCP", mptcp)
+            result.rows.append(row)
+    for row in result.rows:
+        if row.goodput_mbit is not None:
+            row.of_sum = row.goodput_mbit / result.sum_mbit if result.sum_mbit else None
+            if result.best_single_mbit:
+                row.of_best = row.goodput_mbit / result.best_single_mbit
+    return result
+
+
+def check_scenarios(names: list[str] | tuple[str, ...], ceiling: EmulatorCeiling) -> list[str]:
+    """Why the named scenarios cannot run against this ceiling (empty: they can)."""
+    problems = []
+    for name in names:
+        for problem in ceiling_problems(list(SCENARIOS[name].links), ceiling):
+            problems.append(f"scenario {name}: {problem}")
+    return problems
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"host": platform.node(), "kernel": platform.release(), "cpu": cpu,
+            "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def run_bench(out: Path, options: Options, log: Any = print) -> dict[str, Any]:
+    """The whole bench: ceiling, every scenario, report, plots. Returns results.json's data.
+    Raises BenchError when a scenario would measure the emulator."""
+    unknown = [s for s in options.scenarios if s not in SCENARIOS]
+    if unknown:
+        raise BenchError(f"unknown scenario(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(SCENARIOS)}")
+    started = datetime.datetime.now(datetime.UTC)
+    log(f"measuring the emulator's ceiling ({options.ceiling_seconds:g} s floods)")
+    ceiling = measure_ceiling(seconds=options.ceiling_seconds)
+    log(f"  ceiling {ceiling.mbit:.0f} Mbit/s (UDP {ceiling.udp_mbit:.0f}, "
+        f"TCP {ceiling.tcp_mbit:.0f}); a scenario may use half")
+    problems = check_scenarios(options.scenarios, ceiling)
+    if problems:
+        raise BenchError("refusing to run: the emulator would be the bottleneck:\n  "
+                         + "\n  ".join(problems))
+    with_scheduler = scheduler_supported()
+    if not with_scheduler:
+        log("  note: this agent has no --scheduler (multipath not wired in yet)")
+    results = []
+    for name in options.scenarios:
+        log(f"scenario {name}: {SCENARIOS[name].title}")
+        results.append(run_scenario(SCENARIOS[name], options, with_scheduler, log))
+    data = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "options": attrs.asdict(options),
+        "scheduler_flag": with_scheduler,
+        "ceiling": {**attrs.asdict(ceiling), "mbit": ceiling.mbit},
+        "scenarios": [attrs.asdict(r) for r in results],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    plot(data, out)
+    (out / "report.md").write_text(report_md(data))
+    return data
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, fmt: str = "{:.1f}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def _reorder(row: dict[str, Any], key: str, fmt: str = "{:g}") -> str:
+    reorder = row.get("reorder")
+    if not reorder or reorder.get(key) is None:
+        return "n/a"
+    return fmt.format(reorder[key])
+
+
+def report_md(data: dict[str, Any]) -> str:
+    c, m, o = data["ceiling"], data["machine"], data["options"]
+    lines = [
+        "# whalescale multipath bench", "",
+        f"- date: {data['date']}",
+        f"- machine: {m['host']}, {m['cpu'] or 'unknown CPU'} x {m['cpus']}, "
+        f"Linux {m['kernel']}, Python {m['python']}",
+        f"- each flow: {o['seconds']:g} s, iperf3 TCP single flow left -> right, "
+        f"{INTERVAL_S:g} s intervals; UDP at {UDP_SHARE:.0%} of the rates used "
+        f"({'on' if o['udp'] else 'off'})",
+        f"- emulator ceiling (measured first, one link, no delay): "
+        f"**{c['mbit']:.0f} Mbit/s** (UDP {c['udp_mbit']:.0f} Mbit/s = "
+        f"{c['udp_pps'] / 1000:.0f} kpps, TCP {c['tcp_mbit']:.0f} Mbit/s); with "
+        f"{c['delay_ms']:g} ms asked: ping RTT {c['ping_rtt_ms']:.2f} ms, one-way "
+        f"{c['probe_one_way_ms']:.2f} ms (p99 {c['probe_one_way_p99_ms']:.2f}). "
+        f"Every scenario stays under half of it.",
+        "- scheduler variants: " + ("chosen with --scheduler" if data["scheduler_flag"] else
+                                    "**this agent has no --scheduler: every variant ran its "
+                                    "default**"),
+        "",
+        "Columns: goodput; as a share of the sum of the path rates and of the best single "
+        "path (plain TCP, measured on the same links in the same run); inner-TCP "
+        "retransmits; the longest stall (0.5 s intervals under 10% of the flow's mean); the "
+        "receiver's reorder buffer (gaps skipped, late drops, added delay mean/max) from "
+        "`whalescale status --json`; the UDP flow's goodput and loss. n/a: not measured "
+        "or not reported (an agent without multipath reports none).",
+        "", "![goodput](goodput.png)", "", "![throughput over time](throughput.png)", "",
+    ]
+    for s in data["scenarios"]:
+        links = ", ".join(
+            f"path{k}: {ln['rate_mbit']:g} Mbit/s, RTT {2 * ln['delay_ms']:g} ms"
+            + (f", loss {100 * ln['loss']:g}%" if ln["loss"] else "")
+            for k, ln in enumerate(s["links"]))
+        lines += [f"## {s['scenario']}: {s['title']}", "",
+                  f"{links}; sum {s['sum_mbit']:g} Mbit/s; best single path: "
+                  f"path{s['best_path']} ({_num(s['best_single_mbit'])} Mbit/s)", "",
+                  "| row | Mbit/s | of sum | of best | retrans | max stall s | gaps skipped "
+                  "| late drops | added delay ms | UDP Mbit/s | UDP loss | note |",
+                  "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+        for r in s["rows"]:
+            delay = (f"{_reorder(r, 'added_delay_mean_ms', '{:.1f}')} / "
+                     f"{_reorder(r, 'added_delay_max_ms', '{:.1f}')}")
+            lines.append(
+                f"| {r['name']} | {_num(r['goodput_mbit'])} | {_pct(r['of_sum'])} | "
+                f"{_pct(r['of_best'])} | {_num(r['retransmits'], '{:d}')} | "
+                f"{_num(r['max_stall_s'], '{:.1f}')} | {_reorder(r, 'gaps_skipped')} | "
+                f"{_reorder(r, 'late_drops')} | {delay} | "
+                f"{_num(r['udp_goodput_mbit'])} | {_pct(r['udp_loss'])} | {r['note']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(data: dict[str, Any], out: Path) -> None:
+    """goodput.png (share of the sum per scenario and row) and throughput.png (each
+    scenario's flows over time, path outages shaded)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = data["scenarios"]
+    names = []  # row names in first-seen order; the per-link TCP rows stay apart
+    for s in scenarios:
+        for r in s["rows"]:
+            if r["name"] not in names:
+                names.append(r["name"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(scenarios) + 2), 4.5))
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        xs, ys = [], []
+        for j, s in enumerate(scenarios):
+            row = next((r for r in s["rows"] if r["name"] == name), None)
+            if row is not None and row["of_sum"] is not None:
+                xs.append(j - 0.4 + width * (i + 0.5))
+                ys.append(100 * row["of_sum"])
+        ax.bar(xs, ys, width, label=name)
+    ax.set_xticks(range(len(scenarios)), [s["scenario"] for s in scenarios])
+    ax.set_ylabel("TCP goodput, % of the sum of path rates")
+    ax.axhline(100, color="grey", lw=0.8, ls=":")
+    ax.set_title(f"single-flow goodput, {data['options']['seconds']:g} s per flow")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "goodput.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(scenarios), 1, figsize=(8, 2.6 * len(scenarios)),
+                             squeeze=False)
+    seconds = data["options"]["seconds"]
+    for ax, s in zip(axes[:, 0], scenarios, strict=True):
+        scenario = SCENARIOS.get(s["scenario"])
+        if scenario is not None:
+            for path, t0, t1 in scenario.down_spans(seconds):
+                ax.axvspan(t0, t1, color="red", alpha=0.12,
+                           label=f"path{path} down" if t0 == scenario.down_spans(seconds)[0][1]
+                           else None)
+        for r in s["rows"]:
+            ys = r["intervals_mbit"]
+            if ys:
+                ax.step([INTERVAL_S * (i + 1) for i in range(len(ys))], ys, where="pre",
+                        label=r["name"], lw=1)
+        ax.axhline(s["sum_mbit"], color="grey", lw=0.8, ls=":")
+        ax.set_title(s["title"], fontsize=9)
+        ax.set_ylabel("Mbit/s")
+        ax.set_xlim(0, seconds)
+        ax.legend(fontsize=6, ncol=3, loc="lower left")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+
+
+def run_multipath_bench(out: Path, seconds: float = 10.0, scenarios: list[str] | None = None,
+                        variants: list[str] | None = None) -> int:
+    """The CLI's entry: 0 on a report, 2 when the bench cannot or must not run."""
+    reason = lab_available() or (None if _has("iperf3") else "no iperf3")
+    if reason:
+        print(f"whalescale bench multipath: cannot run: {reason}", file=sys.stderr)
+        return 2
+    bad = [v for v in variants or () if v not in VARIANTS]
+    if bad:
+        print(f"whalescale bench multipath: unknown variant(s) {', '.join(bad)}; "
+              f"known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    options = Options(seconds=seconds, scenarios=tuple(scenarios or SCENARIOS),
+                      variants=tuple(variants or VARIANTS))
+    try:
+        run_bench(out, options, log=lambda m: print(m, flush=True))
+    except BenchError as exc:
+        print(f"whalescale bench multipath: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'goodput.png'}, "
+          f"{out / 'throughput.png'}")
+    return 0
+
+
+def _has(tool: str) -> bool:
+    import shutil
+
+    return shutil.which(tool) is not None
