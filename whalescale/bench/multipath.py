@@ -620,15 +620,14 @@ def plot(data: dict[str, Any], out: Path) -> None:
     for ax, s in zip(axes[:, 0], scenarios, strict=True):
         scenario = SCENARIOS.get(s["scenario"])
         if scenario is not None:
-            for path, t0, t1 in scenario.down_spans(seconds):
+            for i, (path, t0, t1) in enumerate(scenario.down_spans(seconds)):
                 ax.axvspan(t0, t1, color="red", alpha=0.12,
-                           label=f"path{path} down" if t0 == scenario.down_spans(seconds)[0][1]
-                           else None)
+                           label=f"path{path} down" if i == 0 else None)
         for r in s["rows"]:
             ys = r["intervals_mbit"]
             if ys:
-                ax.step([INTERVAL_S * (i + 1) for i in range(len(ys))], ys, where="pre",
-                        label=r["name"], lw=1)
+                ax.stairs(ys, [INTERVAL_S * i for i in range(len(ys) + 1)],
+                          label=r["name"], lw=1.2)
         ax.axhline(s["sum_mbit"], color="grey", lw=0.8, ls=":")
         ax.set_title(s["title"], fontsize=9)
         ax.set_ylabel("Mbit/s")

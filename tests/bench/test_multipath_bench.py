@@ -1,0 +1,84 @@
+"""`whalescale bench multipath` end to end, short: one scenario, one scheduler variant and
+the single-path references, in real namespaces; the report, its plots and sane figures.
+
+Sanity only, not performance: 3-second flows on two shared cores say little about a
+scheduler, but every figure must be a number in its range and every file must be there.
+"""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from whalescale.bench.multipath import (
+    REF_TCP,
+    REF_WS,
+    SCENARIOS,
+    Options,
+    max_stall_s,
+    run_bench,
+)
+
+pytestmark = pytest.mark.lab
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SECONDS = 3.0
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def test_max_stall_counts_the_longest_run_of_near_empty_intervals() -> None:
+    assert max_stall_s([10, 10, 0, 0, 10, 0, 10]) == 1.0
+    assert max_stall_s([10, 10, 10]) == 0.0
+    assert max_stall_s([]) == 0.0
+
+
+def test_flapping_timeline_downs_and_ups_within_the_run() -> None:
+    timeline = SCENARIOS["flapping"].timeline(10)
+    assert timeline == [(2.0, 1, False), (3.0, 1, True), (6.0, 1, False), (7.0, 1, True)]
+    assert SCENARIOS["dies"].down_spans(10) == [(1, 4.0, 10)]
+
+
+def test_one_short_scenario_writes_a_sane_report(lab_skip_reason: None, tmp_path: Path) -> None:
+    before = namespaces()
+    out = tmp_path / "report"
+    options = Options(seconds=SECONDS, scenarios=("equal",), variants=("wrr",),
+                      references=(REF_TCP, REF_WS), ceiling_seconds=1.0)
+    data = run_bench(out, options, log=lambda _: None)
+    assert namespaces() <= before  # every lab torn down
+
+    report = (out / "report.md").read_text()
+    assert "## equal" in report
+    assert "emulator ceiling" in report
+    for png in ("goodput.png", "throughput.png"):
+        assert (out / png).read_bytes().startswith(PNG_MAGIC)
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(data))
+
+    assert data["ceiling"]["mbit"] > 2 * SCENARIOS["equal"].sum_mbit
+    (scenario,) = data["scenarios"]
+    rows = {r["name"]: r for r in scenario["rows"]}
+    assert set(rows) == {"TCP path0 alone", "TCP path1 alone", "whalescale path0 alone",
+                         "whalescale WRR"} or set(rows) == {
+        "TCP path0 alone", "TCP path1 alone", "whalescale path1 alone", "whalescale WRR"}
+    total = scenario["sum_mbit"]
+    assert 0 < scenario["best_single_mbit"] <= 0.6 * total  # one 20 of 40 Mbit/s
+    for name, row in rows.items():
+        assert row["note"] == "" or "no --scheduler" in row["note"], (name, row["note"])
+        assert 0.1 * total / 2 < row["goodput_mbit"] <= 1.1 * total, name
+        assert row["of_sum"] == pytest.approx(row["goodput_mbit"] / total)
+        assert 0 < row["of_best"] < 2.5
+        assert row["retransmits"] >= 0
+        assert 0 <= row["max_stall_s"] <= SECONDS
+        assert len(row["intervals_mbit"]) >= 2 * SECONDS - 1
+    for name in ("whalescale WRR", next(n for n in rows if n.endswith("alone")
+                                        and n.startswith("whalescale"))):
+        row = rows[name]
+        assert 0 < row["udp_goodput_mbit"] <= 1.1 * total
+        assert 0 <= row["udp_loss"] <= 1
+        if row["reorder"] is not None:  # an agent without multipath reports none
+            for key in ("gaps_skipped", "late_drops"):
+                assert row["reorder"][key] >= 0
