@@ -9,16 +9,20 @@ import json
 import subprocess
 from pathlib import Path
 
+import attrs
 import pytest
 
+from whalescale.bench.links import EmulatorCeiling
 from whalescale.bench.multipath import (
     REF_TCP,
     REF_WS,
     SCENARIOS,
     Options,
+    check_scenarios,
     max_stall_s,
     run_bench,
 )
+from whalescale.cli import build_parser
 
 pytestmark = pytest.mark.lab
 
@@ -41,6 +45,23 @@ def test_flapping_timeline_downs_and_ups_within_the_run() -> None:
     timeline = SCENARIOS["flapping"].timeline(10)
     assert timeline == [(2.0, 1, False), (3.0, 1, True), (6.0, 1, False), (7.0, 1, True)]
     assert SCENARIOS["dies"].down_spans(10) == [(1, 4.0, 10)]
+
+
+def test_scenarios_that_would_measure_the_emulator_are_refused() -> None:
+    slow = EmulatorCeiling(udp_pps=5000, udp_mbit=60, tcp_mbit=70, delay_ms=10,
+                           ping_rtt_ms=20, probe_one_way_ms=10, probe_one_way_p99_ms=11)
+    problems = check_scenarios(["equal", "ratio"], slow)
+    assert any(p.startswith("scenario ratio:") and "60 Mbit/s" in p for p in problems)
+    fast = attrs.evolve(slow, udp_mbit=1000, tcp_mbit=1000)
+    assert check_scenarios(list(SCENARIOS), fast) == []
+
+
+def test_cli_takes_scenarios_and_variants() -> None:
+    args = build_parser().parse_args(["bench", "multipath", "--out", "x", "--seconds", "3",
+                                      "--scenario", "equal", "--scenario", "dies",
+                                      "--variant", "wrr"])
+    assert (args.out, args.seconds, args.scenario, args.variant) == (
+        Path("x"), 3.0, ["equal", "dies"], ["wrr"])
 
 
 def test_one_short_scenario_writes_a_sane_report(lab_skip_reason: None, tmp_path: Path) -> None:
