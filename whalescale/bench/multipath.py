@@ -145,7 +145,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 class Row:
     """One contender in one scenario: a TCP flow, maybe a UDP flow, maybe agent stats."""
 
-    name: str  # "whalescale wrr", "TCP path0 alone", "kernel MPTCP", ...
+    name: str  # "whalescale WRR", "TCP path0 alone", "kernel MPTCP", ...
     kind: str  # "variant" or one of REFERENCES
     goodput_mbit: float | None = None
     retransmits: int | None = None
@@ -184,7 +184,8 @@ def _iperf(client: Host, server: Host, addr: str, seconds: float, *extra: str,
         if not proc.wait_for_log(r"Server listening", 10):
             raise BenchError(f"iperf3 server did not start:\n{proc.log()}")
         out = client.run(*wrapper, "iperf3", "-c", addr, "-p", str(port), "-t", str(seconds),
-                         "-i", str(INTERVAL_S), "-J", *extra, check=False,
+                         "-i", str(INTERVAL_S), "-J", "--get-server-output", *extra,
+                         check=False,
                          timeout=seconds + 40).stdout  # fmt: skip
     finally:
         proc.stop()
@@ -213,7 +214,11 @@ def _tcp_into(row: Row, report: dict[str, Any]) -> None:
     end = report["end"]
     row.goodput_mbit = end["sum_received"]["bits_per_second"] / 1e6
     row.retransmits = int(end["sum_sent"].get("retransmits", 0))
-    row.intervals_mbit = [i["sum"]["bits_per_second"] / 1e6 for i in report["intervals"]]
+    # The receiver's intervals when the server sent them (what arrived when, not what
+    # the sender pushed into its socket buffer), else the sender's.
+    server = report.get("server_output_json") or {}
+    intervals = server.get("intervals") or report["intervals"]
+    row.intervals_mbit = [i["sum"]["bits_per_second"] / 1e6 for i in intervals]
     row.max_stall_s = max_stall_s(row.intervals_mbit)
 
 
@@ -413,7 +418,7 @@ def run_scenario(scenario: Scenario, options: Options, with_scheduler: bool,
         if REF_WS in options.references:
             k = result.best_path
             log(f"  {scenario.name}: whalescale on path{k} alone")
-            row = Row(f"whalescale path{k} alone", REF_WS)
+            row = Row("whalescale best path alone", REF_WS)
             _guarded(row, "whalescale", lambda row=row, k=k: _ws_row(
                 pair, scenario, row, [k], None, seconds, options.udp))
             result.rows.append(row)
