@@ -62,7 +62,7 @@ def main() -> None:
 
     def pump() -> None:
         nonlocal sent
-        for datagram, addr in engine.outbox:
+        for datagram, addr, _ in engine.outbox:
             sock.sendto(datagram, addr)
             sent += 1
         engine.outbox.clear()

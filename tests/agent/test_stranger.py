@@ -29,7 +29,7 @@ for i in range(5):
     engine = Engine(me.x25519_private, me.x25519_public, [bob], random_bytes=os.urandom,
                     wall_offset=time.time())
     engine.peers[bob.static_public].initiate(float(i), retry=False, reason="probe")
-    for datagram, addr in engine.outbox:
+    for datagram, addr, _ in engine.outbox:
         sock.sendto(datagram, addr)
     try:
         while True:

@@ -58,7 +58,7 @@ class Pair:
             for src, dst, src_addr, name in ((self.alice, self.bob, A_ADDR, "alice"),
                                              (self.bob, self.alice, B_ADDR, "bob")):
                 out, src.outbox = src.outbox, []
-                for datagram, _addr in out:
+                for datagram, _addr, _local in out:
                     moved = True
                     self.wire.append((name, datagram))
                     if name not in self.lost:

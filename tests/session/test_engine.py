@@ -71,7 +71,7 @@ def test_unknown_peer_with_valid_mac1_gets_nothing():
     stranger = make_engine(stranger_id, [("bob", pair.bob_id, B_TUNNEL, (("10.0.0.2", 1),))],
                            seed=7)
     stranger.send_packets([ip_packet("100.96.0.9", B_TUNNEL)], 0.0)
-    (initiation, _), = stranger.outbox
+    (initiation, _, _), = stranger.outbox
     pair.bob.receive_datagram(initiation, ("10.0.0.9", 5555), 0.0)
     assert pair.bob.outbox == []
     assert pair.bob.drops["unknown_peer"] == 1
@@ -201,7 +201,7 @@ def test_cookie_reply_under_load_then_mac2_accepted():
 def test_forged_cookie_reply_is_ignored():
     pair = Pair()
     pair.alice_to_bob()
-    (initiation, _), = pair.alice.outbox
+    (initiation, _, _), = pair.alice.outbox
     sender = int.from_bytes(initiation[4:8], "little")
     forged = wire.build_cookie_reply(sender, b"\0" * 24, b"\1" * 32)
     pair.alice.receive_datagram(forged, ("10.0.0.2", 51820), 0.0)

@@ -25,7 +25,7 @@ def initiation_times(spec_kw: dict, until: float) -> tuple[list[float], list[tup
     engine.outbox.clear()
     while (deadline := engine.next_deadline()) is not None and deadline <= until:
         engine.handle_timer(deadline)
-        for _, addr in engine.outbox:
+        for _, addr, _ in engine.outbox:
             times.append(deadline)
             where.append(addr)
         engine.outbox.clear()

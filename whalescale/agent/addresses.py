@@ -25,6 +25,19 @@ def local_interfaces(exclude: str) -> list[Interface]:
     return sorted(found, key=lambda i: (i.version, str(i)))
 
 
+def addresses_of(names: tuple[str, ...]) -> list[tuple[str, Interface]]:
+    """(interface name, address) of the named interfaces, in the order named."""
+    with IPRoute() as ipr:
+        by_index = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        found = []
+        for msg in ipr.get_addr():
+            name = by_index.get(msg["index"])
+            interface = ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+            if name in names and not interface.ip.is_link_local:
+                found.append((name, interface))
+    return sorted(found, key=lambda f: (names.index(f[0]), f[1].version == 4, str(f[1])))
+
+
 def is_lan(host: str, interfaces: list[Interface]) -> bool:
     address = ipaddress.ip_address(host)
     return any(address in i.network for i in interfaces if i.version == address.version)

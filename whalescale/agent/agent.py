@@ -11,6 +11,7 @@ deadline is the earliest of the engine's and the gossip node's.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -28,7 +29,8 @@ from ..mesh.cache import CacheError, LkgCache
 from ..mesh.controller import Contact, MeshController, StoredRecord
 from ..mesh.gossip import GossipNode
 from ..mesh.records import MAX_ENDPOINTS
-from ..session.engine import Engine
+from ..multipath.link import TRAILER_SIZE
+from ..session.engine import Engine, MultipathConfig
 from ..session.timers import REKEY_TIMEOUT_S
 from ..tun.device import TunDevice
 from ..wire import control as wire_control
@@ -46,7 +48,7 @@ _TUN_BATCH_FRAMES = 64
 class Agent:
     def __init__(self, mesh: Mesh, identity: Identity, *, state_dir: Path,
                  mesh_path: Path | None = None, interface: str = "ws0",
-                 offload: bool = True) -> None:
+                 offload: bool = True, scheduler: str = "wrr") -> None:
         self.mesh = mesh
         self.mesh_path = mesh_path
         self.identity = identity
@@ -54,9 +56,14 @@ class Agent:
         self.interface = interface
         self.state_dir = state_dir
         self.offload = offload
+        self.scheduler = scheduler
+        # Sockets on the interfaces the mesh file lets us use for multipath; the engine
+        # learns their addresses in open(), when they are bound.
+        self._path_sockets: dict[tuple[str, int], socket.socket] = {}
         self.engine = Engine(
             identity.x25519_private, identity.x25519_public, peer_specs(mesh, self.me),
-            random_bytes=os.urandom, wall_offset=0.0, mtu=mesh.mtu,
+            random_bytes=os.urandom, wall_offset=0.0, mtu=self.mtu,
+            multipath=MultipathConfig(scheduler=scheduler),
         )
         self._tun: TunDevice | None = None
         self._sockets: dict[int, socket.socket] = {}
@@ -67,6 +74,11 @@ class Agent:
         self._cache: LkgCache | None = None
         self.mesh_controller: MeshController | None = None
         self._published: list[tuple[str, int]] = []
+
+    @property
+    def mtu(self) -> int:
+        """The tunnel MTU: the mesh's, less the multipath trailer when we announce paths."""
+        return self.mesh.mtu - (TRAILER_SIZE if self.me.interfaces else 0)
 
     def _node_ids(self) -> dict[bytes, bytes]:
         """Static (X25519) key -> node ID of every other whalescale node."""
@@ -114,14 +126,14 @@ class Agent:
             raise
         log.info("node %s (%s) up on %s, mtu %d, udp port %d, %d peers, offload %s",
                  self.me.name, fingerprint(self.identity.public), self.interface,
-                 self.mesh.mtu, self.me.port, len(self.engine.peers),
+                 self.mtu, self.me.port, len(self.engine.peers),
                  "on" if self._tun.offload else "off")
 
     def _configure_tun(self) -> None:
         assert self._tun is not None
         self._tun.configure(
             addresses=[f"{a}/{a.max_prefixlen}" for a in self.me.addresses],
-            mtu=self.mesh.mtu,
+            mtu=self.mtu,
             routes=sorted({str(net) for net in self.mesh.prefixes}
                           | {str(net) for peer in self.engine.peers.values()
                              for net in peer.spec.allowed_ips}),
@@ -143,7 +155,7 @@ class Agent:
             log.error("reload refused, the running mesh stays as it was: %s", error)
             return {"ok": False, "error": error}
         changes = self.engine.update_peers(peer_specs(mesh, me))
-        self.engine.mtu = mesh.mtu
+        self.engine.mtu = self.mtu
         self.mesh, self.me = mesh, me
         self._anchors.anchors = self._anchor_keys()
         assert self._cache is not None and self.mesh_controller is not None
@@ -190,7 +202,8 @@ class Agent:
             interface=self.interface, port=self.me.port, is_anchor=self.me.anchor,
             engine=self.engine, anchor_keys=self._anchors.anchors,
             health=self._anchors.health(self._reachable(now), self.me.anchor), now=now,
-            interfaces=self._interfaces, record_seqs=self.mesh_controller.record_seqs())
+            interfaces=self._interfaces, record_seqs=self.mesh_controller.record_seqs(),
+            scheduler=self.scheduler)
         report["gossip"] = self.gossip_counters()
         report["drops"] = self.drops()
         report["published"] = [endpoint_text(a) for a in self._published]
@@ -303,9 +316,10 @@ class Agent:
         if self._tun is not None:
             self._tun.close()
             self._tun = None
-        for sock in self._sockets.values():
+        for sock in [*self._sockets.values(), *self._path_sockets.values()]:
             sock.close()
         self._sockets.clear()
+        self._path_sockets.clear()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -315,7 +329,9 @@ class Agent:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._tun_reader)
             for sock in self._sockets.values():
-                nursery.start_soon(self._udp_reader, sock)
+                nursery.start_soon(self._udp_reader, sock, None)
+            for local, sock in self._path_sockets.items():
+                nursery.start_soon(self._udp_reader, sock, local)
             nursery.start_soon(self._timer)
             nursery.start_soon(self._housekeeping)
             await nursery.start(control.serve, control.socket_path(self.state_dir),
@@ -330,16 +346,29 @@ class Agent:
             self._sockets[socket.AF_INET6] = udp.open_udp("::", self.me.port, socket.AF_INET6)
         except OSError as exc:
             log.info("no IPv6 socket (%s); IPv4 only", exc.strerror)
+        for name, interface in addresses.addresses_of(self.me.interfaces):
+            local = (str(interface.ip), self.me.port)
+            family = socket.AF_INET6 if interface.version == 6 else socket.AF_INET
+            self._path_sockets[local] = udp.open_udp(local[0], local[1], family, device=name)
+        if self.me.interfaces:
+            log.info("multipath: sockets on %s (scheduler %s)",
+                     ", ".join(f"{h}:{p}" for h, p in self._path_sockets) or "none found",
+                     self.scheduler)
+        self.engine.multipath = MultipathConfig(tuple(self._path_sockets), self.scheduler)
+        for peer in self.engine.peers.values():
+            if peer.mp is not None:
+                peer.mp.local_addrs = list(self._path_sockets)
 
     async def _tun_reader(self) -> None:
         assert self._tun is not None
-        tun, engine, mtu = self._tun, self.engine, self.mesh.mtu
+        tun, engine, mtu = self._tun, self.engine, self.mtu
         while True:
             await trio.lowlevel.wait_readable(tun.fileno())
             engine.send_packets(tun.read_batch(mtu, _TUN_BATCH_FRAMES), trio.current_time())
             self._flush()
 
-    async def _udp_reader(self, sock: socket.socket) -> None:
+    async def _udp_reader(self, sock: socket.socket, local: tuple[str, int] | None) -> None:
+        """Datagrams of one socket; `local` is its address for a path socket, else None."""
         engine = self.engine
         v6 = sock.family == socket.AF_INET6
         while True:
@@ -347,7 +376,7 @@ class Agent:
             batch = udp.recv_batch(sock, _RECV_BATCH_BYTES)
             if v6:  # (host, port, flowinfo, scope_id) -> (host, port), as the engine keys peers
                 batch = [(data, addr[:2]) for data, addr in batch]
-            engine.receive_datagrams(batch, trio.current_time())
+            engine.receive_datagrams(batch, trio.current_time(), local)
             self._flush()
 
     async def _timer(self) -> None:
@@ -408,16 +437,23 @@ class Agent:
             # the cache speeds up recovery; losing a write must not stop the VPN
             log.error("last-known-good cache: %s", exc)
 
-    def _send(self, out: list[tuple[bytes, tuple[str, int]]]) -> None:
-        """Send runs of datagrams to the same address as one batch (UDP GSO)."""
-        start = 0
-        for i in range(1, len(out) + 1):
-            if i == len(out) or out[i][1] != out[start][1]:
-                addr = out[start][1]
-                family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-                sock = self._sockets.get(family)
-                if sock is None:
-                    self.engine.drops["no_socket_for_family"] += i - start
-                else:
-                    udp.send_batch(sock, [d for d, _ in out[start:i]], addr)
-                start = i
+    def _send(self, out: list[tuple[bytes, tuple[str, int], tuple[str, int] | None]]
+              ) -> None:
+        """Send each destination's datagrams as one batch (UDP GSO), in order, from the
+        socket the engine named (a path socket) or the default one of the family."""
+        groups: dict[tuple[tuple[str, int], tuple[str, int] | None], list[bytes]] = {}
+        for datagram, addr, local in out:
+            groups.setdefault((addr, local), []).append(datagram)
+        for (addr, local), datagrams in groups.items():
+            if local is not None:
+                sock = self._path_sockets.get(local)
+            else:
+                sock = self._sockets.get(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
+            if sock is None:
+                self.engine.drops["no_socket"] += len(datagrams)
+                continue
+            try:
+                udp.send_batch(sock, datagrams, addr)
+            except OSError as exc:  # unreachable from this socket, ...: UDP promises nothing
+                self.engine.drops[f"send_{errno.errorcode.get(exc.errno or 0, 'error')}"] += (
+                    len(datagrams))

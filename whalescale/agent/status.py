@@ -29,7 +29,7 @@ def _ago(then: float | None, now: float) -> float | None:
 
 
 def peer_status(peer: Peer, anchor: bool, now: float, interfaces: list[Interface],
-                record_seq: int | None = None) -> dict[str, Any]:
+                record_seq: int | None = None, scheduler: str = "wrr") -> dict[str, Any]:
     return {
         "name": peer.name,
         "kind": "whalescale" if peer.spec.whalescale else "wireguard",
@@ -43,16 +43,18 @@ def peer_status(peer: Peer, anchor: bool, now: float, interfaces: list[Interface
         "rx_bytes": peer.rx_bytes,
         "tx_bytes": peer.tx_bytes,
         "record_seq": record_seq,  # its self-attested gossip record, if we hold one
+        "multipath": peer.mp.status(scheduler) if peer.mp is not None else None,
     }
 
 
 def build_status(*, node: str, fingerprint: str, interface: str, port: int, is_anchor: bool,
                  engine: Engine, anchor_keys: frozenset[bytes], health: AnchorHealth,
                  now: float, interfaces: list[Interface],
-                 record_seqs: dict[str, int] | None = None) -> dict[str, Any]:
+                 record_seqs: dict[str, int] | None = None,
+                 scheduler: str = "wrr") -> dict[str, Any]:
     seqs = record_seqs or {}
     peers = [peer_status(p, p.spec.static_public in anchor_keys, now, interfaces,
-                         seqs.get(p.name))
+                         seqs.get(p.name), scheduler)
              for p in engine.peers.values()]
     anchors_up = [p["name"] for p in peers if p["anchor"] and p["reachable"]]
     warnings = []

@@ -35,10 +35,16 @@ _MAX_RECV_CALLS = 256
 _gso_refused: "weakref.WeakSet[socket.socket]" = weakref.WeakSet()
 
 
-def open_udp(host: str, port: int, family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
-    """Bind a non-blocking UDP socket with large buffers and UDP_GRO on."""
+def open_udp(host: str, port: int, family: socket.AddressFamily = socket.AF_INET,
+             device: str | None = None) -> socket.socket:
+    """Bind a non-blocking UDP socket with large buffers and UDP_GRO on; with `device`,
+    one that sends and receives only through that interface (a multipath path's)."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        # The default socket and the per-interface ones share the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if device is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
         if family == socket.AF_INET6:
             # The agent binds IPv4 separately on the same port; mapped addresses
             # would also give one peer two spellings of its endpoint.

@@ -46,6 +46,7 @@ class _PathEstimate:
     weight_bps: float
     acked: deque[tuple[float, int]] = attrs.Factory(deque)
     acked_bytes: int = 0
+    probed_at: float = float("-inf")
 
 
 class BandwidthEstimator:
@@ -99,9 +100,17 @@ class BandwidthEstimator:
         moved = {}
         for pid, est in self._paths.items():
             gain = 1.0 if pid in saturated else 1.0 + p.probe_gain
-            target = max(p.min_weight_bps,
-                         min(gain * self.estimate_bps(pid, now), self.ramp_cap_bps(pid, now)))
+            wanted = gain * self.estimate_bps(pid, now)
+            # A path the scheduler starves carries only its share, so its estimate can
+            # never show spare capacity: an unsaturated path is also offered its weight
+            # plus probe_gain, twice a window, until it shows loss or queueing.
+            probing = pid not in saturated and now - est.probed_at >= p.window_s / 2
+            if probing:
+                wanted = max(wanted, est.weight_bps * (1.0 + p.probe_gain))
+            target = max(p.min_weight_bps, min(wanted, self.ramp_cap_bps(pid, now)))
             if abs(target - est.weight_bps) > p.hysteresis * est.weight_bps:
+                if probing and target > est.weight_bps:
+                    est.probed_at = now
                 est.weight_bps = target
                 moved[pid] = target
         return moved

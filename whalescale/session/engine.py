@@ -3,7 +3,8 @@
 Theory of operation (aioquic's shape):
 - The shell feeds `receive_datagrams(batch, now)` with the UDP datagrams it
   read and `send_packets(packets, now)` with the IP packets read from the TUN.
-- The engine appends what must go out to `outbox` (datagram, address) and
+- The engine appends what must go out to `outbox` (datagram, address, local
+  address or None for the default socket) and
   what must reach the TUN to `inbox`; the shell drains both lists.
 - `next_deadline()` is the one absolute time the shell must call
   `handle_timer(now)` at. `events` explain what happened, for logs.
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from ..multipath.link import TRAILER_MARKER, TRAILER_SIZE
 from ..wire import control
 from ..wire import messages as wire
 from . import events
@@ -38,10 +40,22 @@ from .timers import MIN_INITIATION_INTERVAL_S, REJECT_AFTER_S, REKEY_JITTER_MAX_
 Addr = tuple[str, int]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+_PATH_KINDS = frozenset((control.Kind.PATH_ANNOUNCE, control.Kind.PATH_PROBE,
+                         control.Kind.PATH_PROBE_REPLY, control.Kind.MP_HEARTBEAT,
+                         control.Kind.MP_FEEDBACK))
 _TRANSPORT_HEADER = wire.TRANSPORT_HEADER
 _TRANSPORT_PREFIX = bytes((wire.MessageType.TRANSPORT, 0, 0, 0))
 # Implementation: above this many handshake messages a second we demand cookies.
 UNDER_LOAD_HANDSHAKES_PER_S = 64
+
+
+@attrs.frozen
+class MultipathConfig:
+    """Multipath with whalescale peers: our socket addresses (announced to them; empty:
+    only the default socket) and the scheduler."""
+
+    local_addrs: tuple[Addr, ...] = ()
+    scheduler: str = "wrr"
 
 
 @attrs.define
@@ -76,7 +90,9 @@ class Engine:
         wall_offset: float,
         mtu: int = 1420,
         under_load_per_s: int = UNDER_LOAD_HANDSHAKES_PER_S,
+        multipath: MultipathConfig | None = None,
     ) -> None:
+        self.multipath = multipath
         self.static_private = static_private
         self.static_public = static_public
         self.random_bytes = random_bytes
@@ -88,7 +104,7 @@ class Engine:
         self._under_load_per_s = under_load_per_s
         self._load_window_start = float("-inf")
         self._load_count = 0
-        self.outbox: list[tuple[bytes, Addr]] = []
+        self.outbox: list[tuple[bytes, Addr, Addr | None]] = []
         self.inbox: list[bytes] = []
         # (peer, kind, body, source address) of control messages received
         self.control_inbox: list[tuple[Peer, control.Kind, bytes, Addr]] = []
@@ -158,7 +174,7 @@ class Engine:
     # ----- services for peers ---------------------------------------------
 
     def emit(self, datagram: bytes, addr: Addr) -> None:
-        self.outbox.append((datagram, addr))
+        self.outbox.append((datagram, addr, None))
 
     def event(self, event: events.Event) -> None:
         self.events.append(event)
@@ -237,7 +253,8 @@ class Engine:
 
     # ----- from the network --------------------------------------------------
 
-    def receive_datagrams(self, datagrams: list[tuple[bytes, Addr]], now: float) -> None:
+    def receive_datagrams(self, datagrams: list[tuple[bytes, Addr]], now: float,
+                          local: Addr | None = None) -> None:
         """Process a batch of UDP datagrams.
 
         Transport messages, nearly all traffic, take the inlined path below; the
@@ -277,19 +294,24 @@ class Engine:
                 continue  # keepalive
             run.data = True
             if plain[0] == control.MARKER:
-                self._receive_control(peer, plain, addr, now)
+                self._receive_control(peer, plain, addr, local, now)
                 continue
             packet = _trim(plain)
             if packet is None:
                 drops["bad_inner_packet"] += 1
             elif owner(packet[12:16] if packet[0] >> 4 == 4 else packet[8:24]) is not peer:
                 drops["source_not_allowed"] += 1
+            elif peer.mp is not None and len(plain) >= len(packet) + TRAILER_SIZE \
+                    and plain[len(packet)] == TRAILER_MARKER:
+                inbox.extend(peer.mp.on_data(
+                    packet, plain[len(packet) : len(packet) + TRAILER_SIZE], now))
             else:
                 inbox.append(packet)
         if run is not None:
             run.flush(now)
 
-    def _receive_control(self, peer: Peer, plain: bytes, addr: Addr, now: float) -> None:
+    def _receive_control(self, peer: Peer, plain: bytes, addr: Addr, local: Addr | None,
+                         now: float) -> None:
         if not peer.spec.whalescale:
             self.drops["control_from_vanilla_peer"] += 1
             return
@@ -302,13 +324,20 @@ class Engine:
             if len(body) <= control.MAX_PING_BODY:
                 self.send_control(peer, control.Kind.PONG, body, now)
             return
+        if kind in _PATH_KINDS:
+            peer.path_message(kind, body, local, addr, now)
+            return
         self.control_inbox.append((peer, kind, body, addr))
 
     def send_control(self, peer: Peer, kind: control.Kind, body: bytes, now: float) -> None:
         """A whalescale message to a whalescale peer, inside its session."""
         if not peer.spec.whalescale:
             raise ValueError(f"{peer.name} is a vanilla WireGuard peer: no control messages")
-        peer.send([control.encode(kind, body)], now)
+        peer.send([control.encode(kind, body)], now, data=False)
+
+    def deliver(self, peer: Peer, packets: list[bytes]) -> None:
+        """Packets a peer's reorder buffer released on a timer (sources checked on entry)."""
+        self.inbox.extend(packets)
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         self.receive_datagrams([(data, addr)], now)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from ..multipath.link import MultipathLink, Outgoing
+from ..wire import control
 from . import events
 from .cookie import CookieGenerator
 from .handshake import InitiatorHandshake, TransportKeys
@@ -75,17 +77,28 @@ class Peer:
         self.send_keepalive_at: float | None = None
         self.persistent_keepalive_at: float | None = None
         self.zero_keys_at: float | None = None
+        # several paths at once, with a whalescale peer when the engine is configured so
+        config = engine.multipath
+        self.mp: MultipathLink | None = (
+            MultipathLink(list(config.local_addrs), scheduler=config.scheduler, now=0.0,
+                          random_bytes=engine.random_bytes)
+            if config is not None and spec.whalescale else None)
 
     # ----- sending -------------------------------------------------------
 
-    def send(self, packets: list[bytes], now: float) -> None:
-        """Send inner packets (from the TUN), or stage them until a session exists."""
+    def send(self, packets: list[bytes], now: float, *, data: bool = True) -> None:
+        """Send inner packets (from the TUN), or stage them until a session exists.
+        `data` packets may be spread over several paths; control messages are not."""
         kp = self.current
         if kp is None or not self._usable(kp, now):
             self.staged.extend(packets)
             self.initiate(now, retry=False, reason="no valid session for outgoing data")
             return
-        self._send_transport(kp, packets, now)
+        if data and self.mp is not None and self.mp.routing:
+            for out in self.mp.route(packets, now):
+                self._send_on(kp, out, now)
+        else:
+            self._send_transport(kp, packets, now)
         if self.new_handshake_at is None:  # timersDataSent
             self.new_handshake_at = now + KEEPALIVE_TIMEOUT_S + REKEY_TIMEOUT_S
         if kp.initiator and (
@@ -110,16 +123,47 @@ class Peer:
         if staged:
             self.send(list(staged), now)
 
-    def _send_transport(self, kp: Keypair, packets: list[bytes], now: float) -> None:
-        endpoint = self.endpoint
+    def _send_transport(self, kp: Keypair, packets: list[bytes], now: float,
+                        local: Addr | None = None, remote: Addr | None = None) -> None:
+        endpoint = remote or self.endpoint
         if endpoint is None:
             return
+        # the trailer of a multipath packet may take it past the MTU: no padding then
         datagrams = kp.seal(packets, self._engine.mtu)
-        self._engine.outbox.extend([(d, endpoint) for d in datagrams])
+        self._engine.outbox.extend([(d, endpoint, local) for d in datagrams])
         self.tx_bytes += sum(map(len, datagrams))
         self.tx_packets += len(datagrams)
         self.send_keepalive_at = None  # timersAnyAuthenticatedPacketSent
         self._traversal(now)
+
+    def _send_on(self, kp: Keypair, out: Outgoing, now: float) -> None:
+        self._send_transport(kp, list(out.plaintexts), now, out.local, out.remote)
+
+    def _send_outgoing(self, outgoing: list[Outgoing], now: float) -> None:
+        kp = self.current
+        if kp is None or not self._usable(kp, now):
+            return
+        for out in outgoing:
+            self._send_on(kp, out, now)
+
+    def path_message(self, kind: control.Kind, body: bytes, local: Addr | None, remote: Addr,
+                     now: float) -> None:
+        """PATH_ANNOUNCE / PROBE / PROBE_REPLY / MP_HEARTBEAT / MP_FEEDBACK from this peer."""
+        mp = self.mp
+        if mp is None:
+            self._engine.drops["multipath_not_enabled"] += 1
+            return
+        match kind:
+            case control.Kind.PATH_ANNOUNCE:
+                self._send_outgoing(mp.on_announce(body, now), now)
+            case control.Kind.PATH_PROBE:
+                self._send_outgoing(mp.on_probe(body, local, remote), now)
+            case control.Kind.PATH_PROBE_REPLY:
+                mp.on_probe_reply(body, local, remote, now)
+            case control.Kind.MP_HEARTBEAT:
+                self._engine.deliver(self, mp.on_heartbeat(body, now))
+            case control.Kind.MP_FEEDBACK:
+                mp.on_feedback(body, local, remote, now)
 
     @staticmethod
     def _usable(kp: Keypair, now: float) -> bool:
@@ -186,6 +230,7 @@ class Peer:
             self.name, True, self.endpoint or ("", 0), now - self.last_initiation_sent))
         self.zero_keys_at = now + ZERO_KEYS_AFTER_S  # timersSessionDerived
         self.send_keepalive(now)  # confirms the keys to the responder
+        self._announce_paths(now)
 
     def complete_as_responder(self, kp: Keypair, addr: Addr, now: float) -> None:
         """We answered a valid initiation; `kp` waits for the initiator to use it."""
@@ -197,6 +242,10 @@ class Peer:
         self.next = kp
         self._engine.register_keypair(kp, self)
         self.zero_keys_at = now + ZERO_KEYS_AFTER_S
+
+    def _announce_paths(self, now: float) -> None:
+        if self.mp is not None and self.endpoint is not None:
+            self._send_outgoing(self.mp.announce(self.endpoint, now), now)
 
     def _handshake_complete(self, now: float) -> None:
         self._engine.handshakes["completed"] += 1
@@ -220,6 +269,7 @@ class Peer:
             self._handshake_complete(now)
             self._engine.event(events.HandshakeCompleted(self.name, False, addr, None))
             self.send_staged(now)
+            self._announce_paths(now)
         if not keepalive:  # timersDataReceived
             if self.send_keepalive_at is None:
                 self.send_keepalive_at = now + KEEPALIVE_TIMEOUT_S
@@ -233,7 +283,7 @@ class Peer:
 
     def _authenticated_from(self, addr: Addr, now: float) -> None:
         """Any authenticated packet: roam to its source, and we heard back."""
-        if addr != self.endpoint:
+        if addr != self.endpoint and not (self.mp is not None and self.mp.knows_remote(addr)):
             self._engine.event(events.EndpointChanged(self.name, self.endpoint, addr))
             self.endpoint = addr
         self.last_received_at = now
@@ -246,9 +296,20 @@ class Peer:
         deadlines = [t for t in (self.retransmit_at, self.new_handshake_at,
                                  self.send_keepalive_at, self.persistent_keepalive_at,
                                  self.zero_keys_at) if t is not None]
+        if self.mp is not None and self.current is not None:
+            mp_deadline = self.mp.next_deadline()
+            if mp_deadline is not None:
+                deadlines.append(mp_deadline)
         return min(deadlines, default=None)
 
     def on_timer(self, now: float) -> None:
+        if self.mp is not None and self.current is not None:
+            mp_deadline = self.mp.next_deadline()
+            if mp_deadline is not None and now >= mp_deadline:
+                outgoing, released = self.mp.on_timer(now, self.endpoint)
+                self._send_outgoing(outgoing, now)
+                self._engine.deliver(self, released)
+                self.endpoint = self.mp.usable_remote(self.endpoint)
         if self.retransmit_at is not None and now >= self.retransmit_at:
             self.retransmit_at = None
             self._retransmit_expired(now)

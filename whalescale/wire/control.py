@@ -26,6 +26,11 @@ class Kind(IntEnum):
     GOSSIP = 1
     PING = 2
     PONG = 3
+    PATH_ANNOUNCE = 4  # multipath (multipath/link.py)
+    PATH_PROBE = 5
+    PATH_PROBE_REPLY = 6
+    MP_HEARTBEAT = 7
+    MP_FEEDBACK = 8
 
 
 class MalformedControl(ValueError):

@@ -1,0 +1,302 @@
+"""One peer's multipath state inside a session: path discovery, path choice, reordering.
+
+Theory of operation (sans-I/O; the session's Peer drives it):
+- A node announces its socket addresses (PATH_ANNOUNCE) when a session comes
+  up. The other side probes every same-family pair (its socket, an announced
+  address) with PATH_PROBE, answered by PATH_PROBE_REPLY on the same pair; a
+  reply makes the pair one of *its* sending paths. Path ids are the sender's.
+- With two or more usable paths the link is `active`: `route(packets)` gives
+  each data packet the path the scheduler picks and a trailer after the inner
+  IP packet: `0xA5 | path_id | 0 | path_seq u32 | mp_seq u64`. The receiver
+  trims by the IP length as always, reads the trailer right after the packet
+  and puts packets back in `mp_seq` order in the reorder buffer (a sequence of
+  our own: the WireGuard counter restarts at each rekey and is shared with
+  keepalives and control messages, which would leave gaps).
+- The receiver sends MP_FEEDBACK on each of its paths every 50 ms; the sender
+  hears a path, measures its RTT and feeds the estimator from it. Idle paths
+  get MP_HEARTBEAT with the sender's next mp_seq, so the receiver knows what
+  that path no longer carries. A failed path's gaps are flushed at once.
+
+Everything leaving is an `Outgoing` (plaintexts, local socket, remote): the
+peer seals it with the current keypair and queues it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections import Counter
+from collections.abc import Callable
+
+import attrs
+
+from ..wire import control
+from . import feedback as fb
+from .paths import PathReceiveStats, PathState
+from .reorder import ReorderBuffer, ReorderParams
+from .sender import MultipathSender
+
+Addr = tuple[str, int]
+Local = Addr | None  # None: the node's default (wildcard) socket
+
+TRAILER = struct.Struct("<BBHIQ")
+TRAILER_MARKER = 0xA5
+TRAILER_SIZE = TRAILER.size
+MAX_ANNOUNCED = 8
+_PROBE = struct.Struct(">8sB")
+_HEARTBEAT = struct.Struct(">BIQ")
+_PROBE_TIMEOUT_S = 2.0
+_ANNOUNCE_EVERY_S = 1.0
+_MAX_ANNOUNCEMENTS = 30
+
+
+class MalformedPathMessage(ValueError):
+    """A path-management body that does not parse; counted and dropped."""
+
+
+@attrs.frozen(slots=True)
+class Outgoing:
+    plaintexts: tuple[bytes, ...]
+    local: Local
+    remote: Addr
+
+
+def encode_announce(addrs: list[Addr]) -> bytes:
+    out = [bytes((len(addrs),))]
+    for host, port in addrs[:MAX_ANNOUNCED]:
+        ip = ipaddress.ip_address(host)
+        out.append(bytes((ip.version,)) + ip.packed + port.to_bytes(2, "big"))
+    return b"".join(out)
+
+
+def decode_announce(body: bytes) -> list[Addr]:
+    if not body or body[0] > MAX_ANNOUNCED:
+        raise MalformedPathMessage("announce: bad count")
+    addrs, offset = [], 1
+    for _ in range(body[0]):
+        if offset >= len(body) or body[offset] not in (4, 6):
+            raise MalformedPathMessage("announce: bad family")
+        size = 4 if body[offset] == 4 else 16
+        end = offset + 1 + size + 2
+        if end > len(body):
+            raise MalformedPathMessage("announce: truncated")
+        host = str(ipaddress.ip_address(body[offset + 1 : offset + 1 + size]))
+        port = int.from_bytes(body[end - 2 : end], "big")
+        if port == 0:
+            raise MalformedPathMessage("announce: port 0")
+        addrs.append((host, port))
+        offset = end
+    if offset != len(body):
+        raise MalformedPathMessage("announce: trailing bytes")
+    return addrs
+
+
+def _family(host: str) -> int:
+    return 6 if ":" in host else 4
+
+
+class MultipathLink:
+    def __init__(self, local_addrs: list[Addr], *, scheduler: str, now: float,
+                 random_bytes: Callable[[int], bytes]) -> None:
+        self.local_addrs = list(local_addrs)
+        self.sender = MultipathSender(now, scheduler)
+        self.reorder = ReorderBuffer(ReorderParams())
+        self.received: dict[int, PathReceiveStats] = {}  # by the peer's path id
+        self.counters: Counter[str] = Counter()
+        self._random_bytes = random_bytes
+        self._pair_of: dict[int, tuple[Local, Addr]] = {}  # our path id -> (local, remote)
+        self._path_of: dict[tuple[Local, Addr], int] = {}
+        self._probes: dict[bytes, tuple[Local, Addr, float]] = {}
+        self._remotes: set[Addr] = set()
+        self._next_feedback = now
+        # Announcements are repeated until the peer shows (by its heartbeats and data)
+        # that it found a path to each of our addresses: the first may be lost while
+        # crossing handshakes settle.
+        self._announce_at: float | None = None
+        self._announcements = 0
+
+    # ----- state -------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return sum(1 for p in self.sender.paths.values() if p.usable) >= 2
+
+    @property
+    def routing(self) -> bool:
+        """Data goes over our paths while any is usable (one path: no waiting for none)."""
+        return any(p.usable for p in self.sender.paths.values())
+
+    def usable_remote(self, current: Addr | None) -> Addr | None:
+        """Where single-path traffic (keepalives, control) should go: `current` unless it
+        is a path of ours that is no longer usable; then the usable path's remote."""
+        usable = {self._pair_of[i][1] for i, p in self.sender.paths.items() if p.usable}
+        if current is None or current not in self._remotes or current in usable:
+            return current
+        return min(usable, default=current)
+
+    def knows_remote(self, addr: Addr) -> bool:
+        """A remote address of one of our paths: packets from it are no roaming."""
+        return addr in self._remotes
+
+    # ----- discovery ---------------------------------------------------------
+    def announce(self, endpoint: Addr, now: float) -> list[Outgoing]:
+        if not self.local_addrs:
+            return []
+        self._announcements += 1
+        self._announce_at = now + _ANNOUNCE_EVERY_S
+        body = control.encode(control.Kind.PATH_ANNOUNCE, encode_announce(self.local_addrs))
+        return [Outgoing((body,), None, endpoint)]
+
+    def _peer_has_our_paths(self) -> bool:
+        return len(self.received) >= len(self.local_addrs)
+
+    def on_announce(self, body: bytes, now: float) -> list[Outgoing]:
+        try:
+            remotes = decode_announce(body)
+        except MalformedPathMessage:
+            self.counters["malformed_announce"] += 1
+            return []
+        locals_: list[Local] = list(self.local_addrs) or [None]
+        out = []
+        for remote in remotes:
+            for local in locals_:
+                if local is not None and _family(local[0]) != _family(remote[0]):
+                    continue
+                if (local, remote) in self._path_of or len(self._probes) >= 64:
+                    continue
+                nonce = self._random_bytes(8)
+                self._probes[nonce] = (local, remote, now)
+                probe = _PROBE.pack(nonce, 0)
+                out.append(Outgoing((control.encode(control.Kind.PATH_PROBE, probe),),
+                                    local, remote))
+        return out
+
+    def on_probe(self, body: bytes, local: Local, remote: Addr) -> list[Outgoing]:
+        if len(body) != _PROBE.size:
+            self.counters["malformed_probe"] += 1
+            return []
+        nonce = body[:8]
+        reply = control.encode(control.Kind.PATH_PROBE_REPLY, nonce)
+        return [Outgoing((reply,), local, remote)]
+
+    def on_probe_reply(self, body: bytes, local: Local, remote: Addr, now: float) -> None:
+        sent = self._probes.pop(body, None)
+        if sent is None or (sent[0], sent[1]) != (local, remote):
+            self.counters["unexpected_probe_reply"] += 1
+            return
+        if (local, remote) in self._path_of:
+            return  # a second probe of a pair already validated (both ends announced)
+        if len(self._pair_of) >= fb.MAX_PATHS:
+            self.counters["too_many_paths"] += 1
+            return
+        path_id = len(self._pair_of)
+        self._pair_of[path_id] = (local, remote)
+        self._path_of[(local, remote)] = path_id
+        self._remotes.add(remote)
+        path = self.sender.add_path(path_id, local or ("", 0), remote, 1500, now)
+        path.on_rtt_sample(now - sent[2])
+        path.on_heard(now)
+        self.reorder.set_latency(*self.sender.latency())
+
+    # ----- data ----------------------------------------------------------------
+    def route(self, packets: list[bytes], now: float) -> list[Outgoing]:
+        """A path and a trailer for each data packet; runs per path keep their order."""
+        by_path: dict[int, list[bytes]] = {}
+        for packet in packets:
+            sent = self.sender.send(len(packet), now)
+            if sent is None:
+                self.counters["no_usable_path"] += 1
+                continue
+            trailer = TRAILER.pack(TRAILER_MARKER, sent.path_id, 0,
+                                   sent.path_seq & 0xFFFFFFFF, sent.counter)
+            by_path.setdefault(sent.path_id, []).append(packet + trailer)
+        return [Outgoing(tuple(plain), *self._pair_of[path_id])
+                for path_id, plain in by_path.items()]
+
+    def on_data(self, packet: bytes, trailer: bytes, now: float) -> list[bytes]:
+        """A data packet with its trailer; the packets now released in order."""
+        _, path_id, _, path_seq, mp_seq = TRAILER.unpack(trailer)
+        stats = self.received.setdefault(path_id, PathReceiveStats())
+        stats.on_packet(path_seq, len(packet), now)
+        return self.reorder.push(mp_seq, path_id, path_seq, packet, now)  # type: ignore[return-value]
+
+    def on_heartbeat(self, body: bytes, now: float) -> list[bytes]:
+        if len(body) != _HEARTBEAT.size:
+            self.counters["malformed_heartbeat"] += 1
+            return []
+        path_id, path_seq, mark = _HEARTBEAT.unpack(body)
+        self.received.setdefault(path_id, PathReceiveStats()).on_packet(path_seq, 0, now)
+        return self.reorder.heartbeat(path_id, path_seq, mark, now)  # type: ignore[return-value]
+
+    def on_feedback(self, body: bytes, local: Local, remote: Addr, now: float) -> None:
+        path_id = self._path_of.get((local, remote))
+        if path_id is None:
+            self.counters["feedback_on_unknown_path"] += 1
+            return
+        self.sender.on_feedback(body, path_id, now)
+        self.reorder.set_latency(*self.sender.latency())
+
+    # ----- time ------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        deadlines = [self.sender.next_deadline(), self._next_feedback if self.received else None,
+                     self.reorder.next_deadline(), self._announce_at]
+        return min((d for d in deadlines if d is not None and d != float("inf")), default=None)
+
+    def on_timer(self, now: float, endpoint: Addr | None) -> tuple[list[Outgoing], list[bytes]]:
+        out: list[Outgoing] = []
+        if self._announce_at is not None and now >= self._announce_at:
+            self._announce_at = None
+            if (endpoint is not None and not self._peer_has_our_paths()
+                    and self._announcements < _MAX_ANNOUNCEMENTS):
+                out += self.announce(endpoint, now)
+        for beat in self.sender.handle_timer(now):
+            body = _HEARTBEAT.pack(beat.path_id, beat.path_seq & 0xFFFFFFFF, beat.counter_mark)
+            out.append(Outgoing((control.encode(control.Kind.MP_HEARTBEAT, body),),
+                                *self._pair_of[beat.path_id]))
+        for event in self.sender.events:
+            if event.state is PathState.FAILED:
+                self.counters["path_failed"] += 1
+        self.sender.events.clear()
+        if self.received and now >= self._next_feedback:
+            self._next_feedback = now + fb.FEEDBACK_INTERVAL_S
+            out += self._feedback(now)
+        for nonce in [n for n, (_, _, t) in self._probes.items() if now - t > _PROBE_TIMEOUT_S]:
+            del self._probes[nonce]
+            self.counters["probe_timed_out"] += 1
+        return out, self.reorder.handle_timer(now)  # type: ignore[return-value]
+
+    def _feedback(self, now: float) -> list[Outgoing]:
+        reports = tuple(
+            fb.PathReport(path_id, s.packets, s.bytes, s.highest_seq, s.lost,
+                          max(0.0, now - s.highest_seq_at) if s.highest_seq >= 0 else 0.0)
+            for path_id, s in sorted(self.received.items())[: fb.MAX_PATHS])
+        body = control.encode(control.Kind.MP_FEEDBACK, fb.encode(fb.Feedback(reports)))
+        # on every path of ours, so that the sender hears each of its own
+        return [Outgoing((body,), local, remote) for local, remote in self._pair_of.values()]
+
+    # ----- status -----------------------------------------------------------------
+    def status(self, scheduler: str) -> dict[str, object]:
+        weights = self.sender.estimator.weights()
+        stats = self.reorder.stats
+        return {
+            "scheduler": scheduler,
+            "active": self.active,
+            "paths": [{
+                "id": path_id, "local": f"{local[0]}:{local[1]}" if local else "default",
+                "remote": f"{remote[0]}:{remote[1]}",
+                "state": self.sender.paths[path_id].state.value,
+                "weight": round(weights.get(path_id, 0.0)),
+                "srtt_ms": (round(self.sender.paths[path_id].srtt * 1e3, 2)
+                            if self.sender.paths[path_id].srtt is not None else None),
+                "loss": round(self.sender.paths[path_id].loss_rate, 4),
+                "tx_packets": self.sender.paths[path_id].send_seq,
+                "rx_packets": self.received[path_id].packets if path_id in self.received else 0,
+            } for path_id, (local, remote) in sorted(self._pair_of.items())],
+            "reorder": {
+                "released": stats.released, "gaps_skipped": stats.gaps_skipped,
+                "late_drops": stats.late_drops, "duplicates": stats.duplicates,
+                "max_depth": stats.max_depth,
+                "added_delay_mean_ms": round(stats.added_delay_mean_s * 1e3, 3),
+                "added_delay_max_ms": round(stats.added_delay_max_s * 1e3, 3),
+            },
+            "counters": dict(self.counters) | dict(self.sender.counters),
+        }
