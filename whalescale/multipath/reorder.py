@@ -114,6 +114,9 @@ class ReorderBuffer:
         self._passed: dict[PathId, int] = {}  # highest counter known sent-and-passed per path
         self._path_seq: dict[PathId, int] = {}
         self._live: set[PathId] = set()
+        # The sender's path count (from each packet): until every path has been seen,
+        # a path not heard yet may still fill a gap, so no gap is known lost.
+        self.expected_paths = 0
 
     # ----- configuration from the session's path measurements -----------------
     def set_latency(self, spread_s: float, jitter_s: float) -> None:
@@ -205,7 +208,8 @@ class ReorderBuffer:
             if not self._held:
                 break
             first_held = self._order[0]
-            known = min((self._passed[p] for p in self._live), default=first_held - 1)
+            known = (min((self._passed[p] for p in self._live), default=first_held - 1)
+                     if len(self._live) >= self.expected_paths else self._next - 1)
             if known >= self._next:
                 self._skip(min(known + 1, first_held), "path_failed" if failed else "known_lost")
             elif len(self._held) > self.params.max_depth:

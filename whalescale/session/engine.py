@@ -335,7 +335,7 @@ class Engine:
             raise ValueError(f"{peer.name} is a vanilla WireGuard peer: no control messages")
         peer.send([control.encode(kind, body)], now, data=False)
 
-    def deliver(self, peer: Peer, packets: list[bytes]) -> None:
+    def deliver(self, packets: list[bytes]) -> None:
         """Packets a peer's reorder buffer released on a timer (sources checked on entry)."""
         self.inbox.extend(packets)
 

@@ -161,7 +161,7 @@ class Peer:
             case control.Kind.PATH_PROBE_REPLY:
                 mp.on_probe_reply(body, local, remote, now)
             case control.Kind.MP_HEARTBEAT:
-                self._engine.deliver(self, mp.on_heartbeat(body, now))
+                self._engine.deliver(mp.on_heartbeat(body, now))
             case control.Kind.MP_FEEDBACK:
                 mp.on_feedback(body, local, remote, now)
 
@@ -308,7 +308,7 @@ class Peer:
             if mp_deadline is not None and now >= mp_deadline:
                 outgoing, released = self.mp.on_timer(now, self.endpoint)
                 self._send_outgoing(outgoing, now)
-                self._engine.deliver(self, released)
+                self._engine.deliver(released)
                 self.endpoint = self.mp.usable_remote(self.endpoint)
         if self.retransmit_at is not None and now >= self.retransmit_at:
             self.retransmit_at = None
