@@ -13,6 +13,7 @@ import struct
 
 import attrs
 
+from . import errors
 from .errors import WireFormatError
 
 # Specification (RFC 6886 section 3).
@@ -42,10 +43,7 @@ class ResultCode(enum.IntEnum):
 
 
 def result_name(code: int) -> str:
-    try:
-        return ResultCode(code).name
-    except ValueError:
-        return f"result {code}"
+    return errors.result_name(ResultCode, code)
 
 
 @attrs.frozen(slots=True)
