@@ -158,10 +158,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(agent.run)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
-                                           signal.SIGHUP) as signals:
+        # The receiver opens before the agent starts: the agent logs "up" from inside
+        # `start`, and a SIGTERM sent on that line must already find a handler.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
+                                       signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(agent.run)
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:

@@ -124,10 +124,6 @@ class Agent:
         except BaseException:
             self.close()
             raise
-        log.info("node %s (%s) up on %s, mtu %d, udp port %d, %d peers, offload %s",
-                 self.me.name, fingerprint(self.identity.public), self.interface,
-                 self.mtu, self.me.port, len(self.engine.peers),
-                 "on" if self._tun.offload else "off")
 
     def _configure_tun(self) -> None:
         assert self._tun is not None
@@ -338,6 +334,12 @@ class Agent:
                                 self._control)
             self.engine.start(trio.current_time())
             self._flush()
+            assert self._tun is not None
+            # Logged only now: callers take this line as "serving, and SIGTERM is handled".
+            log.info("node %s (%s) up on %s, mtu %d, udp port %d, %d peers, offload %s",
+                     self.me.name, fingerprint(self.identity.public), self.interface,
+                     self.mtu, self.me.port, len(self.engine.peers),
+                     "on" if self._tun.offload else "off")
             task_status.started()
 
     def _open_sockets(self) -> None:
