@@ -80,11 +80,22 @@ def test_unknown_peer_with_valid_mac1_gets_nothing():
 def test_garbage_and_truncated_messages_are_counted():
     pair = Pair()
     for junk in (b"", b"\x01", b"\x04\0\0\0" + b"\0" * 10, b"\x01\0\0\0" + b"\0" * 144,
-                 b"\x07\0\0\0hello", b"\x02\x01\0\0" + b"\0" * 88):
+                 b"\x07\0\0\0hello", b"\x02\0\0\0" + b"\0" * 10):
         pair.bob.receive_datagram(junk, A_ADDR, 0.0)
-    assert pair.bob.outbox == [] and pair.bob.inbox == []
+    assert pair.bob.outbox == [] and pair.bob.inbox == [] and pair.bob.unclaimed == []
     assert pair.bob.drops["malformed"] == 5
     assert pair.bob.drops["bad_mac1"] == 1
+
+
+def test_bootstrap_and_relay_tagged_datagrams_are_left_for_the_shell():
+    """The NAT traversal protocols share the port: 0x57 starts a bootstrap message, and a
+    WireGuard message with non-zero reserved bytes carries a relay channel."""
+    pair = Pair()
+    probe = b"\x57\x01\x01\x00" + b"\0" * 36
+    tagged = b"\x04\x00\x00\x07" + b"\0" * 40
+    pair.bob.receive_datagrams([(probe, A_ADDR), (tagged, A_ADDR)], 0.0)
+    assert pair.bob.unclaimed == [(probe, A_ADDR), (tagged, A_ADDR)]
+    assert not pair.bob.drops and pair.bob.outbox == []
 
 
 def test_packet_from_address_the_peer_does_not_own_is_dropped():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
@@ -30,11 +31,15 @@ from ..mesh.controller import Contact, MeshController, StoredRecord
 from ..mesh.gossip import GossipNode
 from ..mesh.records import MAX_ENDPOINTS
 from ..multipath.link import TRAILER_SIZE
+from ..nat import relay
+from ..nat.driver import run_port_mapping
+from ..nat.portmap import Mapping
+from ..nat.traversal import Traversal
 from ..session.engine import Engine, MultipathConfig
 from ..session.timers import REKEY_TIMEOUT_S
 from ..tun.device import TunDevice
 from ..wire import control as wire_control
-from . import addresses, control, metrics, udp
+from . import addresses, control, metrics, nat, udp
 from .logs import log_event
 from .peers import NotInMesh, own_node, peer_specs
 from .status import build_status, endpoint_text, path_kind
@@ -43,6 +48,7 @@ log = logging.getLogger("whalescale.agent")
 
 _RECV_BATCH_BYTES = 4 * 1024 * 1024
 _TUN_BATCH_FRAMES = 64
+PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
 
 
 class Agent:
@@ -73,6 +79,8 @@ class Agent:
         self._pongs: dict[bytes, trio.MemorySendChannel[tuple[float, tuple[str, int]]]] = {}
         self._cache: LkgCache | None = None
         self.mesh_controller: MeshController | None = None
+        self.traversal: Traversal | None = None
+        self._next_probe = 0.0
         self._published: list[tuple[str, int]] = []
 
     @property
@@ -97,8 +105,14 @@ class Agent:
         gossip = GossipNode(self.identity, [n.public_key for n in self.mesh.nodes],
                             random_bytes=os.urandom, next_seq=self._cache.next_self_seq)
         self.mesh_controller = MeshController(self.engine, gossip, self._node_ids(), cached)
+        self.traversal = Traversal(self.engine, self._node_ids(), self._anchor_ids(),
+                                   me=self.identity.public, is_anchor=self.me.anchor,
+                                   random_bytes=os.urandom, now=0.0)
         known = sum(1 for endpoints in cached.values() if endpoints)
         log.info("last-known-good cache: endpoints for %d of %d peers", known, len(cached))
+
+    def _anchor_ids(self) -> list[bytes]:
+        return [n.public_key for n in self.mesh.nodes if n.anchor]
 
     def _anchor_keys(self) -> frozenset[bytes]:
         return frozenset(x25519_public_from_ed25519(n.public_key) for n in self.mesh.nodes
@@ -163,6 +177,8 @@ class Agent:
             if cached.peer_id not in kept:  # out of the mesh: forget where it was
                 self._cache.forget_peer(cached.peer_id)
         self.mesh_controller.set_nodes(self._node_ids())
+        assert self.traversal is not None
+        self.traversal.set_nodes(self._node_ids(), self._anchor_ids())
         try:
             self._configure_tun()
         except OSError as exc:
@@ -203,6 +219,8 @@ class Agent:
         report["gossip"] = self.gossip_counters()
         report["drops"] = self.drops()
         report["published"] = [endpoint_text(a) for a in self._published]
+        assert self.traversal is not None
+        report["nat"] = self.traversal.status(now)
         return report
 
     def drops(self) -> dict[str, int]:
@@ -252,6 +270,9 @@ class Agent:
         for peer, kind, body, addr in inbox:
             if kind is wire_control.Kind.GOSSIP:
                 self.mesh_controller.gossip_message(peer, body, now)
+            elif kind is wire_control.Kind.TRAVERSAL:
+                assert self.traversal is not None
+                self.traversal.control(peer, body, now)
             elif kind is wire_control.Kind.PONG:
                 waiter = self._pongs.get(body)
                 if waiter is not None:
@@ -264,8 +285,9 @@ class Agent:
         started = trio.current_time()
         while True:
             self._interfaces = addresses.local_interfaces(exclude=self.interface)
-            self._publish_if_moved()
             now = trio.current_time()
+            self._traverse(now)
+            self._publish_if_moved()
             up = self._reachable(now)
             changed = (self._anchors.changed(up, self.me.anchor)
                        if now - started >= REKEY_TIMEOUT_S else None)
@@ -277,11 +299,35 @@ class Agent:
                             "least two anchors on different networks", changed.value)
             await trio.sleep(1.0)
 
+    def _traverse(self, now: float) -> None:
+        """NAT traversal's once-a-second work: our candidates, probes, punch requests."""
+        traversal = self.traversal
+        assert traversal is not None
+        lan, ipv6 = nat.lan_and_ipv6(self._interfaces)
+        traversal.set_local_candidates(lan, ipv6, self.me.port)
+        if now >= self._next_probe and not self.me.anchor:
+            routes = nat.routes(traversal.probe_targets(), self.me.port)
+            if routes:
+                traversal.probe(routes, now)
+                self._next_probe = now + PROBE_EVERY_S
+        traversal.tick(now)
+        self._flush()
+
+    def _on_mapping(self, mapping: Mapping | None) -> None:
+        """The port mapper got, renewed or lost our mapping: republish where we are."""
+        assert self.traversal is not None
+        self.traversal.set_mapping(mapping)
+        self._publish_if_moved()
+        self._flush()
+
     def _own_endpoints(self) -> list[tuple[str, int]]:
-        """Where others can reach us: the mesh file's static endpoints, then our addresses."""
+        """Where others can reach us: the mesh file's static endpoints, a port mapping and
+        what anchors see of us when anyone can send there, then our addresses."""
         static = [(e.host, e.port) for e in self.me.endpoints]
+        assert self.traversal is not None
+        public = self.traversal.public_endpoints()
         local = [(str(i.ip), self.me.port) for i in self._interfaces]
-        return list(dict.fromkeys(static + local))[:MAX_ENDPOINTS]
+        return list(dict.fromkeys(static + public + local))[:MAX_ENDPOINTS]
 
     def _publish_if_moved(self) -> None:
         """Our addresses changed (or this is the start): a new signed self-attested record,
@@ -329,7 +375,13 @@ class Agent:
             for local, sock in self._path_sockets.items():
                 nursery.start_soon(self._udp_reader, sock, local)
             nursery.start_soon(self._timer)
+            assert self.traversal is not None
+            self.traversal.started = trio.current_time()
             nursery.start_soon(self._housekeeping)
+            gateway = None if self.me.anchor else nat.default_gateway()
+            if gateway is not None:  # in the background: start-up never waits for a router
+                nursery.start_soon(functools.partial(
+                    run_port_mapping, gateway, self.me.port, self._on_mapping))
             await nursery.start(control.serve, control.socket_path(self.state_dir),
                                 self._control)
             self.engine.start(trio.current_time())
@@ -378,7 +430,14 @@ class Agent:
             batch = udp.recv_batch(sock, _RECV_BATCH_BYTES)
             if v6:  # (host, port, flowinfo, scope_id) -> (host, port), as the engine keys peers
                 batch = [(data, addr[:2]) for data, addr in batch]
-            engine.receive_datagrams(batch, trio.current_time(), local)
+            now = trio.current_time()
+            engine.receive_datagrams(batch, now, local)
+            if engine.unclaimed:  # bootstrap probes and relayed datagrams
+                unclaimed, engine.unclaimed = engine.unclaimed, []
+                assert self.traversal is not None
+                relayed = self.traversal.datagrams(unclaimed, now)
+                if relayed:
+                    engine.receive_datagrams(relayed, now, local)
             self._flush()
 
     async def _timer(self) -> None:
@@ -392,11 +451,14 @@ class Agent:
             gossip = self.mesh_controller.gossip
             if (deadline := gossip.next_deadline()) is not None and deadline <= now:
                 gossip.handle_timer(now)
+            assert self.traversal is not None
+            if (deadline := self.traversal.next_deadline()) is not None and deadline <= now:
+                self.traversal.handle_timer(now)
             self._flush(mesh_activity=True)
 
     def _flush(self, *, mesh_activity: bool = False) -> None:
-        engine, controller = self.engine, self.mesh_controller
-        assert controller is not None
+        engine, controller, traversal = self.engine, self.mesh_controller, self.traversal
+        assert controller is not None and traversal is not None
         now = trio.current_time()
         if engine.outbox:
             out, engine.outbox = engine.outbox, []
@@ -410,6 +472,7 @@ class Agent:
             for event in happened:
                 log_event(event)
             controller.engine_events(happened, now)
+            traversal.engine_events(happened, now)
             mesh_activity = True
         if engine.control_inbox:
             self._handle_control_messages()
@@ -417,11 +480,16 @@ class Agent:
         if mesh_activity or controller.gossip.outbox:
             controller.pump(now)
             self._write_cache()
-            if engine.outbox:  # gossip and handshakes the controller just queued
-                out, engine.outbox = engine.outbox, []
-                self._send(out)
-        deadlines = [d for d in (engine.next_deadline(), controller.gossip.next_deadline())
-                     if d is not None]
+        for note in traversal.notes:
+            log.info("nat: %s", note)
+        traversal.notes = []
+        # gossip, handshakes, punches, relay set-up and probe replies queued meanwhile
+        if traversal.outbox or engine.outbox:
+            out = [(data, addr, None) for data, addr in traversal.outbox] + engine.outbox
+            traversal.outbox, engine.outbox = [], []
+            self._send(out)
+        deadlines = [d for d in (engine.next_deadline(), controller.gossip.next_deadline(),
+                                 traversal.next_deadline()) if d is not None]
         self._timer_scope.deadline = min(deadlines, default=float("inf"))
 
     def _write_cache(self) -> None:
@@ -447,6 +515,14 @@ class Agent:
         for datagram, addr, local in out:
             groups.setdefault((addr, local), []).append(datagram)
         for (addr, local), datagrams in groups.items():
+            if relay.channel_of_alias(addr):  # a relayed peer: tagged, to its anchor
+                assert self.traversal is not None
+                tagged = [self.traversal.relay_out(d, addr) for d in datagrams]
+                datagrams = [t[0] for t in tagged if t is not None]
+                if not datagrams:
+                    self.engine.drops["no_relay"] += len(tagged)
+                    continue
+                addr = next(t[1] for t in tagged if t is not None)
             if local is not None:
                 sock = self._path_sockets.get(local)
             else:

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from ..nat.relay import channel_of_alias
 from ..session import events
 from ..session.engine import Engine
 from ..session.peer import Peer
@@ -105,11 +106,13 @@ class MeshController:
                 case events.HandshakeCompleted(name, _, endpoint, _):
                     found = self._node_id(name)
                     if found is not None:
-                        self._contact(found[0], endpoint)
+                        if not channel_of_alias(endpoint):
+                            self._contact(found[0], endpoint)
                         neighbours_changed = True
                 case events.EndpointChanged(name, _, new):
                     found = self._node_id(name)
-                    if found is not None:
+                    # a relay alias (nat/relay.py) is no place to remember or gossip
+                    if found is not None and not channel_of_alias(new):
                         self._contact(found[0], new)
                         # what we saw is a third party's observation: a hint for others
                         self.gossip.observe(found[0], gossip_endpoint(new), now)

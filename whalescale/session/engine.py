@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from ..multipath.link import TRAILER_MARKER, TRAILER_SIZE
+from ..nat.bootstrap import MAGIC as BOOTSTRAP_MAGIC
 from ..wire import control
 from ..wire import messages as wire
 from . import events
@@ -45,6 +46,7 @@ _PATH_KINDS = frozenset((control.Kind.PATH_ANNOUNCE, control.Kind.PATH_PROBE,
                          control.Kind.MP_FEEDBACK))
 _TRANSPORT_HEADER = wire.TRANSPORT_HEADER
 _TRANSPORT_PREFIX = bytes((wire.MessageType.TRANSPORT, 0, 0, 0))
+_WG_TYPES = frozenset(int(t) for t in wire.MessageType)
 # Implementation: above this many handshake messages a second we demand cookies.
 UNDER_LOAD_HANDSHAKES_PER_S = 64
 
@@ -108,6 +110,9 @@ class Engine:
         self.inbox: list[bytes] = []
         # (peer, kind, body, source address) of control messages received
         self.control_inbox: list[tuple[Peer, control.Kind, bytes, Addr]] = []
+        # Datagrams of the NAT traversal protocols sharing our port (bootstrap probes,
+        # relay-tagged WireGuard messages): the shell hands them to nat/traversal.py.
+        self.unclaimed: list[tuple[bytes, Addr]] = []
         self.events: list[events.Event] = []
         self.drops: Counter[str] = Counter()
         self.handshakes: Counter[str] = Counter()  # completed, timed_out
@@ -269,7 +274,10 @@ class Engine:
                 if run is not None:
                     run.flush(now)
                     run = None
-                self._receive_handshake(data, addr, now)
+                if _unclaimed(data):
+                    self.unclaimed.append((data, addr))
+                else:
+                    self._receive_handshake(data, addr, now)
                 continue
             _, receiver, counter = _TRANSPORT_HEADER.unpack_from(data)
             entry = keypairs.get(receiver)
@@ -456,6 +464,15 @@ class _Run:
 
     def flush(self, now: float) -> None:
         self.peer.received(self.kp, self.addr, self.size, self.packets, not self.data, now)
+
+
+def _unclaimed(data: bytes) -> bool:
+    """Not ours to parse: a bootstrap message (nat/bootstrap.py), or a WireGuard message
+    whose reserved bytes carry a relay channel (nat/relay.py)."""
+    if not data:
+        return False
+    return data[0] == BOOTSTRAP_MAGIC or (
+        len(data) >= 4 and data[0] in _WG_TYPES and data[1:4] != b"\0\0\0")
 
 
 def _trim(plain: bytes) -> bytes | None:

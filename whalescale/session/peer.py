@@ -57,6 +57,7 @@ class Peer:
         # handshake we initiated and are waiting on
         self.handshake: InitiatorHandshake | None = None
         self.handshake_index: int | None = None
+        self.initiation: bytes | None = None  # its datagram, for hole punching
         self.handshake_attempts = 0
         self.last_initiation_sent = float("-inf")
         self.last_handshake_at: float | None = None
@@ -185,6 +186,10 @@ class Peer:
             self.handshake_attempts = 0
         if self.endpoint is None:
             return  # nowhere to send; a peer that reaches us will give us one
+        self._engine.emit(self._new_initiation(now), self.endpoint)
+        self._engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
+
+    def _new_initiation(self, now: float) -> bytes:
         engine = self._engine
         if self.handshake_index is not None:
             engine.forget_handshake(self.handshake_index)
@@ -193,13 +198,23 @@ class Peer:
         )
         self.handshake_index = engine.register_handshake(self)
         noise = self.handshake.write_initiation(engine.tai64n(now))
-        datagram = self.cookies.seal(engine.initiation_body(self.handshake_index, noise), now)
+        self.initiation = self.cookies.seal(engine.initiation_body(self.handshake_index, noise),
+                                            now)
         self.last_initiation_sent = now
-        engine.emit(datagram, self.endpoint)
-        engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
         self._traversal(now)
         self.send_keepalive_at = None
         self.retransmit_at = now + self._retry_delay() + engine.jitter()  # timersHandshakeInitiated
+        return self.initiation
+
+    def punch(self, addr: Addr, now: float) -> None:
+        """Send our initiation to `addr` too: a hole punch (nat/punch.py). The pending one
+        is reused while fresh: every copy belongs to one handshake, and the responder's
+        TAI64N check answers only the first copy that gets through."""
+        if self.handshake is None or now - self.last_initiation_sent >= REKEY_TIMEOUT_S:
+            self._new_initiation(now)
+        assert self.initiation is not None
+        self._engine.emit(self.initiation, addr)
+        self._engine.event(events.HandshakeInitiated(self.name, addr, "hole punch"))
 
     def _retry_delay(self) -> float:
         """WireGuard retries every 5 s. A whalescale peer is in recovery (design §3.8):

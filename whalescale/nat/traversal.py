@@ -1,0 +1,430 @@
+"""NAT traversal for one node, sans-I/O: the session engine meets the bootstrap, NAT type,
+punching and relay cores (design §3.5, §3.7, §3.8).
+
+Theory of operation:
+- The shell hands over what the engine left unclaimed on the shared port
+  (`datagrams`): PATH_PROBEs are answered by every node, PATH_PROBE_REPLYs feed
+  the NAT type, relay-tagged WireGuard messages are forwarded (an anchor) or
+  untagged and returned for the engine (an end). Bootstrap datagrams to send
+  are in `outbox`.
+- `probe(routes, now)` probes the anchors (the shell knows which local address
+  routes to each); `infer` over the latest observations gives `report`.
+- Control bodies of kind TRAVERSAL arrive by `control(peer, body, now)`: punch
+  messages (types < 16) and relay messages (16..). An anchor coordinates
+  punches and relays; an end punches and uses relays.
+- `tick(now)` (once a second) asks an anchor to coordinate a punch for every
+  whalescale peer we have no live session with, with backoff 2 s -> 60 s, and
+  tells the anchors our NAT info when it changed.
+- Punch `Initiate`s become the peer's own WireGuard initiation sent to the
+  punched endpoint (`Peer.punch`); a relay becomes the peer's endpoint at the
+  relay alias, which the shell translates with `relay_out` on the way out.
+- `engine_events` learns of completed handshakes: a direct one ends punching
+  and demotes a relay to standby (relay.py's upgrade rule).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from ..mesh.anchors import reachable
+from ..session import events
+from ..session.engine import Engine
+from ..session.peer import Peer
+from ..wire import control
+from . import bootstrap, relay
+from .bootstrap import Addr, Observation
+from .nattype import Filtering, NatReport, NatType, infer
+from .portmap import Mapping
+from .punch import (
+    MAX_CANDIDATES,
+    Candidate,
+    CandidateKind,
+    Initiate,
+    NatInfo,
+    PunchCoordinator,
+    Puncher,
+    PunchState,
+    UseRelay,
+)
+
+MAX_OBSERVATIONS = 32
+REQUEST_FIRST_S = 2.0
+REQUEST_MAX_S = 60.0
+# Give the first probes this long to report the NAT type before punching blind.
+NAT_TYPE_WAIT_S = 3.0
+_RELAY_FIRST_TYPE = min(relay.MessageType)
+
+
+@attrs.define
+class _Punching:
+    initiate: Initiate
+    next_at: float
+
+
+class Traversal:
+    def __init__(self, engine: Engine, node_ids: dict[bytes, bytes], anchors: Iterable[bytes],
+                 *, me: bytes, is_anchor: bool, random_bytes: Callable[[int], bytes],
+                 now: float) -> None:
+        """`node_ids`: static (X25519) key -> node ID of every other whalescale node;
+        `anchors`: the node IDs of the anchors."""
+        self.engine = engine
+        self.me = me
+        self.is_anchor = is_anchor
+        self.started = now
+        self.responder = bootstrap.Responder()
+        self.prober = bootstrap.Prober(random_bytes=random_bytes)
+        self.observations: deque[Observation] = deque(maxlen=MAX_OBSERVATIONS)
+        self.report = NatReport(NatType.UNKNOWN)
+        self.mapping: Mapping | None = None
+        self._local_candidates: tuple[Candidate, ...] = ()
+        self._route_local: dict[Addr, Addr] = {}  # probe target -> our address towards it
+        self.puncher = Puncher(me)
+        self.coordinator = PunchCoordinator((), self._endpoint_of, random_bytes=random_bytes)
+        self.relays = relay.RelayTable((), self._endpoint_of, random_bytes=random_bytes)
+        self.relay_client = relay.RelayClient(accept=self._accept_relay,
+                                              anchor_endpoint=self._endpoint_of)
+        self.outbox: list[tuple[bytes, Addr]] = []
+        self.notes: list[str] = []  # what happened and why, for the log
+        self.counters: Counter[str] = Counter()
+        self._punches: list[_Punching] = []
+        self._next_request: dict[bytes, float] = {}
+        self._backoff: dict[bytes, float] = {}
+        self._info_told: dict[bytes, NatInfo] = {}  # anchor -> the info it has from us
+        self.set_nodes(node_ids, anchors)
+
+    def set_nodes(self, node_ids: dict[bytes, bytes], anchors: Iterable[bytes]) -> None:
+        self._id_of = dict(node_ids)
+        self._static_of = {node_id: static for static, node_id in node_ids.items()}
+        self.anchors = frozenset(anchors) - {self.me}
+        members = set(self._static_of) | {self.me}
+        self.coordinator.set_members(members)
+        self.relays.members = frozenset(members)
+
+    # ----- lookups ----------------------------------------------------------------
+
+    def _peer(self, node_id: bytes) -> Peer | None:
+        static = self._static_of.get(node_id)
+        return None if static is None else self.engine.peers.get(static)
+
+    def _live(self, peer: Peer, now: float) -> bool:
+        return peer.current is not None and reachable(peer.last_received_at, now,
+                                                      peer.spec.keepalive_s)
+
+    def _endpoint_of(self, node_id: bytes) -> Addr | None:
+        """Where our session with `node_id` sends now (None: no session)."""
+        peer = self._peer(node_id)
+        return peer.endpoint if peer is not None and peer.current is not None else None
+
+    def live_anchors(self, now: float) -> list[bytes]:
+        return [a for a in self.anchors if (p := self._peer(a)) is not None and self._live(p, now)]
+
+    def _accept_relay(self, node_id: bytes) -> bool:
+        return node_id in self._static_of
+
+    # ----- what we know of ourselves --------------------------------------------------
+
+    def set_local_candidates(self, lan: Iterable[tuple[str, int]], ipv6: Iterable[str],
+                             port: int) -> None:
+        """Our LAN addresses (with prefix lengths) and global IPv6 addresses."""
+        self._local_candidates = (
+            *(Candidate(CandidateKind.IPV6, host, port) for host in ipv6),
+            *(Candidate(CandidateKind.LAN, host, port, prefix) for host, prefix in lan))
+
+    def set_mapping(self, mapping: Mapping | None) -> None:
+        if mapping != self.mapping:
+            self.notes.append(f"port mapping: {_text(mapping.external) if mapping else 'none'}")
+        self.mapping = mapping
+
+    def info(self) -> NatInfo:
+        """What we know of ourselves. OBSERVED is the latest anchor's view even when the
+        NAT type is unknown: both ends plan a punch from the same facts (punch.plan), and
+        the anchor coordinating it tells our peer what it sees of us, not what we say."""
+        mapped = (Candidate(CandidateKind.MAPPED, *self.mapping.external),) \
+            if self.mapping is not None else ()
+        observed = (Candidate(CandidateKind.OBSERVED, *self._ipv4_observations()[-1].observed),) \
+            if self._ipv4_observations() else ()
+        filtering = Filtering.ENDPOINT_INDEPENDENT if mapped else Filtering.UNKNOWN
+        return NatInfo(self.report.nat_type, filtering,
+                       (*observed, *mapped, *self._local_candidates)[:MAX_CANDIDATES])
+
+    def _ipv4_observations(self) -> list[Observation]:
+        return [o for o in self.observations if ipaddress.ip_address(o.local[0]).version == 4]
+
+    def public_endpoints(self) -> list[Addr]:
+        """Endpoints anyone can send to: a port mapping, and what anchors see of a public
+        or endpoint-independent (cone) mapping. Worth publishing in our gossip record."""
+        found = [self.mapping.external] if self.mapping is not None else []
+        if self.report.observed is not None:
+            found.append(self.report.observed)
+        return list(dict.fromkeys(found))
+
+    # ----- bootstrap -------------------------------------------------------------------
+
+    def probe_targets(self) -> list[Addr]:
+        """The anchors' endpoints: they answer PATH_PROBEs on the mesh port."""
+        targets: list[Addr] = []
+        for anchor in sorted(self.anchors):
+            peer = self._peer(anchor)
+            if peer is not None:
+                targets += [e for e in (*peer.spec.endpoints, peer.endpoint)
+                            if e is not None and not relay.channel_of_alias(e)]
+        return list(dict.fromkeys(targets))
+
+    def probe(self, routes: list[tuple[Addr, Addr]], now: float) -> None:
+        """Probe each (local address, target); the reply is matched to that local address."""
+        for local, target in routes:
+            self._route_local[target] = local
+            self.prober.probe(local, [target], now)
+        self.outbox += self.prober.outbox
+        self.prober.outbox = []
+
+    def datagrams(self, batch: list[tuple[bytes, Addr]], now: float) -> list[tuple[bytes, Addr]]:
+        """Unclaimed datagrams; returns the relayed ones, untagged, for the engine."""
+        for_engine = []
+        for data, source in batch:
+            if data[0] == bootstrap.MAGIC:
+                self._bootstrap(data, source, now)
+            elif self.is_anchor:
+                forwarded = self.relays.forward(data, source, now)
+                if forwarded is not None:
+                    self.outbox.append(forwarded)
+            elif (untagged := self.relay_client.incoming(data, source)) is not None:
+                for_engine.append(untagged)
+        return for_engine
+
+    def _bootstrap(self, data: bytes, source: Addr, now: float) -> None:
+        if len(data) > 2 and data[2] == bootstrap.MessageType.PATH_PROBE:
+            self.responder.receive(data, source, now)
+            self.outbox += self.responder.outbox
+            self.responder.outbox = []
+            return
+        local = self._route_local.get(source)
+        if local is None:
+            self.counters["unsolicited_reply"] += 1
+            return
+        self.prober.receive(data, source, local, now)
+        self._observed()
+
+    def _observed(self) -> None:
+        for event in self.prober.events:
+            if isinstance(event, Observation):
+                self.observations.append(event)
+        self.prober.events = []
+        ipv4 = self._ipv4_observations()
+        if not ipv4:
+            return
+        report = infer(list(self.observations), ipv4[-1].local)
+        if report != self.report:
+            self.notes.append(f"NAT type {report.nat_type.name.lower()}"
+                              + (f", seen as {_text(report.observed)}" if report.observed else "")
+                              + f" ({report.targets} anchors answered)")
+            self.report = report
+
+    def relay_out(self, datagram: bytes, dest: Addr) -> tuple[bytes, Addr] | None:
+        """An engine datagram to a relay alias, tagged for the anchor (None: no relay)."""
+        return self.relay_client.outgoing(datagram, dest)
+
+    # ----- control messages --------------------------------------------------------------
+
+    def control(self, peer: Peer, body: bytes, now: float) -> None:
+        node_id = self._id_of.get(peer.spec.static_public)
+        if node_id is None or not body:
+            self.counters["bad_control"] += 1
+            return
+        is_relay = body[0] >= _RELAY_FIRST_TYPE
+        if self.is_anchor:
+            (self.relays if is_relay else self.coordinator).receive(node_id, body, now)
+        elif node_id not in self.anchors:
+            self.counters["traversal_from_non_anchor"] += 1
+        elif is_relay:
+            self.relay_client.receive(node_id, body, now)
+        else:
+            self.puncher.receive_punch(node_id, body, now)
+        self._react(now)
+
+    def engine_events(self, happened: Iterable[events.Event], now: float) -> None:
+        for event in happened:
+            if not isinstance(event, events.HandshakeCompleted):
+                continue
+            node_id = next((n for s, n in self._id_of.items()
+                            if (p := self.engine.peers.get(s)) is not None
+                            and p.name == event.peer), None)
+            if node_id is None or relay.channel_of_alias(event.endpoint):
+                continue
+            if self.puncher.state(node_id) not in (None, PunchState.DIRECT):
+                self.notes.append(f"{event.peer}: direct path at {_text(event.endpoint)}")
+            self.puncher.established(node_id, now)
+            self.relay_client.direct_path(node_id, now)
+            self._backoff.pop(node_id, None)
+        self._react(now)
+
+    # ----- time ------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Once a second: punch requests for peers out of reach, NAT info for anchors."""
+        if self.is_anchor:
+            return
+        live = self.live_anchors(now)
+        info = self.info()
+        for anchor in live:
+            if self._info_told.get(anchor) != info:
+                self._info_told[anchor] = info
+                self._send(anchor, self.puncher.set_info(info), now)
+        blind = self.report.nat_type is NatType.UNKNOWN and now - self.started < NAT_TYPE_WAIT_S
+        if not live or blind:
+            return
+        for node_id in self._static_of:
+            peer = self._peer(node_id)
+            if (peer is None or node_id in self.anchors or self._live(peer, now)
+                    or self.relay_client.state(node_id) is not None
+                    or self.puncher.state(node_id) in (PunchState.REQUESTED, PunchState.PUNCHING)
+                    or now < self._next_request.get(node_id, self.started + REQUEST_FIRST_S)):
+                continue
+            anchor = relay.choose_anchor(self.me, node_id, live)
+            assert anchor is not None
+            backoff = self._backoff.get(node_id, REQUEST_FIRST_S)
+            self._backoff[node_id] = min(backoff * 2, REQUEST_MAX_S)
+            self._next_request[node_id] = now + backoff
+            self.puncher.request(node_id, anchor, now)
+            self.counters["punch_requested"] += 1
+        self._react(now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [self.prober.next_deadline(), self.puncher.next_deadline(),
+                     self.relays.next_deadline(), self.relay_client.next_deadline(),
+                     min((p.next_at for p in self._punches), default=None)]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        self.prober.handle_timer(now)
+        self.prober.events = [e for e in self.prober.events if isinstance(e, Observation)]
+        self.puncher.handle_timer(now)
+        self.relays.handle_timer(now)
+        self.relay_client.handle_timer(now)
+        for punching in list(self._punches):
+            if punching.next_at > now:
+                continue
+            initiate = punching.initiate
+            peer = self._peer(initiate.peer)
+            if (peer is None or now >= initiate.until
+                    or self.puncher.state(initiate.peer) is not PunchState.PUNCHING):
+                self._punches.remove(punching)
+                continue
+            peer.punch(initiate.endpoint, now)
+            punching.next_at = now + initiate.retry_every_s
+        self._react(now)
+
+    # ----- what the cores decided ----------------------------------------------------------
+
+    def _react(self, now: float) -> None:
+        punch_events, self.puncher.events = self.puncher.events, []
+        for event in punch_events:
+            match event:
+                case Initiate(peer, method, endpoint, at):
+                    self.notes.append(f"{self._name(peer)}: punching {method.value} "
+                                      f"towards {_text(endpoint)}")
+                    self._punches.append(_Punching(event, max(at, now)))
+                case UseRelay(peer):
+                    self._use_relay(peer, now)
+        relay_events, self.relay_client.events = self.relay_client.events, []
+        for relay_event in relay_events:
+            match relay_event:
+                case relay.RelayUp(node_id, anchor, channel):
+                    self._relay_up(node_id, anchor, channel, now)
+                case relay.RelayDown(node_id):
+                    self._relay_down(node_id, now)
+                case relay.RetryDirect(node_id):
+                    live = self.live_anchors(now)
+                    if live and self.puncher.state(node_id) is not PunchState.PUNCHING:
+                        self.puncher.request(node_id, live[0], now)
+        for core in (self.puncher, self.coordinator, self.relays, self.relay_client):
+            out, core.outbox = core.outbox, []
+            for to_id, body in out:
+                self._send(to_id, body, now)
+        if self.puncher.events or self.relay_client.events:
+            self._react(now)
+
+    def _use_relay(self, node_id: bytes, now: float) -> None:
+        anchor = relay.choose_anchor(self.me, node_id, self.live_anchors(now))
+        if anchor is None:
+            self.notes.append(f"{self._name(node_id)}: no direct path and no anchor to relay")
+            return
+        self.notes.append(f"{self._name(node_id)}: no direct path, relaying through "
+                          f"{self._name(anchor)}")
+        self.relay_client.open(node_id, anchor, now)
+
+    def _relay_up(self, node_id: bytes, anchor: bytes, channel: int, now: float) -> None:
+        peer = self._peer(node_id)
+        if peer is None:
+            return
+        alias = relay.alias(channel)
+        self.notes.append(f"{peer.name}: relayed by {self._name(anchor)} (channel {channel})")
+        peer.retarget([alias, *(e for e in peer.endpoints if not relay.channel_of_alias(e))],
+                      now, alive=False)
+
+    def _relay_down(self, node_id: bytes, now: float) -> None:
+        peer = self._peer(node_id)
+        if peer is None:
+            return
+        direct = [e for e in peer.endpoints if not relay.channel_of_alias(e)]
+        if peer.endpoint is not None and relay.channel_of_alias(peer.endpoint):
+            self.notes.append(f"{peer.name}: relay closed, back to direct attempts")
+            peer.retarget(direct, now, alive=False)
+        else:
+            peer.endpoints = direct
+
+    def _send(self, node_id: bytes, body: bytes, now: float) -> None:
+        peer = self._peer(node_id)
+        if peer is None:
+            self.counters["no_such_peer"] += 1
+            return
+        self.engine.send_control(peer, control.Kind.TRAVERSAL, body, now)
+
+    def _name(self, node_id: bytes) -> str:
+        peer = self._peer(node_id)
+        return peer.name if peer is not None else node_id.hex()[:8]
+
+    # ----- for status and netcheck -----------------------------------------------------------
+
+    def status(self, now: float) -> dict[str, object]:
+        peers = {}
+        for node_id in self._static_of:
+            peer = self._peer(node_id)
+            punch, relayed = self.puncher.state(node_id), self.relay_client.state(node_id)
+            if peer is not None and (punch or relayed):
+                peers[peer.name] = {"punch": punch.value if punch else None,
+                                    "relay": relayed.value if relayed else None}
+        report = self.report
+        return {
+            "nat_type": report.nat_type.name.lower(),
+            "observed": _text(report.observed) if report.observed else None,
+            "port_preserved": report.port_preserved,
+            "anchors_answered": report.targets,
+            "port_mapping": _text(self.mapping.external) if self.mapping else None,
+            "port_mapping_protocol": self.mapping.protocol.value if self.mapping else None,
+            "candidates": [f"{c.kind.name.lower()} {_text(c.addr)}"
+                           for c in self.info().candidates],
+            "anchors_reachable": [self._name(a) for a in sorted(self.live_anchors(now))],
+            "peers": peers,
+            "relay_channels": self.relays.channels() if self.is_anchor else None,
+            "counters": self.all_counters(),
+        }
+
+    def all_counters(self) -> dict[str, int]:
+        cores: dict[str, Counter[str]] = {
+            "traversal": self.counters, "probe": self.prober.counters,
+            "probe_reply": self.responder.counters, "punch": self.puncher.counters,
+            "relay": self.relay_client.counters}
+        if self.is_anchor:
+            cores |= {"coordinate": self.coordinator.counters, "relay_anchor": self.relays.counters}
+        return {f"{name}_{key}": value for name, counter in cores.items()
+                for key, value in counter.items()}
+
+
+def _text(addr: Addr) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
