@@ -230,6 +230,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_netcheck(args: argparse.Namespace) -> int:
+    import json
+
+    from .agent.show import print_netcheck
+
+    reply = _ask(args.state_dir, {"command": "status"})
+    if isinstance(reply, int):
+        return reply
+    status = reply["status"]
+    if args.json:
+        print(json.dumps({key: status[key] for key in
+                          ("node", "port", "anchor", "addresses", "published", "nat")}, indent=2))
+    else:
+        print_netcheck(status)
+    return EXIT_OK
+
+
 def cmd_ping(args: argparse.Namespace) -> int:
     answered = 0
     for _ in range(args.count):
@@ -382,9 +399,19 @@ def build_parser() -> argparse.ArgumentParser:
     _state_dir_argument(p)
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("netcheck", help="what this node learned about its connectivity",
+                       description="Ask the running agent what it learned about its own "
+                       "connectivity: its addresses, its NAT type and the endpoint anchors see "
+                       "(from PATH_PROBE replies), its port mapping (PCP, NAT-PMP or UPnP), the "
+                       "endpoints it publishes, the anchors it reaches, and which peers are "
+                       "being punched or relayed.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _state_dir_argument(p)
+    p.set_defaults(func=cmd_netcheck)
+
     p = sub.add_parser("ping", help="ping a peer through its session",
                        description="Send a whalescale PING to PEER inside its session and say "
-                       "which path answered (direct or LAN) and in how long.")
+                       "which path answered (direct, LAN, IPv6 or relayed) and in how long.")
     p.add_argument("peer", metavar="PEER", help="the peer's name in the mesh file")
     p.add_argument("-c", "--count", type=int, default=3, help="pings to send (default 3)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each")

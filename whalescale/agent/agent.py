@@ -219,6 +219,7 @@ class Agent:
         report["gossip"] = self.gossip_counters()
         report["drops"] = self.drops()
         report["published"] = [endpoint_text(a) for a in self._published]
+        report["addresses"] = [str(i) for i in self._interfaces]
         assert self.traversal is not None
         report["nat"] = self.traversal.status(now)
         return report

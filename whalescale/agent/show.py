@@ -39,3 +39,28 @@ def print_status(status: dict[str, Any]) -> None:
     console.print(table)
     if status["drops"]:
         console.print("drops: " + ", ".join(f"{k} {v}" for k, v in sorted(status["drops"].items())))
+
+
+def print_netcheck(status: dict[str, Any]) -> None:
+    """What the node learned about its own connectivity (`whalescale netcheck`)."""
+    nat = status["nat"]
+    console = Console()
+    console.print(f"[bold]{status['node']}[/] udp {status['port']}")
+    console.print("addresses: " + (", ".join(status["addresses"]) or "none"))
+    if status["anchor"]:
+        console.print("NAT type: none needed (an anchor: public by configuration)")
+    else:
+        seen = f", anchors see us at {nat['observed']}" if nat["observed"] else ""
+        console.print(f"NAT type: {nat['nat_type']}{seen} "
+                      f"({nat['anchors_answered']} anchors answered)")
+        if nat["port_preserved"] is not None:
+            console.print(f"port preserved by the NAT: {'yes' if nat['port_preserved'] else 'no'}")
+    mapping = (f"{nat['port_mapping']} ({nat['port_mapping_protocol']})"
+               if nat["port_mapping"] else "none")
+    console.print(f"port mapping: {mapping}")
+    console.print("published endpoints: " + (", ".join(status["published"]) or "none"))
+    console.print("anchors reachable: " + (", ".join(nat["anchors_reachable"]) or "none"))
+    for name, state in sorted(nat["peers"].items()):
+        console.print(f"  {name}: punch {state['punch'] or '-'}, relay {state['relay'] or '-'}")
+    if nat["relay_channels"] is not None:
+        console.print(f"relay channels open: {nat['relay_channels']}")

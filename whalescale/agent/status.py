@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..mesh.anchors import AnchorHealth, reachable
+from ..nat.relay import channel_of_alias
 from ..session.engine import Engine
 from ..session.peer import Peer
 from .addresses import Interface, is_lan
@@ -20,8 +21,13 @@ def endpoint_text(addr: Addr | None) -> str | None:
 
 
 def path_kind(addr: Addr, interfaces: list[Interface]) -> str:
-    """How a peer is reached: over a directly connected network, or directly across."""
-    return "lan" if is_lan(addr[0], interfaces) else "direct"
+    """How a peer is reached: through an anchor's relay, over a directly connected
+    network, over IPv6, or directly across IPv4."""
+    if channel_of_alias(addr):
+        return "relayed"
+    if is_lan(addr[0], interfaces):
+        return "lan"
+    return "ipv6" if ":" in addr[0] else "direct"
 
 
 def _ago(then: float | None, now: float) -> float | None:
