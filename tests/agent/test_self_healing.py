@@ -47,18 +47,6 @@ def status(mesh: LabMesh, name: str) -> dict:
     return json.loads(out)
 
 
-def readdress(host) -> str:
-    """Give the host a new address on its uplink, as a laptop changing networks would."""
-    link = host.links[0]
-    ifname = link.b_ifname if link.b is host else link.a_ifname
-    old, gateway = link.addr_of(host), link.peer_addr(host)
-    new = old.rsplit(".", 1)[0] + ".77"
-    host.run("ip", "addr", "del", f"{old}/{link.prefixlen}", "dev", ifname)
-    host.run("ip", "addr", "add", f"{new}/{link.prefixlen}", "dev", ifname)
-    host.run("ip", "route", "replace", "default", "via", gateway)
-    return new
-
-
 def test_six_node_mesh_heals_itself(lab):
     hosts = lab.star(ANCHORS + PEERS)
     mesh = LabMesh(lab, keepalive_s=2)
@@ -80,7 +68,7 @@ def test_six_node_mesh_heals_itself(lab):
         time.sleep(0.5)
 
     # (2) p1 moves to a new address: everyone reaches it again
-    new_address = readdress(hosts["p1"])
+    new_address = hosts["p1"].readdress()
     started = time.monotonic()
     pending = {n for n in everyone if n != "p1"}
     while pending and time.monotonic() - started < 60:

@@ -142,6 +142,19 @@ class Host:
         if link.a_addr6 is not None:
             self._route(to, link.peer_addr(self, v6=True))
 
+    def readdress(self, last_octet: int = 77) -> str:
+        """Move this host to a new IPv4 address on its first link (a laptop changing
+        networks; a router whose provider changed its public address); returns it.
+        The `Link` record keeps the old one: ask the host, not the link, from now on."""
+        link = self.links[0]
+        ifname = link.b_ifname if link.b is self else link.a_ifname
+        old, gateway = link.addr_of(self), link.peer_addr(self)
+        new = f"{old.rsplit('.', 1)[0]}.{last_octet}"
+        self.run("ip", "addr", "del", f"{old}/{link.prefixlen}", "dev", ifname)
+        self.run("ip", "addr", "add", f"{new}/{link.prefixlen}", "dev", ifname)
+        self.run("ip", "route", "replace", "default", "via", gateway)
+        return new
+
     def ping(self, addr: str, count: int = 1, timeout: float = 2.0) -> bool:
         """Whether `addr` answers an ICMP echo from this host within `timeout` per try."""
         result = self.run(

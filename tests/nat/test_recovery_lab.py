@@ -1,0 +1,53 @@
+"""Sessions between two NATed peers come back by themselves when a NAT forgets its
+mappings (`conntrack -F` in the gateway) or the gateway's public address changes.
+
+Topology: scenarios/nat-anchor.toml (one anchor, two port-restricted cone NATs). The
+peers' session is hole-punched; after each disturbance the test pings until the session
+answers again and reports how long that took (`pytest -s` prints it).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from whalescale.lab.mesh import LabMesh
+from whalescale.lab.scenario import SCENARIO_DIR, build, load, start_mesh
+
+pytestmark = pytest.mark.lab
+
+RECOVERY_TIMEOUT_S = 90.0
+
+
+def time_to_answer(mesh: LabMesh, source: str, to: str, timeout: float) -> float | None:
+    """Seconds until `to` answers a ping from `source` (None: not within `timeout`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if mesh.nodes[source].host.ping(mesh.nodes[to].tunnel_addr, count=1, timeout=0.5):
+            return time.monotonic() - started
+    return None
+
+
+def test_punched_session_survives_conntrack_flush_and_a_new_public_address(lab):
+    scenario = load(SCENARIO_DIR / "nat-anchor.toml")
+    hosts = build(lab, scenario)
+    mesh = start_mesh(lab, scenario, hosts)
+    first = time_to_answer(mesh, "peer-a", "peer-b", 30)
+    assert first is not None, mesh.nodes["peer-a"].proc.log()
+
+    for gateway in ("gateway-a", "gateway-b"):
+        hosts[gateway].run("conntrack", "-F")
+    flushed = time_to_answer(mesh, "peer-a", "peer-b", RECOVERY_TIMEOUT_S)
+    assert flushed is not None, "no session after conntrack -F in both gateways"
+
+    new_public = hosts["gateway-a"].readdress()
+    moved = time_to_answer(mesh, "peer-b", "peer-a", RECOVERY_TIMEOUT_S)
+    assert moved is not None, mesh.nodes["peer-a"].proc.log()
+    # peer-b now talks to peer-a at the gateway's new public address (no relay in between)
+    assert time_to_answer(mesh, "peer-a", "peer-b", 10) is not None
+    log_b = mesh.nodes["peer-b"].proc.log()
+    assert f"session with peer-a established via {new_public}:" in log_b or \
+        f"peer peer-a now at {new_public}:" in log_b, log_b[-3000:]
+    print(f"\nfirst ping answered {first:.1f} s after up; after conntrack -F {flushed:.1f} s; "
+          f"after the gateway's new public address {moved:.1f} s")
