@@ -1,0 +1,113 @@
+"""nat/traversal.py on a fake internet (tests/nat/sim.py): real session engines, NATs
+simulated, a clock moved by hand. Which path each pair ends up on, and why."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from whalescale.nat import relay
+from whalescale.nat.bootstrap import MAGIC
+from whalescale.nat.traversal import REQUEST_FIRST_S
+
+from .sim import PORT, Internet
+
+
+def internet(kind_a: str | None, kind_b: str | None) -> Internet:
+    net = Internet()
+    net.add("anchor-1", "198.51.100.1", anchor=True)
+    net.add("anchor-2", "198.51.100.2", anchor=True)
+    net.add("a", "192.168.1.2", nat=kind_a, public_ip="203.0.113.1" if kind_a else None)
+    net.add("b", "192.168.2.2", nat=kind_b, public_ip="203.0.113.2" if kind_b else None)
+    if kind_a is None:
+        net.nodes["a"].address = "203.0.113.1"
+    if kind_b is None:
+        net.nodes["b"].address = "203.0.113.2"
+    net.start()
+    return net
+
+
+def reaches(net: Internet, source: str, to: str) -> bool:
+    payload = f"{source} to {to} at {net.now}".encode()
+    net.send(source, to, payload)
+    return any(payload in packet for packet in net.nodes[to].delivered)
+
+
+def test_nat_type_comes_from_what_two_anchors_saw():
+    net = internet("cone", "symmetric")
+    a, b = net.nodes["a"].traversal, net.nodes["b"].traversal
+    assert a.report.nat_type.name == "CONE" and a.report.observed == ("203.0.113.1", PORT)
+    assert b.report.nat_type.name == "SYMMETRIC" and b.report.observed is None
+    assert a.public_endpoints() == [("203.0.113.1", PORT)]
+    assert b.public_endpoints() == []
+
+
+def test_two_port_restricted_cones_punch_a_direct_path():
+    net = internet("cone", "cone")
+    net.run(REQUEST_FIRST_S - 0.5)
+    assert net.endpoint("a", "b") is None  # nobody knows where the other is yet
+    net.run(3.0)
+    assert net.endpoint("a", "b") == ("203.0.113.2", PORT)
+    assert net.endpoint("b", "a") == ("203.0.113.1", PORT)
+    assert reaches(net, "a", "b") and reaches(net, "b", "a")
+    for anchor in ("anchor-1", "anchor-2"):
+        assert net.nodes[anchor].traversal.relays.channels() == 0
+
+
+def test_symmetric_to_public_is_direct():
+    net = internet("symmetric", None)
+    net.run(4.0)
+    assert net.endpoint("b", "a")[0] == "203.0.113.1"  # the symmetric side's new port
+    assert not relay.channel_of_alias(net.endpoint("a", "b"))
+    assert reaches(net, "a", "b") and reaches(net, "b", "a")
+
+
+def test_two_symmetric_nats_are_relayed_by_one_anchor_that_holds_no_key_of_theirs():
+    net = internet("symmetric", "symmetric")
+    net.run(5.0)
+    assert relay.channel_of_alias(net.endpoint("a", "b"))
+    assert relay.channel_of_alias(net.endpoint("b", "a"))
+    assert reaches(net, "a", "b") and reaches(net, "b", "a")
+    relays = [net.nodes[x].traversal.relays for x in ("anchor-1", "anchor-2")]
+    assert sorted(r.channels() for r in relays) == [0, 1]
+    assert sum(r.counters["forwarded"] for r in relays) > 0
+    # the anchors' engines have sessions with a and with b, none between them
+    for x in ("anchor-1", "anchor-2"):
+        assert set(net.nodes[x].engine.peers[net.nodes[y].ident.x25519_public].name
+                   for y in ("a", "b")) == {"a", "b"}
+
+
+def test_punch_requests_back_off_while_the_peer_stays_out_of_reach():
+    net = internet("cone", "cone")
+    net.nodes["b"].nat.admits = lambda port, source: False  # b reaches nobody
+    a = net.nodes["a"].traversal
+    asked: list[float] = []
+    request = a.puncher.request
+    a.puncher.request = lambda *args: (asked.append(args[2]), request(*args))[1]
+    net.run(150.0)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]
+    assert len(asked) >= 4
+    assert gaps == sorted(gaps) and gaps[-1] >= 16.0, asked
+
+
+def test_traversal_messages_from_a_peer_that_is_no_anchor_are_counted_and_ignored():
+    net = internet("cone", "cone")
+    net.run(4.0)
+    a = net.nodes["a"]
+    peer_b = a.engine.peers[net.nodes["b"].ident.x25519_public]
+    a.traversal.control(peer_b, bytes([3]) + b"\0" * 60, net.now)
+    assert a.traversal.counters["traversal_from_non_anchor"] == 1
+
+
+_SHARED = internet("cone", "cone")
+
+
+@given(st.binary(min_size=0, max_size=120))
+def test_garbage_on_the_shared_port_never_raises(junk):
+    for first in (MAGIC, 1, 2, 3, 4):
+        datagram = bytes([first]) + junk
+        for name in ("a", "anchor-1"):
+            traversal = _SHARED.nodes[name].traversal
+            assert traversal.datagrams([(datagram, ("203.0.113.9", 4000))], _SHARED.now) == []
