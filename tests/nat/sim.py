@@ -5,6 +5,7 @@ with them (unclaimed datagrams, relay tags, TRAVERSAL control messages, timers,
 once-a-second ticks). A node may sit behind a `Nat`: "cone" keeps one external port
 for every destination, "symmetric" takes a new one per destination; both filter
 port-restricted (only endpoints the inside sent to get in), "full" lets anyone in.
+Nodes on one named `lan` (a /24) reach each other's addresses and its broadcast address.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..session.pair import ip_packet
 Addr = tuple[str, int]
 PORT = 51820
 STEP_S = 0.05
+LAN_HELLO_EVERY_S = 10.0
 
 
 class Nat:
@@ -51,8 +53,8 @@ class Nat:
 
 class Node:
     def __init__(self, net: Internet, name: str, ident: Identity, address: str, tunnel: str,
-                 anchor: bool, nat: Nat | None) -> None:
-        self.net, self.name, self.ident = net, name, ident
+                 anchor: bool, nat: Nat | None, lan: str | None) -> None:
+        self.net, self.name, self.ident, self.lan = net, name, ident, lan
         self.address, self.tunnel, self.anchor, self.nat = address, tunnel, anchor, nat
         self.engine: Engine | None = None
         self.traversal: Traversal | None = None
@@ -77,10 +79,11 @@ class Internet:
         self._next_tick = 0.0
 
     def add(self, name: str, address: str, *, anchor: bool = False, nat: str | None = None,
-            public_ip: str | None = None) -> Node:
+            public_ip: str | None = None, lan: str | None = None) -> Node:
         n = len(self.nodes) + 1
         node = Node(self, name, Identity.from_seed(bytes([n]) * 32), address,
-                    f"100.96.0.{n}", anchor, Nat(public_ip or address, nat) if nat else None)
+                    f"100.96.0.{n}", anchor, Nat(public_ip or address, nat) if nat else None,
+                    lan)
         self.nodes[name] = node
         return node
 
@@ -101,6 +104,8 @@ class Internet:
                 random_bytes=self._rng.randbytes, now=self.now)
         for node in self.nodes.values():
             assert node.engine is not None and node.traversal is not None
+            if node.lan is not None:
+                node.traversal.set_local_candidates([(node.address, 24)], [], PORT)
             node.engine.start(self.now)
             if not node.anchor:
                 node.traversal.probe([(node.local, t) for t in node.traversal.probe_targets()],
@@ -129,11 +134,23 @@ class Internet:
                 if tagged is None:
                     continue
                 datagram, dest = tagged
+            neighbours = self._on_lan(node, dest)
+            if neighbours:
+                self._queue += [(datagram, node.local, n.local) for n in neighbours]
+                continue
             source = node.nat.out(dest) if node.nat is not None else node.local
             self._queue.append((datagram, source, dest))
 
+    def _on_lan(self, node: Node, dest: Addr) -> list[Node]:
+        """The nodes of `node`'s LAN a datagram to `dest` reaches without leaving it."""
+        if node.lan is None:
+            return []
+        lan = ipaddress.ip_network(f"{node.address}/24", strict=False)
+        return [n for n in self.nodes.values() if n is not node and n.lan == node.lan
+                and (dest == n.local or dest[0] == str(lan.broadcast_address))]
+
     def _deliver(self, datagram: bytes, source: Addr, dest: Addr) -> None:
-        node = next((n for n in self.nodes.values() if n.owns(dest)), None)
+        node = next((n for n in self.nodes.values() if n.owns(dest) or n.local == dest), None)
         if node is None or (node.nat is not None and not node.nat.admits(dest[1], source)):
             return  # nobody there, or the NAT filters it
         assert node.engine is not None and node.traversal is not None
@@ -165,6 +182,8 @@ class Internet:
                     node.traversal.handle_timer(self.now)
                 if tick:
                     node.traversal.tick(self.now)
+                    if self.now % LAN_HELLO_EVERY_S < 1.0:
+                        node.traversal.announce_on_lan(PORT)
             self.pump()
 
     # ----- for assertions -------------------------------------------------------------

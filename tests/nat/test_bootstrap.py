@@ -197,3 +197,13 @@ def test_pending_probes_are_bounded():
     prober.probe(LOCAL, [ANCHOR_1] * (bootstrap.MAX_PENDING + 1), now=0.0)
     assert prober.events == [ProbeTimedOut(LOCAL, ANCHOR_1)]
     assert prober.counters["pending_overflow"] == 1
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=16, max_size=16))
+def test_lan_hello_names_its_sender_to_members_only(node_id, nonce):
+    hello = bootstrap.decode(bootstrap.encode_lan_hello(node_id, nonce))
+    assert isinstance(hello, bootstrap.LanHello) and hello.is_from(node_id)
+    assert not hello.is_from(bytes(b ^ 1 for b in node_id))
+    # a new nonce gives an unrelated tag: hellos cannot be linked by a non-member
+    other = bootstrap.decode(bootstrap.encode_lan_hello(node_id, bytes(b ^ 0xFF for b in nonce)))
+    assert other.tag != hello.tag

@@ -8,7 +8,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whalescale.nat import relay
+from whalescale.nat import bootstrap, relay
 from whalescale.nat.bootstrap import MAGIC
 from whalescale.nat.traversal import REQUEST_FIRST_S
 
@@ -77,6 +77,22 @@ def test_two_symmetric_nats_are_relayed_by_one_anchor_that_holds_no_key_of_their
     for x in ("anchor-1", "anchor-2"):
         assert set(net.nodes[x].engine.peers[net.nodes[y].ident.x25519_public].name
                    for y in ("a", "b")) == {"a", "b"}
+
+
+def test_two_nodes_on_one_lan_find_each_other_without_any_anchor():
+    net = Internet()
+    net.add("a", "192.168.1.2", lan="home")
+    net.add("b", "192.168.1.3", lan="home")
+    net.add("stranger", "192.168.7.9")
+    net.start()
+    net.run(1.0)
+    assert net.endpoint("a", "b") == ("192.168.1.3", PORT)
+    assert net.endpoint("b", "a") == ("192.168.1.2", PORT)
+    assert reaches(net, "a", "b")
+    # a hello from outside our LAN is not taken, even from a member
+    hello = bootstrap.encode_lan_hello(net.nodes["a"].ident.public, b"n" * 16)
+    net.nodes["a"].traversal.datagrams([(hello, ("192.168.7.9", PORT))], net.now)
+    assert net.nodes["a"].traversal.counters["lan_hello_not_from_lan"] == 1
 
 
 def test_punch_requests_back_off_while_the_peer_stays_out_of_reach():

@@ -49,6 +49,7 @@ log = logging.getLogger("whalescale.agent")
 _RECV_BATCH_BYTES = 4 * 1024 * 1024
 _TUN_BATCH_FRAMES = 64
 PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
+LAN_HELLO_EVERY_S = 10.0  # LAN discovery broadcasts
 
 
 class Agent:
@@ -81,6 +82,7 @@ class Agent:
         self.mesh_controller: MeshController | None = None
         self.traversal: Traversal | None = None
         self._next_probe = 0.0
+        self._next_lan_hello = 0.0
         self._published: list[tuple[str, int]] = []
 
     @property
@@ -311,6 +313,9 @@ class Agent:
             if routes:
                 traversal.probe(routes, now)
                 self._next_probe = now + PROBE_EVERY_S
+        if now >= self._next_lan_hello:
+            traversal.announce_on_lan(self.me.port)
+            self._next_lan_hello = now + LAN_HELLO_EVERY_S
         traversal.tick(now)
         self._flush()
 
@@ -397,6 +402,8 @@ class Agent:
 
     def _open_sockets(self) -> None:
         self._sockets[socket.AF_INET] = udp.open_udp("0.0.0.0", self.me.port, socket.AF_INET)
+        # LAN discovery broadcasts its hellos from the mesh port (nat/bootstrap.py)
+        self._sockets[socket.AF_INET].setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         try:
             self._sockets[socket.AF_INET6] = udp.open_udp("::", self.me.port, socket.AF_INET6)
         except OSError as exc:

@@ -9,6 +9,14 @@ Wire format (integers big-endian; no field is optional, every length exact):
     PATH_PROBE   = header(type 1, x 0) | nonce (16) | zero padding (20)      40 bytes
     PATH_PROBE_REPLY = header(type 2, x = family 4|6) | nonce (16)
                        | port (u16, >= 1) | address (4 or 16)           26 or 38 bytes
+    LAN_HELLO    = header(type 3, x 0) | nonce (16) | tag (16)          36 bytes
+
+LAN_HELLO is LAN discovery: broadcast on each local IPv4 network, so two nodes
+behind one router find each other without an anchor and without hairpin NAT. The
+tag is BLAKE2s(node ID, key = nonce): a member of the mesh recognises the sender
+by trying its members' IDs; anyone else sees random bytes, different every time.
+A hello only makes the receiver send a WireGuard initiation to its source, which
+authenticates the sender before anything else happens.
 
 Demultiplexing the shared port: WireGuard's messages start with a type 1..4 and
 three reserved bytes (zero, or a relay channel, see relay.py); ours start with
@@ -33,6 +41,8 @@ anything malformed is counted in `counters` under a reason, never raised.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import ipaddress
 import struct
 from collections import Counter
@@ -48,6 +58,7 @@ Addr = tuple[str, int]
 MAGIC = 0x57  # 'W': outside WireGuard's message types 1..4
 VERSION = 1
 NONCE_BYTES = 16
+TAG_BYTES = 16
 _HEADER = struct.Struct(">BBBB")
 PROBE_BYTES = _HEADER.size + NONCE_BYTES + 20  # padded so no reply is larger
 _PORT = struct.Struct(">H")
@@ -62,6 +73,7 @@ MAX_PENDING = 256  # probes in flight; beyond it the oldest is forgotten
 class MessageType(enum.IntEnum):
     PATH_PROBE = 1
     PATH_PROBE_REPLY = 2
+    LAN_HELLO = 3
 
 
 class MalformedBootstrap(ValueError):
@@ -79,7 +91,21 @@ class PathProbeReply:
     observed: Addr  # the source IP:port the replier saw
 
 
-Message = PathProbe | PathProbeReply
+@attrs.frozen(slots=True)
+class LanHello:
+    nonce: bytes
+    tag: bytes
+
+    def is_from(self, node_id: bytes) -> bool:
+        return hmac.compare_digest(self.tag, lan_tag(node_id, self.nonce))
+
+
+def lan_tag(node_id: bytes, nonce: bytes) -> bytes:
+    return hashlib.blake2s(node_id, key=nonce, digest_size=TAG_BYTES,
+                           person=b"ws-lan-h").digest()
+
+
+Message = PathProbe | PathProbeReply | LanHello
 
 
 def is_bootstrap(datagram: bytes) -> bool:
@@ -132,6 +158,13 @@ def encode_reply(reply: PathProbeReply) -> bytes:
             + _PORT.pack(check_port(reply.observed[1])) + packed)
 
 
+def encode_lan_hello(node_id: bytes, nonce: bytes) -> bytes:
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError("nonce must be 16 bytes")
+    return (_HEADER.pack(MAGIC, VERSION, MessageType.LAN_HELLO, 0) + nonce
+            + lan_tag(node_id, nonce))
+
+
 def decode(datagram: bytes) -> Message:
     if len(datagram) < _HEADER.size or len(datagram) > PROBE_BYTES:
         raise MalformedBootstrap(f"datagram of {len(datagram)} bytes")
@@ -154,6 +187,10 @@ def decode(datagram: bytes) -> Message:
         (port,) = _PORT.unpack_from(datagram, offset)
         host = read_address(x, datagram[offset + _PORT.size :])
         return PathProbeReply(nonce, (host, check_port(port)))
+    if kind == MessageType.LAN_HELLO:
+        if x != 0 or len(datagram) != _HEADER.size + NONCE_BYTES + TAG_BYTES:
+            raise MalformedBootstrap("LAN_HELLO of the wrong shape")
+        return LanHello(nonce, datagram[_HEADER.size + NONCE_BYTES :])
     raise MalformedBootstrap(f"unknown type {kind}")
 
 

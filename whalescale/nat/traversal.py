@@ -56,6 +56,8 @@ REQUEST_FIRST_S = 2.0
 REQUEST_MAX_S = 60.0
 # Give the first probes this long to report the NAT type before punching blind.
 NAT_TYPE_WAIT_S = 3.0
+# A LAN_HELLO from a peer we do not reach on the LAN triggers an initiation at most this often.
+LAN_PUNCH_EVERY_S = 5.0
 _RELAY_FIRST_TYPE = min(relay.MessageType)
 
 
@@ -82,7 +84,10 @@ class Traversal:
         self.mapping: Mapping | None = None
         self._local_candidates: tuple[Candidate, ...] = ()
         self._route_local: dict[Addr, Addr] = {}  # probe target -> our address towards it
-        self.puncher = Puncher(me)
+        self._random_bytes = random_bytes
+        self._lan_networks: list[ipaddress.IPv4Network] = []
+        self._lan_seen: dict[bytes, float] = {}  # node ID -> when its LAN_HELLO came
+        self.puncher = Puncher(me, lan_discovered=self._lan_seen.__contains__)
         self.coordinator = PunchCoordinator((), self._endpoint_of, random_bytes=random_bytes)
         self.relays = relay.RelayTable((), self._endpoint_of, random_bytes=random_bytes)
         self.relay_client = relay.RelayClient(accept=self._accept_relay,
@@ -130,6 +135,8 @@ class Traversal:
     def set_local_candidates(self, lan: Iterable[tuple[str, int]], ipv6: Iterable[str],
                              port: int) -> None:
         """Our LAN addresses (with prefix lengths) and global IPv6 addresses."""
+        self._lan_networks = [ipaddress.IPv4Network(f"{host}/{prefix}", strict=False)
+                              for host, prefix in lan]
         self._local_candidates = (
             *(Candidate(CandidateKind.IPV6, host, port) for host in ipv6),
             *(Candidate(CandidateKind.LAN, host, port, prefix) for host, prefix in lan))
@@ -202,6 +209,9 @@ class Traversal:
             self.outbox += self.responder.outbox
             self.responder.outbox = []
             return
+        if len(data) > 2 and data[2] == bootstrap.MessageType.LAN_HELLO:
+            self._lan_hello(data, source, now)
+            return
         local = self._route_local.get(source)
         if local is None:
             self.counters["unsolicited_reply"] += 1
@@ -223,6 +233,43 @@ class Traversal:
                               + (f", seen as {_text(report.observed)}" if report.observed else "")
                               + f" ({report.targets} anchors answered)")
             self.report = report
+
+    # ----- LAN discovery ---------------------------------------------------------------
+
+    def announce_on_lan(self, port: int) -> None:
+        """A LAN_HELLO to the broadcast address of each of our LAN networks."""
+        for network in self._lan_networks:
+            if network.prefixlen <= 30:  # a point-to-point link has no broadcast
+                hello = bootstrap.encode_lan_hello(
+                    self.me, self._random_bytes(bootstrap.NONCE_BYTES))
+                self.outbox.append((hello, (str(network.broadcast_address), port)))
+
+    def _lan_hello(self, data: bytes, source: Addr, now: float) -> None:
+        try:
+            hello = bootstrap.decode(data)
+        except bootstrap.MalformedBootstrap:
+            self.counters["lan_hello_malformed"] += 1
+            return
+        address = ipaddress.ip_address(source[0])
+        if not any(address in network for network in self._lan_networks):
+            self.counters["lan_hello_not_from_lan"] += 1  # only neighbours may ask this
+            return
+        assert isinstance(hello, bootstrap.LanHello)
+        if hello.is_from(self.me):
+            return  # our own broadcast, looped back
+        node_id = next((n for n in self._static_of if hello.is_from(n)), None)
+        peer = None if node_id is None else self._peer(node_id)
+        if node_id is None or peer is None:
+            self.counters["lan_hello_unknown"] += 1
+            return
+        seen = self._lan_seen.get(node_id)
+        self._lan_seen[node_id] = now
+        if (peer.endpoint == source and self._live(peer, now)) or (
+                seen is not None and now - seen < LAN_PUNCH_EVERY_S):
+            return
+        self.notes.append(f"{peer.name}: on our LAN at {_text(source)}")
+        peer.endpoints = [source, *(e for e in peer.endpoints if e != source)]
+        peer.punch(source, now)  # its answer moves the session onto the LAN
 
     def relay_out(self, datagram: bytes, dest: Addr) -> tuple[bytes, Addr] | None:
         """An engine datagram to a relay alias, tagged for the anchor (None: no relay)."""
