@@ -6,6 +6,7 @@ once-a-second ticks). A node may sit behind a `Nat`: "cone" keeps one external p
 for every destination, "symmetric" takes a new one per destination; both filter
 port-restricted (only endpoints the inside sent to get in), "full" lets anyone in.
 Nodes on one named `lan` (a /24) reach each other's addresses and its broadcast address.
+A node with an `ipv6` address is reached there without NAT or filtering.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class Nat:
 
 class Node:
     def __init__(self, net: Internet, name: str, ident: Identity, address: str, tunnel: str,
-                 anchor: bool, nat: Nat | None, lan: str | None) -> None:
-        self.net, self.name, self.ident, self.lan = net, name, ident, lan
+                 anchor: bool, nat: Nat | None, lan: str | None, ipv6: str | None) -> None:
+        self.net, self.name, self.ident, self.lan, self.ipv6 = net, name, ident, lan, ipv6
         self.address, self.tunnel, self.anchor, self.nat = address, tunnel, anchor, nat
         self.engine: Engine | None = None
         self.traversal: Traversal | None = None
@@ -65,6 +66,8 @@ class Node:
         return (self.address, PORT)
 
     def owns(self, addr: Addr) -> bool:
+        if ":" in addr[0]:
+            return addr == (self.ipv6, PORT)
         if self.nat is None:
             return addr == self.local
         return addr[0] == self.nat.public_ip
@@ -79,11 +82,12 @@ class Internet:
         self._next_tick = 0.0
 
     def add(self, name: str, address: str, *, anchor: bool = False, nat: str | None = None,
-            public_ip: str | None = None, lan: str | None = None) -> Node:
+            public_ip: str | None = None, lan: str | None = None,
+            ipv6: str | None = None) -> Node:
         n = len(self.nodes) + 1
         node = Node(self, name, Identity.from_seed(bytes([n]) * 32), address,
                     f"100.96.0.{n}", anchor, Nat(public_ip or address, nat) if nat else None,
-                    lan)
+                    lan, ipv6)
         self.nodes[name] = node
         return node
 
@@ -104,8 +108,8 @@ class Internet:
                 random_bytes=self._rng.randbytes, now=self.now)
         for node in self.nodes.values():
             assert node.engine is not None and node.traversal is not None
-            if node.lan is not None:
-                node.traversal.set_local_candidates([(node.address, 24)], [], PORT)
+            node.traversal.set_local_candidates([(node.address, 24)] if node.lan else [],
+                                                [node.ipv6] if node.ipv6 else [], PORT)
             node.engine.start(self.now)
             if not node.anchor:
                 node.traversal.probe([(node.local, t) for t in node.traversal.probe_targets()],
@@ -138,7 +142,10 @@ class Internet:
             if neighbours:
                 self._queue += [(datagram, node.local, n.local) for n in neighbours]
                 continue
-            source = node.nat.out(dest) if node.nat is not None else node.local
+            if ":" in dest[0]:
+                source = (node.ipv6 or "::1", PORT)
+            else:
+                source = node.nat.out(dest) if node.nat is not None else node.local
             self._queue.append((datagram, source, dest))
 
     def _on_lan(self, node: Node, dest: Addr) -> list[Node]:
@@ -151,7 +158,9 @@ class Internet:
 
     def _deliver(self, datagram: bytes, source: Addr, dest: Addr) -> None:
         node = next((n for n in self.nodes.values() if n.owns(dest) or n.local == dest), None)
-        if node is None or (node.nat is not None and not node.nat.admits(dest[1], source)):
+        filtered = node is not None and node.nat is not None and ":" not in dest[0] \
+            and not node.nat.admits(dest[1], source)
+        if node is None or filtered:
             return  # nobody there, or the NAT filters it
         assert node.engine is not None and node.traversal is not None
         node.engine.receive_datagrams([(datagram, source)], self.now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -77,6 +78,21 @@ def test_two_symmetric_nats_are_relayed_by_one_anchor_that_holds_no_key_of_their
     for x in ("anchor-1", "anchor-2"):
         assert set(net.nodes[x].engine.peers[net.nodes[y].ident.x25519_public].name
                    for y in ("a", "b")) == {"a", "b"}
+
+
+@pytest.mark.parametrize("nat", ["symmetric", "cone"])
+def test_ipv6_is_tried_first_and_spares_two_symmetric_nats_the_relay(nat):
+    net = Internet()
+    net.add("anchor-1", "198.51.100.1", anchor=True)
+    net.add("anchor-2", "198.51.100.2", anchor=True)
+    net.add("a", "192.168.1.2", nat=nat, public_ip="203.0.113.1", ipv6="fd00:a::2")
+    net.add("b", "192.168.2.2", nat=nat, public_ip="203.0.113.2", ipv6="fd00:b::2")
+    net.start()
+    net.run(4.0)
+    assert net.endpoint("a", "b") == ("fd00:b::2", PORT)
+    assert net.endpoint("b", "a") == ("fd00:a::2", PORT)
+    assert all(n.traversal.relays.channels() == 0 for n in net.nodes.values())
+    assert reaches(net, "a", "b") and reaches(net, "b", "a")
 
 
 def test_two_nodes_on_one_lan_find_each_other_without_any_anchor():

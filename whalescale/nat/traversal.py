@@ -58,6 +58,8 @@ REQUEST_MAX_S = 60.0
 NAT_TYPE_WAIT_S = 3.0
 # A LAN_HELLO from a peer we do not reach on the LAN triggers an initiation at most this often.
 LAN_PUNCH_EVERY_S = 5.0
+# Between the attempts of one punch, best first: long enough for a LAN or IPv6 round trip.
+ATTEMPT_HEAD_START_S = 0.3
 _RELAY_FIRST_TYPE = min(relay.MessageType)
 
 
@@ -369,12 +371,17 @@ class Traversal:
 
     def _react(self, now: float) -> None:
         punch_events, self.puncher.events = self.puncher.events, []
+        attempts: Counter[bytes] = Counter()
         for event in punch_events:
             match event:
                 case Initiate(peer, method, endpoint, at):
                     self.notes.append(f"{self._name(peer)}: punching {method.value} "
                                       f"towards {_text(endpoint)}")
-                    self._punches.append(_Punching(event, max(at, now)))
+                    # Best first (IPv6, LAN, then IPv4): a better path gets a head start,
+                    # and its session stops the others (PunchState.DIRECT).
+                    start = max(at, now) + attempts[peer] * ATTEMPT_HEAD_START_S
+                    attempts[peer] += 1
+                    self._punches.append(_Punching(event, start))
                 case UseRelay(peer):
                     self._use_relay(peer, now)
         relay_events, self.relay_client.events = self.relay_client.events, []
