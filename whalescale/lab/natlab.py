@@ -52,13 +52,19 @@ V6_PAIR = ("v6-a", "v6-b")
 class Nat(Enum):
     """How a gateway translates its LAN (nftables masquerade flavours)."""
 
-    RESTRICTED = "masquerade"  # keeps the source port: port-restricted cone
-    SYMMETRIC = "masquerade fully-random"  # a new random port per flow
-    FULLCONE = "masquerade"  # plus a static DNAT of VPN_PORT: endpoint-independent
+    # Distinct values: Enum members with equal values would be one member.
+    RESTRICTED = "restricted"  # masquerade keeps the source port: port-restricted cone
+    SYMMETRIC = "symmetric"  # a new random port per flow
+    FULLCONE = "fullcone"  # masquerade plus a static DNAT of VPN_PORT
+
+    @property
+    def statement(self) -> str:
+        return "masquerade fully-random" if self is Nat.SYMMETRIC else "masquerade"
 
 
 def nat_ruleset(nat: Nat, *, wan: str, lan_subnet: str, dnat_to: str | None = None) -> str:
-    """The gateway's nftables rules (over several lines: nft rejects the one-line form)."""
+    """The gateway's nftables rules (over several lines: nft rejects the one-line form);
+    `dnat_to`: the LAN address a full cone forwards VPN_PORT to."""
     dnat_forward = f'        iifname "{wan}" ct status dnat accept\n' if dnat_to else ""
     dnat_chain = (
         f"""    chain prerouting {{
@@ -85,7 +91,7 @@ table inet {NFT_TABLE} {{
     }}
 {dnat_chain}    chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
-        ip saddr {lan_subnet} oifname "{wan}" {nat.value}
+        ip saddr {lan_subnet} oifname "{wan}" {nat.statement}
     }}
 }}
 """
@@ -328,13 +334,19 @@ class Path(Enum):
     UNKNOWN = "unknown"  # pings answered, but on no path the counters watch
 
 
-def _either_way(src: Iterable[str], dst: Iterable[str], counter: str, family: str) -> str:
-    """Rules counting packets from any of `src` to any of `dst` and back."""
+def _both_ways(src: Iterable[str], dst: Iterable[str], counter: str, family: str) -> str:
+    """Rules counting packets from any of `src` to any of `dst` in `<counter>_out` and
+    back in `<counter>_in`: a path carries traffic only if it does so both ways (packets
+    to a NAT that drops them still pass the internet router and its counters)."""
     src_set, dst_set = ", ".join(src), ", ".join(dst)
     return (f'        {family} saddr {{ {src_set} }} {family} daddr {{ {dst_set} }} '
-            f'counter name "{counter}"\n'
+            f'counter name "{counter}_out"\n'
             f'        {family} saddr {{ {dst_set} }} {family} daddr {{ {src_set} }} '
-            f'counter name "{counter}"\n')
+            f'counter name "{counter}_in"\n')
+
+
+def _counter_names(paths: Iterable[str]) -> list[str]:
+    return [f"{path}_{way}" for path in paths for way in ("out", "in")]
 
 
 def _counters(host: Host, family: str) -> dict[str, int]:
@@ -361,35 +373,42 @@ def classify(natlab: NatLab, a: str, b: str, ping: Callable[[], tuple[int, int]]
     (sent, answered). Counters: on the internet router (public addresses, IPv6 addresses,
     each node with the anchors) and, for a shared LAN, on its bridge.
 
-    A path "carries" the pings when it counted at least one packet per ping sent: the
-    pings give two per answered ping (request and reply), keepalives only a few.
+    A path "carries" the pings when it counted, each way, at least half a packet per
+    answered ping (each answered ping is one packet each way; keepalives add a few).
+    Pings answered over no single watched path (e.g. requests direct, replies relayed)
+    give UNKNOWN.
     """
     site_a, site_b = natlab.site_of(a), natlab.site_of(b)
     anchors, anchors6 = natlab.anchor_addrs(), natlab.anchor_addrs6()
     rules = ""
     if site_a is not site_b:
-        rules += _either_way([site_a.public_addr], [site_b.public_addr], "direct", "ip")
+        rules += _both_ways([site_a.public_addr], [site_b.public_addr], "direct", "ip")
     if a in site_a.addr6 and b in site_b.addr6:
-        rules += _either_way([site_a.addr6[a]], [site_b.addr6[b]], "ipv6", "ip6")
+        rules += _both_ways([site_a.addr6[a]], [site_b.addr6[b]], "ipv6", "ip6")
     for name, site, counter in ((a, site_a, "relay_a"), (b, site_b, "relay_b")):
-        rules += _either_way([site.public_addr], anchors, counter, "ip")
+        rules += _both_ways([site.public_addr], anchors, counter, "ip")
         if name in site.addr6:
-            rules += _either_way([site.addr6[name]], anchors6, counter, "ip6")
-    _load_counters(natlab.inet, "inet", ["direct", "ipv6", "relay_a", "relay_b"], rules)
+            rules += _both_ways([site.addr6[name]], anchors6, counter, "ip6")
+    _load_counters(natlab.inet, "inet",
+                   _counter_names(["direct", "ipv6", "relay_a", "relay_b"]), rules)
     bridge = site_a.bridge_host if site_a is site_b else None
     if bridge is not None:
-        _load_counters(bridge, "bridge", ["lan"],
-                       _either_way([site_a.addr[a]], [site_b.addr[b]], "lan", "ip"))
-    sent, answered = ping()
+        _load_counters(bridge, "bridge", _counter_names(["lan"]),
+                       _both_ways([site_a.addr[a]], [site_b.addr[b]], "lan", "ip"))
+    _sent, answered = ping()
     if answered == 0:
         return Path.NONE
     seen = _counters(natlab.inet, "inet")
     if bridge is not None:
         seen.update(_counters(bridge, "bridge"))
-    carries = {name: seen.get(name, 0) >= sent for name in seen}
+
+    def carries(path: str) -> bool:
+        need = max(1, answered // 2)
+        return seen.get(f"{path}_out", 0) >= need and seen.get(f"{path}_in", 0) >= need
+
     for path, counter in ((Path.IPV6, "ipv6"), (Path.LAN, "lan"), (Path.DIRECT, "direct")):
-        if carries.get(counter):
+        if carries(counter):
             return path
-    if carries["relay_a"] and carries["relay_b"]:
+    if carries("relay_a") and carries("relay_b"):
         return Path.RELAYED
     return Path.UNKNOWN

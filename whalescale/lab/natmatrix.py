@@ -1,0 +1,239 @@
+"""The NAT connectivity matrix (issue 7): every pair of situations on one `NatLab`, for
+whalescale and for nebula, each run alone on the topology.
+
+Theory of operation: all nodes of one VPN start at once (time zero); at the same moment
+one prober per pair starts pinging the second node's tunnel address from the first node
+until a reply comes or `CONNECT_TIMEOUT_S` passes, and reports when. Then, one pair at a
+time (so no other pair's pings reach the counters), `natlab.classify` sends
+`CLASSIFY_PINGS` pings and reads the lab's own counters to tell how they travelled;
+neither VPN's claims are trusted. Finally the VPN's processes are stopped by their ids.
+
+Pairs of one situation with itself (public<->public, ...) would need a second node of
+that situation; the topology has one, so they are left out (`SKIPPED_PAIRS`).
+
+Run as a script inside a lab namespace, this module is the prober:
+`python -m whalescale.lab.natmatrix first ADDR T0 TIMEOUT_S` prints the seconds from
+the wall-clock time T0 to the first answered ping; `... count ADDR N` prints
+"sent answered" for N pings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from .icmp import ping
+from .mesh import LabMesh
+from .natlab import LAN_PAIR, SITUATIONS, V6_PAIR, VPN_PORT, NatLab, Path, classify
+from .nebula import NebulaMesh
+from .netns import Host
+from .proc import Proc
+
+Vpn = Literal["nebula", "whalescale"]
+Pair = tuple[str, str]
+
+PAIRS: list[Pair] = [*itertools.combinations(SITUATIONS, 2), LAN_PAIR, V6_PAIR]
+SKIPPED_PAIRS: list[Pair] = [(s, s) for s in SITUATIONS]
+CONNECT_TIMEOUT_S = 30.0
+PING_TIMEOUT_S = 1.0
+CLASSIFY_PINGS = 10
+_FIRST = re.compile(r"first reply after ([\d.]+) s|(no reply)")
+
+
+def _expected(a: str, b: str) -> Path:
+    """What the issue expects of whalescale for the pair (see DESIGN.md's plan table):
+    direct when one side is open (public, full cone, mapped by UPnP/NAT-PMP/PCP), direct
+    by simultaneous punching between cones, relayed once a symmetric NAT meets anything
+    that is not open."""
+    if (a, b) == LAN_PAIR:
+        return Path.LAN
+    if (a, b) == V6_PAIR:
+        return Path.IPV6
+    open_sides = {"public", "fullcone", "upnp"}
+    if a in open_sides or b in open_sides:
+        return Path.DIRECT
+    if "symmetric" in (a, b):
+        return Path.RELAYED
+    return Path.DIRECT  # restricted <-> cgnat: both cones
+
+
+EXPECTED_WHALESCALE: dict[Pair, Path] = {pair: _expected(*pair) for pair in PAIRS}
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One pair's outcome: answered at all, seconds from start, the path counted."""
+
+    connected: bool
+    first_ping_s: float | None
+    path: Path
+
+    def __str__(self) -> str:
+        if not self.connected or self.first_ping_s is None:
+            return self.path.value
+        return f"{self.path.value} {self.first_ping_s:.1f} s"
+
+
+@dataclass
+class Matrix:
+    vpn: Vpn
+    cells: dict[Pair, Cell]
+
+    def paths(self) -> dict[Pair, Path]:
+        return {pair: cell.path for pair, cell in self.cells.items()}
+
+
+# -- one VPN's nodes --------------------------------------------------------------------
+
+
+@dataclass
+class _Overlay:
+    """A started VPN: each node's tunnel address, and how to stop it all."""
+
+    tunnel_addr: dict[str, str]
+    stop: Callable[[], None]
+
+
+def _start_nebula(natlab: NatLab) -> _Overlay:
+    mesh = NebulaMesh(natlab.lab, VPN_PORT)
+    for anchor in natlab.anchors.values():
+        mesh.add_lighthouse(anchor, anchor.addr())
+    for host in natlab.nodes():
+        mesh.add_node(host)
+    try:
+        mesh.start_all()
+        mesh.wait_up()
+    except BaseException:
+        mesh.stop()
+        raise
+    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, mesh.stop)
+
+
+def _start_whalescale(natlab: NatLab) -> _Overlay:
+    mesh = LabMesh(natlab.lab, port=VPN_PORT)
+    for anchor in natlab.anchors.values():
+        mesh.add_node(anchor, anchor=True)  # static endpoint: its public address
+    for host in natlab.nodes():
+        mesh.add_node(host, static_endpoint=False)
+
+    def stop() -> None:
+        for node in mesh.nodes.values():
+            if node.proc is not None:
+                node.proc.stop()
+
+    # Not start_all: it waits for each agent in turn; the clock already runs.
+    mesh.write_mesh()
+    try:
+        for name in mesh.nodes:
+            mesh.start(name)
+    except BaseException:
+        stop()
+        raise
+    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, stop)
+
+
+STARTERS: dict[Vpn, Callable[[NatLab], _Overlay]] = {
+    "nebula": _start_nebula,
+    "whalescale": _start_whalescale,
+}
+
+
+# -- probing ---------------------------------------------------------------------------
+
+
+def _prober(*args: str) -> list[str]:
+    return [sys.executable, "-m", "whalescale.lab.natmatrix", *args]
+
+
+def _first_reply(proc: Proc) -> float | None:
+    """Seconds to the first answer reported by a `first` prober (which exits after)."""
+    proc.wait_for_log(_FIRST.pattern, CONNECT_TIMEOUT_S + 15)
+    proc.stop()
+    match = _FIRST.search(proc.log())
+    return float(match[1]) if match and match[1] else None
+
+
+def _count_pings(host: Host, addr: str) -> tuple[int, int]:
+    out = host.run(*_prober("count", addr, str(CLASSIFY_PINGS)),
+                   timeout=CLASSIFY_PINGS * PING_TIMEOUT_S + 15).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def run_matrix(natlab: NatLab, vpn: Vpn) -> Matrix:
+    """Start `vpn` on every node and anchor at once, measure every pair, stop `vpn`."""
+    t0 = time.time()
+    overlay = STARTERS[vpn](natlab)
+    try:
+        probers = {
+            (a, b): natlab.node(a).spawn(
+                *_prober("first", overlay.tunnel_addr[b], repr(t0),
+                         str(CONNECT_TIMEOUT_S)),
+                log_path=natlab.lab.tempdir / f"{vpn}-probe-{a}-{b}.log")
+            for a, b in PAIRS
+        }
+        firsts = {pair: _first_reply(proc) for pair, proc in probers.items()}
+        cells: dict[Pair, Cell] = {}
+        for (a, b), first in firsts.items():
+            if first is None:
+                cells[(a, b)] = Cell(False, None, Path.NONE)
+                continue
+            path = classify(natlab, a, b,
+                            lambda a=a, b=b: _count_pings(natlab.node(a), overlay.tunnel_addr[b]))
+            cells[(a, b)] = Cell(True, first, path)
+        return Matrix(vpn, cells)
+    finally:
+        overlay.stop()
+
+
+def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
+    """A markdown table: each pair, whalescale's cell, what the issue expects, nebula's."""
+    rows = [
+        "| pair | whalescale | expected | nebula 1.6.1 |",
+        "|---|---|---|---|",
+    ]
+    for pair in PAIRS:
+        got = ours.cells.get(pair)
+        mark = "" if got is not None and got.path is EXPECTED_WHALESCALE[pair] else " (!)"
+        rows.append(f"| {pair[0]} <-> {pair[1]} | {got}{mark} | "
+                    f"{EXPECTED_WHALESCALE[pair].value} | {nebula.cells.get(pair)} |")
+    skipped = ", ".join(f"{a}<->{b}" for a, b in SKIPPED_PAIRS)
+    rows += ["", f"Times: seconds from starting all nodes to the first answered ping "
+                 f"(timeout {CONNECT_TIMEOUT_S:.0f} s). Paths: the lab's nftables counters "
+                 f"during {CLASSIFY_PINGS} pings. (!): not what the issue expects. "
+                 f"Not run (one node per situation): {skipped}."]
+    return "\n".join(rows)
+
+
+# -- the prober, run inside a lab namespace ---------------------------------------------
+
+
+def _probe_first(addr: str, t0: float, timeout_s: float) -> str:
+    deadline = t0 + timeout_s
+    while time.time() < deadline:
+        try:
+            if ping(addr, 1, PING_TIMEOUT_S):
+                return f"first reply after {time.time() - t0:.3f} s"
+        except OSError:
+            time.sleep(0.2)  # no tunnel interface or route yet
+    return "no reply"
+
+
+def _probe_count(addr: str, count: int) -> str:
+    answered = 0
+    for _ in range(count):
+        with contextlib.suppress(OSError):  # no route: counts as unanswered
+            answered += ping(addr, 1, PING_TIMEOUT_S)
+    return f"{count} {answered}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "first":
+        print(_probe_first(sys.argv[2], float(sys.argv[3]), float(sys.argv[4])), flush=True)
+    else:
+        print(_probe_count(sys.argv[2], int(sys.argv[3])), flush=True)
