@@ -111,7 +111,7 @@ class Internet:
             node.traversal.set_local_candidates([(node.address, 24)] if node.lan else [],
                                                 [node.ipv6] if node.ipv6 else [], PORT)
             node.engine.start(self.now)
-            if not node.anchor:
+            if node.traversal.probe_due(self.now):
                 node.traversal.probe([(node.local, t) for t in node.traversal.probe_targets()],
                                      self.now)
         self.pump()
@@ -190,6 +190,9 @@ class Internet:
                 if (d := node.traversal.next_deadline()) is not None and d <= self.now:
                     node.traversal.handle_timer(self.now)
                 if tick:
+                    if node.traversal.probe_due(self.now):
+                        node.traversal.probe(
+                            [(node.local, t) for t in node.traversal.probe_targets()], self.now)
                     node.traversal.tick(self.now)
                     if self.now % LAN_HELLO_EVERY_S < 1.0:
                         node.traversal.announce_on_lan(PORT)

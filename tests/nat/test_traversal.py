@@ -13,7 +13,7 @@ from whalescale.nat import bootstrap, relay
 from whalescale.nat.bootstrap import MAGIC
 from whalescale.nat.traversal import REQUEST_FIRST_S
 
-from .sim import PORT, Internet
+from .sim import PORT, Internet, Nat
 
 
 def internet(kind_a: str | None, kind_b: str | None) -> Internet:
@@ -109,6 +109,20 @@ def test_two_nodes_on_one_lan_find_each_other_without_any_anchor():
     hello = bootstrap.encode_lan_hello(net.nodes["a"].ident.public, b"n" * 16)
     net.nodes["a"].traversal.datagrams([(hello, ("192.168.7.9", PORT))], net.now)
     assert net.nodes["a"].traversal.counters["lan_hello_not_from_lan"] == 1
+
+
+def test_a_relayed_pair_moves_to_a_direct_path_when_one_appears():
+    net = internet("symmetric", "symmetric")
+    net.run(5.0)
+    assert relay.channel_of_alias(net.endpoint("a", "b"))
+    for name in ("a", "b"):  # both routers replaced by cone NATs (mappings start afresh)
+        net.nodes[name].nat = Nat(net.nodes[name].nat.public_ip, "cone")
+    net.run(relay.ClientParams().retry_direct_first_s + 5.0)
+    assert net.endpoint("a", "b") == ("203.0.113.2", PORT)
+    assert net.endpoint("b", "a") == ("203.0.113.1", PORT)
+    net.run(relay.ClientParams().upgrade_grace_s + 1.0)  # the standby relay is closed
+    assert all(net.nodes[x].traversal.relays.channels() == 0 for x in ("anchor-1", "anchor-2"))
+    assert reaches(net, "a", "b") and reaches(net, "b", "a")
 
 
 def test_punch_requests_back_off_while_the_peer_stays_out_of_reach():

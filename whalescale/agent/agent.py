@@ -48,7 +48,6 @@ log = logging.getLogger("whalescale.agent")
 
 _RECV_BATCH_BYTES = 4 * 1024 * 1024
 _TUN_BATCH_FRAMES = 64
-PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
 LAN_HELLO_EVERY_S = 10.0  # LAN discovery broadcasts
 
 
@@ -81,7 +80,6 @@ class Agent:
         self._cache: LkgCache | None = None
         self.mesh_controller: MeshController | None = None
         self.traversal: Traversal | None = None
-        self._next_probe = 0.0
         self._next_lan_hello = 0.0
         self._published: list[tuple[str, int]] = []
 
@@ -308,11 +306,8 @@ class Agent:
         assert traversal is not None
         lan, ipv6 = nat.lan_and_ipv6(self._interfaces)
         traversal.set_local_candidates(lan, ipv6, self.me.port)
-        if now >= self._next_probe and not self.me.anchor:
-            routes = nat.routes(traversal.probe_targets(), self.me.port)
-            if routes:
-                traversal.probe(routes, now)
-                self._next_probe = now + PROBE_EVERY_S
+        if traversal.probe_due(now):
+            traversal.probe(nat.routes(traversal.probe_targets(), self.me.port), now)
         if now >= self._next_lan_hello:
             traversal.announce_on_lan(self.me.port)
             self._next_lan_hello = now + LAN_HELLO_EVERY_S

@@ -60,6 +60,7 @@ NAT_TYPE_WAIT_S = 3.0
 LAN_PUNCH_EVERY_S = 5.0
 # Between the attempts of one punch, best first: long enough for a LAN or IPv6 round trip.
 ATTEMPT_HEAD_START_S = 0.3
+PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
 _RELAY_FIRST_TYPE = min(relay.MessageType)
 
 
@@ -101,6 +102,8 @@ class Traversal:
         self._next_request: dict[bytes, float] = {}
         self._backoff: dict[bytes, float] = {}
         self._info_told: dict[bytes, NatInfo] = {}  # anchor -> the info it has from us
+        self._next_probe = now
+        self._retry_relayed = False  # our NAT changed: relayed peers may go direct now
         self.set_nodes(node_ids, anchors)
 
     def set_nodes(self, node_ids: dict[bytes, bytes], anchors: Iterable[bytes]) -> None:
@@ -183,8 +186,13 @@ class Traversal:
                             if e is not None and not relay.channel_of_alias(e)]
         return list(dict.fromkeys(targets))
 
+    def probe_due(self, now: float) -> bool:
+        return not self.is_anchor and now >= self._next_probe
+
     def probe(self, routes: list[tuple[Addr, Addr]], now: float) -> None:
         """Probe each (local address, target); the reply is matched to that local address."""
+        if routes:
+            self._next_probe = now + PROBE_EVERY_S
         for local, target in routes:
             self._route_local[target] = local
             self.prober.probe(local, [target], now)
@@ -231,6 +239,7 @@ class Traversal:
             return
         report = infer(list(self.observations), ipv4[-1].local)
         if report != self.report:
+            self._retry_relayed = self.report.nat_type is not NatType.UNKNOWN
             self.notes.append(f"NAT type {report.nat_type.name.lower()}"
                               + (f", seen as {_text(report.observed)}" if report.observed else "")
                               + f" ({report.targets} anchors answered)")
@@ -326,7 +335,11 @@ class Traversal:
         blind = self.report.nat_type is NatType.UNKNOWN and now - self.started < NAT_TYPE_WAIT_S
         if not live or blind:
             return
+        retry_relayed, self._retry_relayed = self._retry_relayed, False
         for node_id in self._static_of:
+            if retry_relayed and self.relay_client.state(node_id) is relay.RelayState.RELAYED:
+                self.puncher.request(node_id, relay.choose_anchor(self.me, node_id, live), now)
+                continue
             peer = self._peer(node_id)
             if (peer is None or node_id in self.anchors or self._live(peer, now)
                     or self.relay_client.state(node_id) is not None
