@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whalescale.nat import bootstrap, relay
+from whalescale.nat import bootstrap, relay, traversal
 from whalescale.nat.bootstrap import MAGIC
 from whalescale.nat.traversal import REQUEST_FIRST_S
 
@@ -43,6 +43,16 @@ def test_nat_type_comes_from_what_two_anchors_saw():
     assert b.report.nat_type.name == "SYMMETRIC" and b.report.observed is None
     assert a.public_endpoints() == [("203.0.113.1", PORT)]
     assert b.public_endpoints() == []
+
+
+def test_an_unanswered_probe_is_retried_soon():
+    net = internet("cone", "symmetric")
+    b = net.nodes["b"].traversal
+    b.observations.clear()
+    b.report = type(b.report)(type(b.report.nat_type).UNKNOWN)
+    b.probe([(net.nodes["b"].local, ("198.51.100.77", PORT))], net.now)  # nobody there
+    net.run(bootstrap.PROBE_TIMEOUT_S + traversal.PROBE_RETRY_S + 1.5)
+    assert b.report.nat_type.name == "SYMMETRIC"
 
 
 def test_two_port_restricted_cones_punch_a_direct_path():

@@ -61,6 +61,7 @@ LAN_PUNCH_EVERY_S = 5.0
 # Between the attempts of one punch, best first: long enough for a LAN or IPv6 round trip.
 ATTEMPT_HEAD_START_S = 0.3
 PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
+PROBE_RETRY_S = 2.0  # after an unanswered probe (an anchor starting, a lost datagram)
 _RELAY_FIRST_TYPE = min(relay.MessageType)
 
 
@@ -363,6 +364,8 @@ class Traversal:
 
     def handle_timer(self, now: float) -> None:
         self.prober.handle_timer(now)
+        if any(isinstance(e, bootstrap.ProbeTimedOut) for e in self.prober.events):
+            self._next_probe = min(self._next_probe, now + PROBE_RETRY_S)
         self.prober.events = [e for e in self.prober.events if isinstance(e, Observation)]
         self.puncher.handle_timer(now)
         self.relays.handle_timer(now)
