@@ -94,53 +94,53 @@ class Matrix:
 
 @dataclass
 class _Overlay:
-    """A started VPN: each node's tunnel address, and how to stop it all."""
+    """A VPN ready to start (keys, certificates, configs written): each node's tunnel
+    address, and how to start and stop all of its processes."""
 
     tunnel_addr: dict[str, str]
+    start: Callable[[], None]
     stop: Callable[[], None]
 
 
-def _start_nebula(natlab: NatLab) -> _Overlay:
+def _nebula(natlab: NatLab) -> _Overlay:
     mesh = NebulaMesh(natlab.lab, VPN_PORT)
     for anchor in natlab.anchors.values():
         mesh.add_lighthouse(anchor, anchor.addr())
     for host in natlab.nodes():
         mesh.add_node(host)
-    try:
+    mesh.prepare()
+
+    def start() -> None:
         mesh.start_all()
         mesh.wait_up()
-    except BaseException:
-        mesh.stop()
-        raise
-    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, mesh.stop)
+
+    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, start, mesh.stop)
 
 
-def _start_whalescale(natlab: NatLab) -> _Overlay:
+def _whalescale(natlab: NatLab) -> _Overlay:
     mesh = LabMesh(natlab.lab, port=VPN_PORT)
     for anchor in natlab.anchors.values():
         mesh.add_node(anchor, anchor=True)  # static endpoint: its public address
     for host in natlab.nodes():
         mesh.add_node(host, static_endpoint=False)
+    mesh.write_mesh()
+
+    def start() -> None:
+        # Not LabMesh.start_all: it waits for each agent in turn while the clock runs.
+        for name in mesh.nodes:
+            mesh.start(name)
 
     def stop() -> None:
         for node in mesh.nodes.values():
             if node.proc is not None:
                 node.proc.stop()
 
-    # Not start_all: it waits for each agent in turn; the clock already runs.
-    mesh.write_mesh()
-    try:
-        for name in mesh.nodes:
-            mesh.start(name)
-    except BaseException:
-        stop()
-        raise
-    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, stop)
+    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, start, stop)
 
 
-STARTERS: dict[Vpn, Callable[[NatLab], _Overlay]] = {
-    "nebula": _start_nebula,
-    "whalescale": _start_whalescale,
+OVERLAYS: dict[Vpn, Callable[[NatLab], _Overlay]] = {
+    "nebula": _nebula,
+    "whalescale": _whalescale,
 }
 
 
@@ -165,11 +165,15 @@ def _count_pings(host: Host, addr: str) -> tuple[int, int]:
     return int(out[0]), int(out[1])
 
 
-def run_matrix(natlab: NatLab, vpn: Vpn) -> Matrix:
-    """Start `vpn` on every node and anchor at once, measure every pair, stop `vpn`."""
+def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
+    """Start `vpn` on every node and anchor at once, measure every pair, stop `vpn`.
+
+    `settle_s`: how long to wait after the last first reply before classifying, to see
+    the path a pair settles on rather than the one it starts with."""
+    overlay = OVERLAYS[vpn](natlab)
     t0 = time.time()
-    overlay = STARTERS[vpn](natlab)
     try:
+        overlay.start()
         probers = {
             (a, b): natlab.node(a).spawn(
                 *_prober("first", overlay.tunnel_addr[b], repr(t0),
@@ -178,6 +182,7 @@ def run_matrix(natlab: NatLab, vpn: Vpn) -> Matrix:
             for a, b in PAIRS
         }
         firsts = {pair: _first_reply(proc) for pair, proc in probers.items()}
+        time.sleep(settle_s)
         cells: dict[Pair, Cell] = {}
         for (a, b), first in firsts.items():
             if first is None:

@@ -104,14 +104,19 @@ class NebulaMesh:
             "firewall": {"outbound": allow_all, "inbound": allow_all},
         }
 
-    def start_all(self) -> None:
-        """Write every config and start every node without waiting, lighthouses first."""
-        ordered = sorted(self.nodes.values(), key=lambda n: not n.lighthouse)
-        for node in ordered:
+    def prepare(self) -> None:
+        """Certificates and a config file for every node (nothing runs yet)."""
+        for node in self.nodes.values():
             crt, key = self._cert(node)
-            path = self.dir / f"{node.name}.yml"
-            path.write_text(json.dumps(self.config(node, crt, key), indent=2))
-            node.proc = node.host.spawn("nebula", "-config", str(path),
+            self._config_path(node).write_text(json.dumps(self.config(node, crt, key), indent=2))
+
+    def _config_path(self, node: NebulaNode) -> Path:
+        return self.dir / f"{node.name}.yml"
+
+    def start_all(self) -> None:
+        """Start every node without waiting, lighthouses first (`prepare` first)."""
+        for node in sorted(self.nodes.values(), key=lambda n: not n.lighthouse):
+            node.proc = node.host.spawn("nebula", "-config", str(self._config_path(node)),
                                         log_path=self.dir / f"{node.name}.log")
 
     def wait_up(self, timeout: float = START_TIMEOUT_S) -> None:
