@@ -80,3 +80,20 @@ def test_tunnel_mtu_is_the_minimum_over_usable_paths():
     assert tunnel_mtu([a, b]) == 1420
     a.state = PathState.FAILED
     assert tunnel_mtu([a, b]) is None
+
+
+def test_a_loaded_path_fails_once_its_oldest_unreported_packet_is_overdue():
+    p = path()
+    p.on_rtt_sample(0.01)
+    p.rttvar = 0.0
+    p.on_heard(1.0)
+    for i in range(10):
+        p.on_send(1.0 + i * 0.001)  # seqs 0..9
+    # srtt + 4 rttvar + report slack is 0.11 s, under the 0.2 s floor
+    assert p.next_health_deadline() == pytest.approx(1.2)
+    p.on_report(packets=5, nbytes=7000, lost=0, now=1.05, highest_seq=4)
+    assert p.next_health_deadline() == pytest.approx(1.005 + 0.2)  # seq 5's send
+    p.on_report(packets=10, nbytes=14000, lost=0, now=1.06, highest_seq=9)
+    assert p.next_health_deadline() == pytest.approx(1.06 + 0.4)  # only silence is left
+    p.on_send(1.1)
+    assert p.evaluate(1.3) is PathState.FAILED  # 0.2 s: the heartbeat rule waits 0.4

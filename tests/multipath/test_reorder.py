@@ -153,3 +153,35 @@ def test_added_delay_is_recorded():
     assert buf.stats.added_delay_max_s == pytest.approx(0.01)
     assert buf.stats.added_delay_mean_s == pytest.approx(0.005)
     assert sum(buf.stats.added_delay_histogram) == 2
+
+
+def test_a_path_outside_the_senders_data_paths_holds_no_gap():
+    # B is idle (the harm rule skips it): A's loss of counter 1 is known at once.
+    buf = buffer(ReorderParams(min_timeout_s=1.0, max_timeout_s=1.0))
+    assert buf.push(0, A, 0, 0, now=0.0, data_paths=1 << A) == [0]
+    assert buf.push(2, A, 2, 2, now=0.001, data_paths=1 << A) == [2]
+    assert buf.stats.skipped_by["known_lost"] == 1
+    # The same arrival without the mask waits: counter 1 might be on B.
+    plain = buffer(ReorderParams(min_timeout_s=1.0, max_timeout_s=1.0))
+    plain.push(0, A, 0, 0, now=0.0)
+    assert plain.push(2, A, 2, 2, now=0.001) == []
+
+
+def test_a_named_path_not_heard_yet_holds_every_gap():
+    buf = ReorderBuffer(ReorderParams(min_timeout_s=1.0, max_timeout_s=1.0))
+    both = 1 << A | 1 << B
+    assert buf.push(0, A, 0, 0, now=0.0, data_paths=both) == [0]
+    assert buf.push(2, A, 1, 2, now=0.001, data_paths=both) == []  # 1 may be on B
+    assert buf.push(1, B, 0, 1, now=0.09, data_paths=both) == [1, 2]
+
+
+def test_a_path_the_sender_dropped_has_its_gaps_flushed_by_the_next_packet():
+    # A carries even counters, B odd ones; B dies after counter 1, the sender notices.
+    buf = buffer(ReorderParams(min_timeout_s=1.0, max_timeout_s=1.0))
+    both = 1 << A | 1 << B
+    assert buf.push(0, A, 0, 0, now=0.0, data_paths=both) == [0]
+    assert buf.push(1, B, 0, 1, now=0.0, data_paths=both) == [1]
+    for seq, c in enumerate([2, 4, 6], start=1):
+        buf.push(c, A, seq, c, now=0.01 * seq, data_paths=both)
+    assert buf.next_counter == 3
+    assert buf.push(8, A, 4, 8, now=0.2, data_paths=1 << A) == [4, 6, 8]

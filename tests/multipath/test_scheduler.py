@@ -7,9 +7,14 @@ from collections import Counter
 import pytest
 
 from whalescale.multipath.estimator import BandwidthEstimator, EstimatorParams
-from whalescale.multipath.paths import Path, PathState
+from whalescale.multipath.paths import (
+    SATURATED_QUEUE_S,
+    SATURATED_QUEUE_SHARE,
+    Path,
+    PathState,
+)
 from whalescale.multipath.scheduler import SCHEDULERS, SchedulerParams, WeightedRoundRobin
-from whalescale.multipath.sender import MultipathSender
+from whalescale.multipath.sender import HOLDOVER_MARGIN_S, MultipathSender
 
 MBIT = 125_000.0
 
@@ -67,11 +72,19 @@ def test_no_usable_path_gives_none():
         assert cls(paths, estimator_with({0: 10})).pick(1400, 0.0) is None
 
 
+def saturate(path: Path) -> None:
+    """A standing queue on the path, just past what counts as saturated."""
+    base = path.min_rtt or 0.0
+    path.srtt = base + 1.1 * max(SATURATED_QUEUE_S, SATURATED_QUEUE_SHARE * base)
+    assert path.saturated
+
+
 @pytest.mark.parametrize("name", ["wrr", "blest"])
 def test_reorder_depth_constraint_holds(name):
-    # 20 ms vs 200 ms RTT: owd 10 vs 100 ms. At 1 packet per 0.1 ms on the fast
-    # path (10k packets/s), a slow-path packet would be overtaken by ~900.
-    paths = paths_with({0: 0.02, 1: 0.2})
+    # 100 ms vs 200 ms RTT: owd 50 vs 100 ms. At 1 packet per 0.1 ms on the fast
+    # path (10k packets/s), a slow-path packet would be overtaken by ~500.
+    paths = paths_with({0: 0.1, 1: 0.2})
+    saturate(paths[0])  # so that the harm rule lets the depth constraint decide
     sched = SCHEDULERS[name](paths, estimator_with({0: 112, 1: 112}))
     budget = SchedulerParams().depth_budget
     picks = run(sched, 5000, gap=1e-4)
@@ -87,11 +100,47 @@ def test_reorder_depth_constraint_holds(name):
     assert picks[0] > 0 and later[0] > later[1]
 
 
-def test_slow_path_helps_at_low_rate():
+def test_slow_path_is_left_out_while_the_fast_one_has_room():
+    # 100 packets/s: the slow path would keep the buffer within budget, but every one
+    # of its packets would hold the flow 90 ms for nothing the fast path cannot carry.
     paths = paths_with({0: 0.02, 1: 0.2})
     sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
-    picks = run(sched, 200, gap=0.01)  # 100 packets/s: 9 overtakers at most
-    assert picks[1] == pytest.approx(100, abs=2)
+    assert run(sched, 200, gap=0.01)[1] == 0
+
+
+def test_slow_path_helps_once_the_fast_one_is_full_at_a_low_rate():
+    paths = paths_with({0: 0.04, 1: 0.1})  # 30 ms more one way, within the fast RTT
+    saturate(paths[0])
+    est = estimator_with({0: 10, 1: 10})
+    est.on_acked(0, 140_000, 0.5)  # it carries 100 packets/s: 3 would wait 30 ms
+    sched = WeightedRoundRobin(paths, est)
+    picks = run(sched, 90, now0=0.5, gap=0.01)
+    assert picks[1] == pytest.approx(45, abs=2)
+
+
+def test_slow_path_is_left_out_when_its_extra_delay_exceeds_the_fast_rtt():
+    # 90 ms more one way than a 20 ms RTT: the inner flow's RTT would grow tenfold.
+    paths = paths_with({0: 0.02, 1: 0.2})
+    saturate(paths[0])
+    est = estimator_with({0: 10, 1: 10})
+    est.on_acked(0, 140_000, 0.5)
+    sched = WeightedRoundRobin(paths, est)
+    assert run(sched, 90, now0=0.5, gap=0.01)[1] == 0
+
+
+def test_slow_path_is_left_out_when_the_fast_ones_capacity_would_overflow_the_buffer():
+    paths = paths_with({0: 0.1, 1: 0.2})
+    saturate(paths[0])
+    est = estimator_with({0: 40, 1: 40})
+    est.on_acked(0, int(40 * MBIT), 0.5)  # 3571 packets/s x 50 ms = 179 > 96
+    sched = WeightedRoundRobin(paths, est)
+    assert run(sched, 90, now0=0.5, gap=0.01)[1] == 0  # within the estimator's 1 s window
+
+
+def test_paths_of_similar_delay_share_without_saturating():
+    paths = paths_with({0: 0.020, 1: 0.028})  # 4 ms more one way: within the buffer's floor
+    sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
+    assert run(sched, 200, gap=0.01)[1] == pytest.approx(100, abs=2)
 
 
 def test_path_beyond_the_extra_delay_limit_is_skipped():
@@ -102,6 +151,7 @@ def test_path_beyond_the_extra_delay_limit_is_skipped():
 
 def test_lowrtt_fills_the_fastest_first():
     paths = paths_with({0: 0.05, 1: 0.02})
+    saturate(paths[1])  # full, so that the slower path may take the overflow
     sched = SCHEDULERS["lowrtt"](paths, estimator_with({0: 10, 1: 10}))
     # 1 packet per ms = 1.4 MB/s: path 1 takes its 1.25 MB/s, path 0 the rest.
     picks = run(sched, 5000, gap=1e-3)
@@ -149,3 +199,22 @@ def test_sender_numbers_packets_and_counts_bad_feedback():
         range(sum(s.path_id == 0 for s in sends)))
     sender.on_feedback(b"junk", 0, 0.01)
     assert sender.counters["feedback_malformed"] == 1
+
+
+def test_sender_names_a_path_in_data_paths_while_its_last_packet_may_be_under_way():
+    sender = MultipathSender(0.0)
+    for pid in (0, 1):
+        path = sender.add_path(pid, ("l", pid), ("r", pid), 1420, 0.0)
+        path.on_rtt_sample(0.02)
+        path.rttvar = 0.0
+    assert {sender.send(1400, 0.0).path_id for _ in range(4)} == {0, 1}
+    # Path 1 turns out 200 ms RTT: the harm rule leaves it out from now on.
+    slow = sender.paths[1]
+    slow.srtt = slow.min_rtt = 0.2
+    # Its last packet left at 0: owd 100 ms, less the fast path's 10, plus the margin.
+    holdover = 0.1 - 0.01 + HOLDOVER_MARGIN_S
+    assert sender.send(1400, holdover - 0.001).data_paths == 0b11
+    sent = sender.send(1400, holdover + 0.001)
+    assert (sent.path_id, sent.data_paths) == (0, 0b01)
+    slow.state = PathState.FAILED
+    assert sender.send(1400, holdover + 0.002).data_paths == 0b01

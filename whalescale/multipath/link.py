@@ -7,9 +7,9 @@ Theory of operation (sans-I/O; the session's Peer drives it):
   reply makes the pair one of *its* sending paths. Path ids are the sender's.
 - With two or more usable paths the link is `active`: `route(packets)` gives
   each data packet the path the scheduler picks and a trailer after the inner
-  IP packet: `0xA5 | path_id | paths u16 | path_seq u32 | mp_seq u64` (paths:
-  the sender's usable paths, so that the receiver never takes a gap for lost
-  before it has heard from each of them). The receiver
+  IP packet: `0xA5 | path_id | data_paths u16 | path_seq u32 | mp_seq u64`
+  (data_paths: a bit per path that may still deliver older data, sender.py;
+  the receiver waits on those paths only). The receiver
   trims by the IP length as always, reads the trailer right after the packet
   and puts packets back in `mp_seq` order in the reorder buffer (a sequence of
   our own: the WireGuard counter restarts at each rekey and is shared with
@@ -203,13 +203,12 @@ class MultipathLink:
     def route(self, packets: list[bytes], now: float) -> list[Outgoing]:
         """A path and a trailer for each data packet; runs per path keep their order."""
         by_path: dict[int, list[bytes]] = {}
-        usable = sum(1 for p in self.sender.paths.values() if p.usable)
         for packet in packets:
             sent = self.sender.send(len(packet), now)
             if sent is None:
                 self.counters["no_usable_path"] += 1
                 continue
-            trailer = TRAILER.pack(TRAILER_MARKER, sent.path_id, usable,
+            trailer = TRAILER.pack(TRAILER_MARKER, sent.path_id, sent.data_paths,
                                    sent.path_seq & 0xFFFFFFFF, sent.counter)
             by_path.setdefault(sent.path_id, []).append(packet + trailer)
         return [Outgoing(tuple(plain), *self._pair_of[path_id])
@@ -217,11 +216,11 @@ class MultipathLink:
 
     def on_data(self, packet: bytes, trailer: bytes, now: float) -> list[bytes]:
         """A data packet with its trailer; the packets now released in order."""
-        _, path_id, paths, path_seq, mp_seq = TRAILER.unpack(trailer)
-        self.reorder.expected_paths = paths
+        _, path_id, data_paths, path_seq, mp_seq = TRAILER.unpack(trailer)
         stats = self.received.setdefault(path_id, PathReceiveStats())
         stats.on_packet(path_seq, len(packet), now)
-        return self.reorder.push(mp_seq, path_id, path_seq, packet, now)  # type: ignore[return-value]
+        return self.reorder.push(mp_seq, path_id, path_seq, packet, now,  # type: ignore[return-value]
+                                 data_paths)
 
     def on_heartbeat(self, body: bytes, now: float) -> list[bytes]:
         if len(body) != _HEARTBEAT.size:

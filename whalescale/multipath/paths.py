@@ -11,7 +11,11 @@ removed) is a state machine whose moves are all in `TRANSITIONS`; `evaluate(now)
 turns the measurements into one event at a time:
 
 - SILENT: nothing heard on the path (feedback, heartbeat reply, data) for
-  `fail_after_intervals` heartbeat intervals -> FAILED;
+  `fail_after_intervals` heartbeat intervals, or the oldest packet sent on it
+  that the receiver has not reported is older than the path's report timeout
+  (srtt + 4 rttvar + `report_slack_s`, at least `report_timeout_min_s`, as an
+  RTO per path) -> FAILED. The second rule finds a loaded path dead in about
+  0.2 s: every packet it drops then is a hole in the inner flow;
 - BAD: loss rate above `degrade_loss`, or silent for `degrade_after_intervals`
   -> DEGRADED;
 - GOOD: loss rate below `recover_loss` (hysteresis: between the two nothing
@@ -67,7 +71,14 @@ TRANSITIONS: dict[tuple[PathState, PathEvent], PathState] = {
 class HealthParams:
     heartbeat_interval_s: float = 0.1  # a heartbeat goes out on a path idle this long
     degrade_after_intervals: float = 2.0
-    fail_after_intervals: float = 4.0  # 0.4 s: keeps a dead path's stall well under 1 s
+    fail_after_intervals: float = 4.0  # 0.4 s for a path that carries only heartbeats
+    # A path with packets out fails once the oldest is unreported for srtt + 4 rttvar +
+    # report_slack_s (reports come every feedback.FEEDBACK_INTERVAL_S, so up to one
+    # interval late, plus scheduling noise), never sooner than report_timeout_min_s:
+    # a lost last packet before an idle spell is answered only via the next heartbeat,
+    # one heartbeat interval later.
+    report_slack_s: float = 0.1
+    report_timeout_min_s: float = 0.2
     degrade_loss: float = 0.05
     recover_loss: float = 0.02
     loss_gain: float = 1 / 8  # EWMA gain per feedback report
@@ -78,6 +89,11 @@ class HealthParams:
 
 # Implementation: send times are kept for the last this many per-path seqs.
 _SENT_TIMES_KEPT = 4096
+# A path is saturated (estimator.py: no probing headroom; scheduler.py: a slower path
+# may help) past these: loss, or srtt above min_rtt by the larger of the two.
+SATURATED_LOSS = 0.01
+SATURATED_QUEUE_S = 0.01
+SATURATED_QUEUE_SHARE = 0.25
 
 
 @attrs.define(eq=False)
@@ -128,6 +144,7 @@ class Path:
     _acked_packets: int = 0
     _acked_bytes: int = 0
     _acked_lost: int = 0
+    _reported_seq: int = -1  # the highest per-path seq the receiver reported
 
     def __attrs_post_init__(self) -> None:
         if self.last_heard is None:
@@ -161,7 +178,8 @@ class Path:
             self.srtt = (1 - p.rtt_alpha) * self.srtt + p.rtt_alpha * rtt
         self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
 
-    def on_report(self, packets: int, nbytes: int, lost: int, now: float) -> int:
+    def on_report(self, packets: int, nbytes: int, lost: int, now: float,
+                  highest_seq: int = -1) -> int:
         """Take one cumulative per-path report; returns the newly ACKed bytes.
 
         Reports are cumulative so a lost feedback message loses nothing; a stale
@@ -172,6 +190,7 @@ class Path:
         d_lost = lost - self._acked_lost
         if d_packets < 0 or d_bytes < 0 or d_lost < 0:
             return 0
+        self._reported_seq = max(self._reported_seq, highest_seq)
         if d_packets or d_lost:
             sample = d_lost / (d_packets + d_lost)
             gain = self.params.loss_gain
@@ -189,6 +208,18 @@ class Path:
     def one_way_delay(self) -> float | None:
         """Half the smoothed RTT: the forward delay if the path is symmetric."""
         return None if self.srtt is None else self.srtt / 2
+
+    @property
+    def base_one_way_delay(self) -> float | None:
+        """Half the smallest RTT seen: the propagation delay, without queueing."""
+        return None if self.min_rtt is None else self.min_rtt / 2
+
+    @property
+    def saturated(self) -> bool:
+        """Loss or a standing queue: the path carries all it can."""
+        queue = 0.0 if self.srtt is None or self.min_rtt is None else self.srtt - self.min_rtt
+        return (self.loss_rate > SATURATED_LOSS
+                or queue > max(SATURATED_QUEUE_S, SATURATED_QUEUE_SHARE * (self.min_rtt or 0.0)))
 
     @property
     def usable(self) -> bool:
@@ -229,7 +260,12 @@ class Path:
     def next_health_deadline(self) -> float:
         """When the path fails if nothing is heard (its SILENT deadline)."""
         p = self.params
-        return self.last_heard + p.fail_after_intervals * p.heartbeat_interval_s
+        deadline = self.last_heard + p.fail_after_intervals * p.heartbeat_interval_s
+        unreported_since = self.sent_time(self._reported_seq + 1)
+        if unreported_since is not None and self.srtt is not None:
+            timeout = max(p.report_timeout_min_s, self.srtt + 4 * self.rttvar + p.report_slack_s)
+            deadline = min(deadline, unreported_since + timeout)
+        return deadline
 
 
 def tunnel_mtu(paths: Iterable[Path]) -> int | None:

@@ -18,11 +18,16 @@ what that costs:
 - a packet whose gap was skipped arrives *late*: dropped and counted
   (`late_drops`); one already released or held is a duplicate.
 
-Each data packet carries (path_id, path_seq) besides its counter; a heartbeat
-on an idle path carries the sender's next counter at the time (`counter_mark`),
-which tells the receiver that everything sent on that path before it has come
-or is lost. This is how the buffer knows which counters belonged to which path
-without the sender listing them.
+Each data packet carries (path_id, path_seq) besides its counter, and the
+sender's data paths (`data_paths`, a bit per path, sender.py): a path whose
+bit is clear owes nothing below that counter, as if it had delivered up to it.
+So a path the scheduler leaves idle (a slow one the harm rule skips) or one the
+sender found dead never holds a gap open, and a path named there that was not
+heard yet holds every gap (it may still fill it). A heartbeat on an idle path
+carries the sender's next counter at the time (`counter_mark`), which tells
+the receiver that everything sent on that path before it has come or is lost.
+This is how the buffer knows which counters belonged to which path without the
+sender listing them.
 
 The timeout: timeout = clamp(max(base + spread + k * jitter, fill_margin *
 fill_max), min_timeout, max_timeout).
@@ -114,9 +119,6 @@ class ReorderBuffer:
         self._passed: dict[PathId, int] = {}  # highest counter known sent-and-passed per path
         self._path_seq: dict[PathId, int] = {}
         self._live: set[PathId] = set()
-        # The sender's path count (from each packet): until every path has been seen,
-        # a path not heard yet may still fill a gap, so no gap is known lost.
-        self.expected_paths = 0
 
     # ----- configuration from the session's path measurements -----------------
     def set_latency(self, spread_s: float, jitter_s: float) -> None:
@@ -153,9 +155,12 @@ class ReorderBuffer:
 
     # ----- arrivals -------------------------------------------------------------
     def push(self, counter: int, path_id: PathId, path_seq: int, packet: object,
-             now: float) -> list[object]:
-        """One authenticated data packet; returns the packets now released in order."""
+             now: float, data_paths: int | None = None) -> list[object]:
+        """One authenticated data packet; returns the packets now released in order.
+        `data_paths` (None: every path heard) is the sender's mask (sender.Send)."""
         self._note_path(path_id, path_seq, counter)
+        if data_paths is not None:
+            self._note_data_paths(data_paths, counter)
         if counter < self._next or counter in self._held:
             exposed_at = self._skipped_at(counter) if counter < self._next else None
             if exposed_at is not None:
@@ -186,6 +191,17 @@ class ReorderBuffer:
         self._path_seq[path_id] = path_seq
         self._passed[path_id] = max(self._passed[path_id], counter)
 
+    def _note_data_paths(self, data_paths: int, counter: int) -> None:
+        for pid in self._passed:
+            if not data_paths >> pid & 1:
+                self._passed[pid] = max(self._passed[pid], counter - 1)
+        named = data_paths
+        while named:
+            pid = (named & -named).bit_length() - 1
+            named &= named - 1
+            if pid not in self._passed:
+                self.path_added(pid)  # not heard yet: it holds every gap until it is
+
     # ----- timers ----------------------------------------------------------------
     def next_deadline(self) -> float | None:
         exposed = self._head_gap_exposed_at()
@@ -208,8 +224,7 @@ class ReorderBuffer:
             if not self._held:
                 break
             first_held = self._order[0]
-            known = (min((self._passed[p] for p in self._live), default=first_held - 1)
-                     if len(self._live) >= self.expected_paths else self._next - 1)
+            known = min((self._passed[p] for p in self._live), default=first_held - 1)
             if known >= self._next:
                 self._skip(min(known + 1, first_held), "path_failed" if failed else "known_lost")
             elif len(self._held) > self.params.max_depth:

@@ -25,12 +25,28 @@ with rate_q the packets per second q carries now (measured over the last
 "a fast path may not run more than D packets ahead of what a slow path will
 deliver", enforced where it can be: by not feeding the slow path.
 
-The harm rule: a path whose extra delay over the fastest usable path exceeds
-`max_extra_delay_s` (250 ms, the reorder buffer's timeout ceiling) is skipped
-outright: its packets would arrive after the receiver gave up on them, pure
-loss. Below that, the depth constraint decides: at low rates the slow path
-helps (nothing waits long), at rates where its delay would overflow the buffer
-it is left out, so the flow gets at least what the fast paths give alone.
+The harm rule. A packet on a path whose base one-way delay (half its min RTT:
+propagation, not queueing) exceeds the fastest path's by `extra` holds every
+later packet of the faster paths in the receiver's buffer for `extra`: the
+inner flow then lives at the slow path's RTT, with at most 128 packets in
+flight across the gap. So a path more than `similar_delay_s` slower (the
+buffer's floor wait, below which paths count as equal) is used only when it
+can help:
+- every faster path is saturated (sender.py: loss or a standing queue; as
+  MPTCP's default scheduler, the slow path takes only what the fast ones
+  cannot), and
+- what the faster paths carry at capacity (the estimator's 1 s ACKed rate)
+  over `extra` fits the depth budget: otherwise the buffer overflows and the
+  flow gets less than the fast paths alone;
+- `extra` is at most the fastest path's min RTT: a delay-based inner TCP
+  (BBR, Linux's default here) keeps about two BDPs in flight at its min RTT,
+  so a flow whose RTT grows by more than that is window-limited below what
+  the fast path alone gives it; loss-based TCPs recover that much slower too;
+- and never beyond `max_extra_delay_s` (250 ms, the reorder buffer's timeout
+  ceiling): its packets would arrive after the receiver gave up on them.
+On 20 ms vs 200 ms RTT the slow path is left out (90 ms more one way than a
+20 ms RTT) and the flow gets the fast path alone. The depth constraint then
+bounds, packet by packet, what the faster paths send meanwhile.
 
 The three schedulers:
 - `WeightedRoundRobin` (default): credit-based, each path earns credit in
@@ -73,6 +89,7 @@ class SchedulerParams:
     loss_tolerance: float = 0.002
     depth_budget: float = 0.75 * MAX_REORDERING_DEPTH
     max_extra_delay_s: float = 0.25
+    similar_delay_s: float = 0.005  # reorder.ReorderParams.min_timeout_s
     rate_window_s: float = 0.1
     credit_cap_bytes: int = 16 * 1500  # what an idle or skipped path may bank
 
@@ -168,15 +185,30 @@ class _PathScheduler:
             total += rate * (owd - q_owd)
         return total
 
+    def harmful(self, path: Path, usable: list[Path], now: float, packet_len: int) -> bool:
+        """The harm rule (module docstring): would this slower path cost more than it adds?"""
+        p = self.params
+        owd = path.base_one_way_delay
+        if owd is None:
+            return False  # not measured yet: its first RTT sample comes with its probe
+        faster = [q for q in usable if q.base_one_way_delay is not None
+                  and q.base_one_way_delay < owd - p.similar_delay_s]
+        if not faster:
+            return False
+        fastest = min(faster, key=lambda q: q.base_one_way_delay or 0.0)
+        extra = owd - (fastest.base_one_way_delay or 0.0)
+        if (extra > min(p.max_extra_delay_s, fastest.min_rtt or 0.0)
+                or not all(q.saturated for q in faster)):
+            return True
+        capacity_pps = sum(self.estimator.estimate_bps(q.path_id, now) for q in faster) / packet_len
+        return capacity_pps * extra > p.depth_budget
+
     def eligible(self, usable: list[Path], now: float, by_capacity: bool = False,
                  depth: bool = True, packet_len: int = 1400) -> list[Path]:
         """The usable paths the harm rule and (if `depth`) the depth constraint allow."""
-        delays = [p.one_way_delay for p in usable if p.one_way_delay is not None]
-        floor = min(delays, default=0.0)
         out = []
         for p in usable:
-            owd = p.one_way_delay
-            if owd is not None and owd - floor > self.params.max_extra_delay_s:
+            if self.harmful(p, usable, now, packet_len):
                 continue
             if depth and self.overtakers(p, usable, now, by_capacity,
                                          packet_len) > self.params.depth_budget:

@@ -2,8 +2,12 @@
 
 Theory of operation (aioquic's shape):
 - `send(packet_len, now)` numbers one data packet: the session counter, the
-  path the scheduler picked and that path's seq (`Send`), or None when no path
-  is usable (counted under `no_usable_path`).
+  path the scheduler picked, that path's seq and the set of paths that may
+  still deliver older data (`Send`), or None when no path is usable (counted
+  under `no_usable_path`). A usable path stays in that set while its last data
+  packet may not have arrived yet: for as long as that packet's one-way delay
+  (srtt / 2 + 2 rttvar, RFC 6298's margin halved) exceeds the fastest path's
+  base delay, plus `HOLDOVER_MARGIN_S`.
 - `on_feedback(data, arrived_on, now)` takes an encoded feedback message:
   per-path reports update loss, ACKed bytes (estimator) and, for the path it
   came on, the RTT; malformed or unknown ones are counted, never raised.
@@ -35,6 +39,16 @@ class Send:
     counter: int
     path_id: PathId
     path_seq: int
+    # Bit i set: path i may still deliver data numbered below `counter`. A clear bit
+    # tells the receiver that path owes it nothing older (reorder.py), so a path the
+    # scheduler leaves idle, or one that failed, never holds a gap open.
+    data_paths: int
+
+
+# Implementation: slack on the holdover of a path's last data packet. A queue builds
+# within an RTT, faster than srtt follows: with 5 ms the simulation's equal paths
+# saw late drops (a gap taken for lost while its packet was still queued), with 20 none.
+HOLDOVER_MARGIN_S = 0.02
 
 
 @attrs.frozen(slots=True)
@@ -51,11 +65,6 @@ class PathStateChanged:
     at: float
 
 
-# A path is saturated (no probing headroom, estimator.py) past these.
-SATURATED_LOSS = 0.01
-SATURATED_QUEUE_S = 0.01  # srtt above min_rtt by this much, or by a quarter of min_rtt
-
-
 class MultipathSender:
     def __init__(self, now: float, scheduler: str = "wrr",
                  health: HealthParams | None = None,
@@ -70,6 +79,7 @@ class MultipathSender:
         self.next_counter = first_counter
         self.counters: Counter[str] = Counter()
         self.events: list[PathStateChanged] = []
+        self._last_data_at: dict[PathId, float] = {}
 
     # ----- path set --------------------------------------------------------------
     def add_path(self, path_id: PathId, local: Address, remote: Address, mtu: int,
@@ -82,6 +92,7 @@ class MultipathSender:
     def remove_path(self, path_id: PathId, now: float) -> None:
         self.paths.pop(path_id, None)
         self.estimator.remove_path(path_id)
+        self._last_data_at.pop(path_id, None)
         self.scheduler.on_path_state(path_id, PathState.FAILED, now)
 
     @property
@@ -96,7 +107,23 @@ class MultipathSender:
             return None
         counter = self.next_counter
         self.next_counter += 1
-        return Send(counter, path_id, self.paths[path_id].on_send(now))
+        self._last_data_at[path_id] = now
+        return Send(counter, path_id, self.paths[path_id].on_send(now), self._data_paths(now))
+
+    def _data_paths(self, now: float) -> int:
+        usable = [p for p in self.paths.values() if p.usable]
+        floor = min((p.base_one_way_delay for p in usable if p.base_one_way_delay is not None),
+                    default=0.0)
+        mask = 0
+        for p in usable:
+            sent_at = self._last_data_at.get(p.path_id)
+            if sent_at is None:
+                continue
+            arrives_within = (float("inf") if p.srtt is None
+                              else p.srtt / 2 + 2 * p.rttvar - floor + HOLDOVER_MARGIN_S)
+            if now - sent_at <= arrives_within:
+                mask |= 1 << p.path_id
+        return mask
 
     # ----- feedback --------------------------------------------------------------------
     def on_feedback(self, data: bytes, arrived_on: PathId, now: float) -> None:
@@ -110,25 +137,18 @@ class MultipathSender:
             if path is None:
                 self.counters["feedback_unknown_path"] += 1
                 continue
-            acked = path.on_report(report.packets, report.bytes, report.lost, now)
+            acked = path.on_report(report.packets, report.bytes, report.lost, now,
+                                   report.highest_seq)
             self.estimator.on_acked(report.path_id, acked, now)
             if report.path_id == arrived_on:
                 path.on_heard(now)
                 sent = path.sent_time(report.highest_seq)
                 if sent is not None:
                     path.on_rtt_sample(now - sent - report.echo_delay_s)
-        self.estimator.update(now, self._saturated())
+        self.estimator.update(
+            now, frozenset(pid for pid, p in self.paths.items() if p.saturated))
         self._evaluate(now)
         self.scheduler.on_ack(message, now)
-
-    def _saturated(self) -> frozenset[PathId]:
-        out = set()
-        for p in self.paths.values():
-            queue = 0.0 if p.srtt is None or p.min_rtt is None else p.srtt - p.min_rtt
-            if (p.loss_rate > SATURATED_LOSS
-                    or queue > max(SATURATED_QUEUE_S, (p.min_rtt or 0.0) / 4)):
-                out.add(p.path_id)
-        return frozenset(out)
 
     # ----- timers ------------------------------------------------------------------------
     def _evaluate(self, now: float) -> None:

@@ -318,7 +318,8 @@ class _Sim:
             return
         arrival = self.fwd[send.path_id].transmit(MSS, now)
         if arrival is not None:
-            self.at(arrival, self._arrive, send.counter, send.path_id, send.path_seq, packet)
+            self.at(arrival, self._arrive, send.counter, send.path_id, send.path_seq,
+                    send.data_paths, packet)
         self._arm_sender_timer(now)
 
     def _udp_tick(self, now: float) -> None:
@@ -354,10 +355,11 @@ class _Sim:
             self.receiver_failed.discard(path_id)
             self.reorder.path_added(path_id)
 
-    def _arrive(self, counter: int, path_id: int, path_seq: int, packet: tuple,
-                now: float) -> None:
+    def _arrive(self, counter: int, path_id: int, path_seq: int, data_paths: int,
+                packet: tuple, now: float) -> None:
         self._heard(path_id, path_seq, MSS, now)
-        self._deliver(self.reorder.push(counter, path_id, path_seq, packet, now), now)
+        self._deliver(self.reorder.push(counter, path_id, path_seq, packet, now, data_paths),
+                      now)
 
     def _heartbeat(self, path_id: int, path_seq: int, mark: int, now: float) -> None:
         self._heard(path_id, path_seq, HEARTBEAT_BYTES, now)
