@@ -11,6 +11,7 @@ Theory of operation:
   sites route their fd00::/64 LANs unNATed (stateful filtering only).
 - The same-LAN pair shares a bridge in its gateway, so LAN traffic between them can be
   counted there by the path classifier (`classify`, below).
+- `Site.flush_conntrack` and `Site.readdress_wan` disturb a site for recovery tests.
 
 Nothing here talks to addresses outside the namespaces the lab created.
 """
@@ -104,7 +105,9 @@ def _ifname(link: Link, host: Host) -> str:
 @dataclass
 class Site:
     """One situation: its nodes, the gateways in front of them (innermost first) and
-    the address the internet sees them at (`public_addr`; None for IPv6-only views)."""
+    the IPv4 address the internet sees them at (`public_addr`, updated by
+    `readdress_wan`). The situation names the site; the same-LAN site is "lan", the
+    IPv6 sites are named after their one node ("v6-a", "v6-b")."""
 
     situation: str
     nodes: list[Host]
