@@ -11,7 +11,6 @@ deadline is the earliest of the engine's and the gossip node's.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import logging
 import os
@@ -42,6 +41,7 @@ from ..wire import control as wire_control
 from . import addresses, control, metrics, nat, udp
 from .logs import log_event
 from .peers import NotInMesh, own_node, peer_specs
+from .sockets import Sockets
 from .status import build_status, endpoint_text, path_kind
 
 log = logging.getLogger("whalescale.agent")
@@ -63,16 +63,14 @@ class Agent:
         self.state_dir = state_dir
         self.offload = offload
         self.scheduler = scheduler
-        # Sockets on the interfaces the mesh file lets us use for multipath; the engine
-        # learns their addresses in open(), when they are bound.
-        self._path_sockets: dict[tuple[str, int], socket.socket] = {}
+        # Multipath: the engine learns our path sockets' addresses in open(), once bound.
         self.engine = Engine(
             identity.x25519_private, identity.x25519_public, peer_specs(mesh, self.me),
             random_bytes=os.urandom, wall_offset=0.0, mtu=self.mtu,
             multipath=MultipathConfig(scheduler=scheduler),
         )
         self._tun: TunDevice | None = None
-        self._sockets: dict[int, socket.socket] = {}
+        self._sockets = Sockets()
         self._timer_scope = trio.CancelScope()
         self._interfaces: list[addresses.Interface] = []
         self._anchors = AnchorWatch(self._anchor_keys())
@@ -359,10 +357,7 @@ class Agent:
         if self._tun is not None:
             self._tun.close()
             self._tun = None
-        for sock in [*self._sockets.values(), *self._path_sockets.values()]:
-            sock.close()
-        self._sockets.clear()
-        self._path_sockets.clear()
+        self._sockets.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -371,9 +366,9 @@ class Agent:
         self.engine.set_wall_offset(time.time() - trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._tun_reader)
-            for sock in self._sockets.values():
+            for sock in self._sockets.default.values():
                 nursery.start_soon(self._udp_reader, sock, None)
-            for local, sock in self._path_sockets.items():
+            for local, sock in self._sockets.paths.items():
                 nursery.start_soon(self._udp_reader, sock, local)
             nursery.start_soon(self._timer)
             assert self.traversal is not None
@@ -396,25 +391,15 @@ class Agent:
             task_status.started()
 
     def _open_sockets(self) -> None:
-        self._sockets[socket.AF_INET] = udp.open_udp("0.0.0.0", self.me.port, socket.AF_INET)
-        # LAN discovery broadcasts its hellos from the mesh port (nat/bootstrap.py)
-        self._sockets[socket.AF_INET].setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        try:
-            self._sockets[socket.AF_INET6] = udp.open_udp("::", self.me.port, socket.AF_INET6)
-        except OSError as exc:
-            log.info("no IPv6 socket (%s); IPv4 only", exc.strerror)
-        for name, interface in addresses.addresses_of(self.me.interfaces):
-            local = (str(interface.ip), self.me.port)
-            family = socket.AF_INET6 if interface.version == 6 else socket.AF_INET
-            self._path_sockets[local] = udp.open_udp(local[0], local[1], family, device=name)
+        self._sockets.open(self.me.port, self.me.interfaces)
+        paths = tuple(self._sockets.paths)
         if self.me.interfaces:
             log.info("multipath: sockets on %s (scheduler %s)",
-                     ", ".join(f"{h}:{p}" for h, p in self._path_sockets) or "none found",
-                     self.scheduler)
-        self.engine.multipath = MultipathConfig(tuple(self._path_sockets), self.scheduler)
+                     ", ".join(f"{h}:{p}" for h, p in paths) or "none found", self.scheduler)
+        self.engine.multipath = MultipathConfig(paths, self.scheduler)
         for peer in self.engine.peers.values():
             if peer.mp is not None:
-                peer.mp.local_addrs = list(self._path_sockets)
+                peer.mp.local_addrs = list(paths)
 
     async def _tun_reader(self) -> None:
         assert self._tun is not None
@@ -517,24 +502,14 @@ class Agent:
         groups: dict[tuple[tuple[str, int], tuple[str, int] | None], list[bytes]] = {}
         for datagram, addr, local in out:
             groups.setdefault((addr, local), []).append(datagram)
+        ready = []
         for (addr, local), datagrams in groups.items():
             if relay.channel_of_alias(addr):  # a relayed peer: tagged, to its anchor
                 assert self.traversal is not None
-                tagged = [self.traversal.relay_out(d, addr) for d in datagrams]
-                datagrams = [t[0] for t in tagged if t is not None]
-                if not datagrams:
-                    self.engine.drops["no_relay"] += len(tagged)
+                tagged = [t for d in datagrams if (t := self.traversal.relay_out(d, addr))]
+                if not tagged:
+                    self.engine.drops["no_relay"] += len(datagrams)
                     continue
-                addr = next(t[1] for t in tagged if t is not None)
-            if local is not None:
-                sock = self._path_sockets.get(local)
-            else:
-                sock = self._sockets.get(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
-            if sock is None:
-                self.engine.drops["no_socket"] += len(datagrams)
-                continue
-            try:
-                udp.send_batch(sock, datagrams, addr)
-            except OSError as exc:  # unreachable from this socket, ...: UDP promises nothing
-                self.engine.drops[f"send_{errno.errorcode.get(exc.errno or 0, 'error')}"] += (
-                    len(datagrams))
+                addr, datagrams = tagged[0][1], [t[0] for t in tagged]
+            ready.append((addr, local, datagrams))
+        self._sockets.send(ready, self.engine.drops)
