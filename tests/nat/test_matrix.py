@@ -49,7 +49,6 @@ def test_nebula_connects_every_pair_with_the_public_node(
     assert all(nebula.cells[pair].connected for pair in with_public), nebula.cells
 
 
-@pytest.mark.xfail(reason="NAT traversal being wired into the agent", strict=False)
 def test_whalescale_matrix_is_what_the_issue_expects(matrices: tuple[Matrix, Matrix]) -> None:
     ours, _ = matrices
     assert all(cell.connected for cell in ours.cells.values()), ours.cells

@@ -144,8 +144,8 @@ def test_punch_requests_back_off_while_the_peer_stays_out_of_reach():
     a.puncher.request = lambda *args: (asked.append(args[2]), request(*args))[1]
     net.run(150.0)
     gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]
-    assert len(asked) >= 4
-    assert gaps == sorted(gaps) and gaps[-1] >= 16.0, asked
+    # without the backoff: one every ~13 s (request timeout, then a relay that never opens)
+    assert 4 <= len(asked) <= 8 and max(gaps) >= 30.0, asked
 
 
 def test_traversal_messages_from_a_peer_that_is_no_anchor_are_counted_and_ignored():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -30,13 +29,7 @@ from .errors import LabError
 from .lab import Lab
 from .netns import Host, Link
 from .proc import run
-from .router import (
-    START_TIMEOUT_S,
-    STUN_PORT,
-    Router,
-    gateway_ruleset,
-    miniupnpd_config,
-)
+from .router import Router, miniupnpd_router
 
 # The UDP port both VPNs listen on, so one DNAT serves either run (whalescale's default).
 VPN_PORT = 51820
@@ -134,12 +127,7 @@ class Site:
         net = ipaddress.ip_network(f"{self.public_addr}/{self.wan.prefixlen}", strict=False)
         if ipaddress.ip_address(new_ip) not in net or new_ip == self.wan.addr_of(self.wan.a):
             raise LabError(f"{new_ip} is not a free address in {net}")
-        wan_if = _ifname(self.wan, gateway)
-        gateway.run("ip", "addr", "del", f"{self.public_addr}/{net.prefixlen}", "dev", wan_if)
-        gateway.run("ip", "addr", "add", f"{new_ip}/{net.prefixlen}", "dev", wan_if)
-        # Deleting the only address in the subnet took the default route with it.
-        gateway.run("ip", "-4", "route", "replace", "default", "via", self.wan.addr_of(self.wan.a))
-        self.public_addr = new_ip
+        self.public_addr = gateway.readdress(new_ip)
         self.flush_conntrack()
 
 
@@ -251,29 +239,13 @@ class NatLab:
                        {"cgnat": node.addr()}))
 
     def _upnp_site(self) -> None:
-        """The node behind miniupnpd (UPnP IGD, NAT-PMP, PCP), as router.py runs it but
-        with a public-looking WAN subnet (its mapper refuses private external addresses)."""
-        gateway, wan = self._gateway("gw-upnp")
+        """The node behind miniupnpd (UPnP IGD, NAT-PMP, PCP) on a public-looking WAN
+        subnet (its mapper refuses private external addresses)."""
         node = self.lab.host("upnp")
-        lan = self._lan_link(gateway, node, f"192.168.{self._next()}.0/24")
-        gateway.nft(gateway_ruleset([lan.a_ifname], [f"{lan.a_addr}/{lan.prefixlen}"],
-                                    wan.b_ifname))
-        stun = self.inet.spawn(sys.executable, "-m", "whalescale.nat.stun_responder",
-                               "--port", str(STUN_PORT))
-        if not stun.wait_for_log(r"stun responder on", START_TIMEOUT_S):
-            raise LabError(f"STUN responder did not start: {stun.log()}")
-        conf = self.lab.tempdir / "gw-upnp-miniupnpd.conf"
-        conf.write_text(miniupnpd_config(wan=wan.b_ifname, lan_ifnames=[lan.a_ifname],
-                                         stun_host=wan.a_addr, stun_port=STUN_PORT))
-        daemon = gateway.spawn("miniupnpd", "-d", "-f", str(conf),
-                               "-P", str(self.lab.tempdir / "gw-upnp-miniupnpd.pid"))
-        router = Router(gateway, wan, [lan], stun, daemon)
-        self._add(Site("upnp", [node], [gateway], wan, wan.addr_of(gateway),
-                       {"upnp": node.addr()}, router=router))
-        if not daemon.wait_for_log(r"Listening for NAT-PMP/PCP traffic", START_TIMEOUT_S):
-            raise LabError(f"miniupnpd did not start: {daemon.log()[-2000:]}")
-        if "does not support port forwarding" in daemon.log():
-            raise LabError(f"miniupnpd disabled forwarding: {daemon.log()[-2000:]}")
+        router = miniupnpd_router(self.lab, [node], name="gw-upnp",
+                                  wan_subnet=f"198.18.{self._next()}.0/24")
+        self._add(Site("upnp", [node], [router.gateway], router.wan,
+                       router.wan.addr_of(router.gateway), {"upnp": node.addr()}, router=router))
 
     def _lan_site(self) -> None:
         """lan-a and lan-b on one bridge in their masquerading gateway."""

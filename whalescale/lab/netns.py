@@ -142,14 +142,18 @@ class Host:
         if link.a_addr6 is not None:
             self._route(to, link.peer_addr(self, v6=True))
 
-    def readdress(self, last_octet: int = 77) -> str:
+    def readdress(self, new: str | None = None) -> str:
         """Move this host to a new IPv4 address on its first link (a laptop changing
         networks; a router whose provider changed its public address); returns it.
-        The `Link` record keeps the old one: ask the host, not the link, from now on."""
+        Default: .77 of the same subnet, .78 if it has that already. The `Link` record
+        keeps the first address: ask the host, not the link, from then on."""
         link = self.links[0]
         ifname = link.b_ifname if link.b is self else link.a_ifname
-        old, gateway = link.addr_of(self), link.peer_addr(self)
-        new = f"{old.rsplit('.', 1)[0]}.{last_octet}"
+        gateway = link.peer_addr(self)
+        shown = self.run("ip", "-4", "-o", "addr", "show", "dev", ifname).stdout.split()
+        old = shown[shown.index("inet") + 1].split("/")[0]
+        if new is None:
+            new = f"{old.rsplit('.', 1)[0]}.{78 if old.endswith('.77') else 77}"
         self.run("ip", "addr", "del", f"{old}/{link.prefixlen}", "dev", ifname)
         self.run("ip", "addr", "add", f"{new}/{link.prefixlen}", "dev", ifname)
         self.run("ip", "route", "replace", "default", "via", gateway)

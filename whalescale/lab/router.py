@@ -147,13 +147,17 @@ class Router:
             self.gateway.run("nft", "flush", "chain", "inet", NFT_TABLE, chain, check=False)
 
 
-def miniupnpd_router(lab: Lab, lan_hosts: Sequence[Host], *, name: str = "gw") -> Router:
+def miniupnpd_router(lab: Lab, lan_hosts: Sequence[Host], *, name: str = "gw",
+                     wan_subnet: str | None = None) -> Router:
     """A gateway `name` between the internet and `lan_hosts` (one LAN link each), running
-    miniupnpd with UPnP IGD, NAT-PMP and PCP; returns once miniupnpd listens."""
+    miniupnpd with UPnP IGD, NAT-PMP and PCP; returns once miniupnpd listens.
+
+    `wan_subnet`: its WAN network (default: the lab's next private one; a port mapper
+    that refuses private external addresses needs a public-looking one)."""
     inet = lab.internet()
     gateway = lab.host(name)
     gateway.set_forwarding(True)
-    wan = lab.link(inet, gateway)
+    wan = lab.link(inet, gateway, subnet=wan_subnet)
     gateway.route_via(wan)
     lans = []
     for host in lan_hosts:

@@ -52,16 +52,19 @@ from .punch import (
 )
 
 MAX_OBSERVATIONS = 32
-REQUEST_FIRST_S = 2.0
+REQUEST_FIRST_S = 1.0
 REQUEST_MAX_S = 60.0
-# Give the first probes this long to report the NAT type before punching blind.
+# Give the first probes this long to report the NAT type before punching blind, and
+# while probes are still out (anchors starting too) at most NAT_TYPE_WAIT_MAX_S: a plan
+# made blind may punch for PUNCH_FOR_S where the NAT type would have said "relay".
 NAT_TYPE_WAIT_S = 3.0
+NAT_TYPE_WAIT_MAX_S = 8.0
 # A LAN_HELLO from a peer we do not reach on the LAN triggers an initiation at most this often.
 LAN_PUNCH_EVERY_S = 5.0
 # Between the attempts of one punch, best first: long enough for a LAN or IPv6 round trip.
 ATTEMPT_HEAD_START_S = 0.3
 PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
-PROBE_RETRY_S = 2.0  # after an unanswered probe (an anchor starting, a lost datagram)
+PROBE_RETRY_S = 0.5  # after an unanswered probe (an anchor starting, a lost datagram)
 _RELAY_FIRST_TYPE = min(relay.MessageType)
 
 
@@ -104,7 +107,7 @@ class Traversal:
         self._backoff: dict[bytes, float] = {}
         self._info_told: dict[bytes, NatInfo] = {}  # anchor -> the info it has from us
         self._next_probe = now
-        self._retry_relayed = False  # our NAT changed: relayed peers may go direct now
+        self._last_facts = NatInfo()
         self.set_nodes(node_ids, anchors)
 
     def set_nodes(self, node_ids: dict[bytes, bytes], anchors: Iterable[bytes]) -> None:
@@ -240,7 +243,6 @@ class Traversal:
             return
         report = infer(list(self.observations), ipv4[-1].local)
         if report != self.report:
-            self._retry_relayed = self.report.nat_type is not NatType.UNKNOWN
             self.notes.append(f"NAT type {report.nat_type.name.lower()}"
                               + (f", seen as {_text(report.observed)}" if report.observed else "")
                               + f" ({report.targets} anchors answered)")
@@ -333,12 +335,17 @@ class Traversal:
             if self._info_told.get(anchor) != info:
                 self._info_told[anchor] = info
                 self._send(anchor, self.puncher.set_info(info), now)
-        blind = self.report.nat_type is NatType.UNKNOWN and now - self.started < NAT_TYPE_WAIT_S
-        if not live or blind:
+        if not live or self._waiting_for_nat_type(now):
             return
-        retry_relayed, self._retry_relayed = self._retry_relayed, False
+        # What we know of ourselves changed (NAT type, a mapping, an IPv6 address): a
+        # relay chosen on the old facts may be needless now, so try direct at once. (Not
+        # for a new observed port alone: behind a symmetric NAT every probe brings one.)
+        facts = attrs.evolve(info, candidates=tuple(
+            c for c in info.candidates if c.kind is not CandidateKind.OBSERVED))
+        retry_relayed, self._last_facts = facts != self._last_facts, facts
         for node_id in self._static_of:
-            if retry_relayed and self.relay_client.state(node_id) is relay.RelayState.RELAYED:
+            if (retry_relayed and self.relay_client.state(node_id) is relay.RelayState.RELAYED
+                    and self.puncher.state(node_id) is PunchState.RELAYED):
                 self.puncher.request(node_id, relay.choose_anchor(self.me, node_id, live), now)
                 continue
             peer = self._peer(node_id)
@@ -355,6 +362,13 @@ class Traversal:
             self.puncher.request(node_id, anchor, now)
             self.counters["punch_requested"] += 1
         self._react(now)
+
+    def _waiting_for_nat_type(self, now: float) -> bool:
+        if self.report.nat_type is not NatType.UNKNOWN:
+            return False
+        probing = self.prober.next_deadline() is not None or self._next_probe - now <= PROBE_RETRY_S
+        waited = now - self.started
+        return waited < NAT_TYPE_WAIT_S or (probing and waited < NAT_TYPE_WAIT_MAX_S)
 
     def next_deadline(self) -> float | None:
         deadlines = [self.prober.next_deadline(), self.puncher.next_deadline(),
@@ -409,7 +423,8 @@ class Traversal:
                     self._relay_down(node_id, now)
                 case relay.RetryDirect(node_id):
                     live = self.live_anchors(now)
-                    if live and self.puncher.state(node_id) is not PunchState.PUNCHING:
+                    if live and self.puncher.state(node_id) in (
+                            None, PunchState.DIRECT, PunchState.RELAYED):
                         self.puncher.request(node_id, live[0], now)
         for core in (self.puncher, self.coordinator, self.relays, self.relay_client):
             out, core.outbox = core.outbox, []
