@@ -6,12 +6,15 @@ on the internet side), and the internet namespace, which also runs the STUN resp
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from whalescale.lab.mesh import LabMesh
 from whalescale.lab.router import miniupnpd_router
 
 pytestmark = pytest.mark.lab
@@ -67,4 +70,33 @@ def test_the_mapper_prefers_pcp_when_the_router_speaks_everything(lab):
         assert mapper.wait_for_log(r"mapped ", 15), mapper.log()
         assert MAPPED.search(mapper.log()).group(1) == "pcp"
         mapper.stop()
+        assert "dnat" not in router.miniupnpd_rules()
+
+
+def test_agent_maps_its_port_in_the_background_and_removes_the_mapping_on_stop(lab):
+    """The agent behind a miniupnpd router: its netcheck shows the mapping, it publishes
+    the mapped endpoint, and a clean stop leaves no rule on the router."""
+    node = lab.host("node")
+    anchor = lab.star(["anchor"])["anchor"]
+    # a public-looking WAN: the agent's mapper refuses private external addresses
+    with miniupnpd_router(lab, [node], wan_subnet="198.18.200.0/24") as router:
+        mesh = LabMesh(lab)
+        mesh.add_node(anchor, anchor=True)
+        mesh.add_node(node, static_endpoint=False)
+        mesh.start_all()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            check = json.loads(node.run(
+                sys.executable, "-m", "whalescale", "netcheck", "--json",
+                "--state-dir", str(mesh.state_dir("node"))).stdout)
+            if check["nat"]["port_mapping"]:
+                break
+            time.sleep(0.5)
+        assert check["nat"]["port_mapping"] == f"{router.wan_addr}:51820", check
+        assert check["nat"]["port_mapping_protocol"] == "pcp"
+        assert f"{router.wan_addr}:51820" in check["published"]
+        assert f"dnat ip to {node.addr()}:51820" in router.miniupnpd_rules()
+        assert anchor.ping(mesh.nodes["node"].tunnel_addr, count=3)
+
+        assert mesh.nodes["node"].proc.stop() == 0
         assert "dnat" not in router.miniupnpd_rules()
