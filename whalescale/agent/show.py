@@ -24,6 +24,11 @@ def print_status(status: dict[str, Any]) -> None:
     anchors = status["anchors"]
     console.print(f"anchors: {len(anchors['reachable'])} of {anchors['total']} reachable "
                   f"({anchors['health']})")
+    nat = status["nat"]
+    if not status["anchor"]:
+        seen = f", seen as {nat['observed']}" if nat["observed"] else ""
+        mapped = f", port mapping {nat['port_mapping']}" if nat["port_mapping"] else ""
+        console.print(f"NAT: {nat['nat_type']}{seen}{mapped} (details: whalescale netcheck)")
     for warning in status["warnings"]:
         console.print(f"[yellow]warning: {warning}")
     table = Table()
