@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whalescale.nat import bootstrap, relay, traversal
+from whalescale.nat import bootstrap, punch, relay, traversal
 from whalescale.nat.bootstrap import MAGIC
 from whalescale.nat.traversal import REQUEST_FIRST_S
 
@@ -167,3 +167,40 @@ def test_garbage_on_the_shared_port_never_raises(junk):
         for name in ("a", "anchor-1"):
             traversal = _SHARED.nodes[name].traversal
             assert traversal.datagrams([(datagram, ("203.0.113.9", 4000))], _SHARED.now) == []
+
+
+@given(st.binary(min_size=0, max_size=200), st.sampled_from(["a", "anchor-1"]),
+       st.sampled_from(["b", "anchor-2"]))
+def test_hostile_traversal_messages_never_raise(body, to, sender):
+    """Any TRAVERSAL body, from an anchor or from a plain member, to a node or an anchor."""
+    target = _SHARED.nodes[to]
+    peer = target.traversal.engine.peers[_SHARED.nodes[sender].ident.x25519_public]
+    target.traversal.control(peer, body, _SHARED.now)
+    target.traversal.tick(_SHARED.now)
+
+
+_IDS = st.sampled_from([n.ident.public for n in _SHARED.nodes.values()]) | st.binary(
+    min_size=32, max_size=32)
+_INFO = st.builds(punch.NatInfo, st.sampled_from(list(punch.NatType)),
+                  st.sampled_from(list(punch.Filtering)),
+                  st.lists(st.builds(punch.Candidate, st.just(punch.CandidateKind.OBSERVED),
+                                     st.just("203.0.113.9"), st.integers(1, 65535)),
+                           max_size=2).map(tuple))
+_MESSAGES = st.one_of(
+    st.builds(relay.RelayOpen, _IDS).map(relay.encode),
+    st.builds(relay.RelayReady, _IDS, st.integers(1, relay.MAX_CHANNEL)).map(relay.encode),
+    st.builds(relay.RelayClose, _IDS).map(relay.encode),
+    st.builds(punch.NatInfoMessage, _INFO).map(punch.encode),
+    st.builds(punch.PunchRequest, _IDS, _INFO).map(punch.encode),
+    st.builds(punch.Punch, _IDS, st.integers(0, 2**32 - 1), st.just(0.5), _INFO).map(punch.encode),
+)
+
+
+@given(st.lists(st.tuples(_MESSAGES, st.sampled_from(["a", "anchor-1"]),
+                          st.sampled_from(["b", "anchor-2"])), max_size=8))
+def test_well_formed_hostile_sequences_never_raise(messages):
+    for body, to, sender in messages:
+        target = _SHARED.nodes[to]
+        peer = target.traversal.engine.peers[_SHARED.nodes[sender].ident.x25519_public]
+        target.traversal.control(peer, body, _SHARED.now)
+    _SHARED.run(0.5)
