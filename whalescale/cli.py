@@ -269,6 +269,23 @@ def cmd_lab_demo(args: argparse.Namespace) -> int:
     return run_demo(nodes=args.nodes, seconds=args.seconds)
 
 
+def cmd_lab_nat_matrix(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .lab.natmatrix import EXPECTED_WHALESCALE, render_side_by_side, run_matrices
+
+    with_nebula = not args.no_nebula and shutil.which("nebula") is not None
+    if not with_nebula and not args.no_nebula:
+        print("whalescale: nebula is not installed (apt install nebula); whalescale only",
+              file=sys.stderr)
+    ours, nebula = run_matrices(with_nebula=with_nebula)
+    table = render_side_by_side(ours, nebula)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+    return EXIT_OK if ours.paths() == EXPECTED_WHALESCALE else EXIT_INVALID
+
+
 def cmd_bench_tunnel(args: argparse.Namespace) -> int:
     from .bench.tunnel import run_tunnel_bench
 
@@ -428,6 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     p.add_argument("--seconds", type=int, default=5, help="iperf3 duration (default 5)")
     p.set_defaults(func=cmd_lab_demo)
+    p = lab.add_parser("nat-matrix", help="every pair of NAT situations, whalescale vs nebula",
+                       description="Build the NAT lab (public, full cone, port-restricted cone, "
+                       "symmetric, carrier-grade double NAT, a miniupnpd router, two nodes on "
+                       "one LAN, two with IPv6, two anchors), run Debian's nebula and then "
+                       "whalescale on it, and print for every pair: connected, the path the "
+                       "lab's own counters saw (direct, lan, ipv6, relayed) and the seconds "
+                       "from start to the first answered ping. Exit status 1 when a "
+                       "whalescale cell is not what it should be. Needs root; about a minute.")
+    p.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
+    p.add_argument("--no-nebula", action="store_true", help="skip the nebula reference run")
+    p.set_defaults(func=cmd_lab_nat_matrix)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True, metavar="BENCH_COMMAND")

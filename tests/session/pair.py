@@ -49,6 +49,7 @@ class Pair:
                                seed + 100, **(bob_kw or {}))
         self.now = 0.0
         self.wire: list[tuple[str, bytes]] = []  # every datagram, for inspection
+        self.sent_to: list[tuple[str, tuple]] = []  # (sender, the address it sent to)
         self.lost: set[str] = set()  # senders whose datagrams the network drops
 
     def pump(self) -> None:
@@ -58,9 +59,10 @@ class Pair:
             for src, dst, src_addr, name in ((self.alice, self.bob, A_ADDR, "alice"),
                                              (self.bob, self.alice, B_ADDR, "bob")):
                 out, src.outbox = src.outbox, []
-                for datagram, _addr, _local in out:
+                for datagram, addr, _local in out:
                     moved = True
                     self.wire.append((name, datagram))
+                    self.sent_to.append((name, addr))
                     if name not in self.lost:
                         dst.receive_datagram(datagram, src_addr, self.now)
             if not moved:

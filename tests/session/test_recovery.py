@@ -10,7 +10,7 @@ import pytest
 from whalescale.identity import Identity
 from whalescale.session import events
 
-from .pair import ip_packet, make_engine
+from .pair import B_ADDR, Pair, ip_packet, make_engine
 
 ME = Identity.from_seed(b"\x51" * 32)
 PEER = Identity.from_seed(b"\x52" * 32)
@@ -81,3 +81,23 @@ def test_data_sent_to_a_lost_peer_does_not_undo_the_backoff():
         now += 0.5
     # 1+2+4+...+60: about 10 attempts in 200 s, not one every 5 s (40)
     assert initiations <= 12
+
+
+def test_a_failed_hole_punch_leaves_a_working_session_where_it_is():
+    """A punch towards an endpoint that never answers (nat/traversal.py) must not move a
+    live session (say, one through a relay) to another endpoint when it times out."""
+    pair = Pair(bob_kw={"spec_kw": {"whalescale": True}},
+                alice_kw={"spec_kw": {"whalescale": True, "keepalive_s": 5.0}})
+    pair.alice_to_bob()
+    pair.pump()
+    bob_at_alice = pair.alice.peers[pair.bob_id.x25519_public]
+    bob_at_alice.endpoints = [B_ADDR, ("192.0.2.77", 51820)]
+    bob_at_alice.punch(("198.51.100.9", 4444), pair.now)  # goes nowhere
+    pair.pump()
+    for _ in range(6):
+        pair.advance(5.0)
+        pair.alice_to_bob()
+        pair.pump()
+    # (this pair delivers whatever the address: look where alice sent, not what arrived)
+    assert ("alice", ("192.0.2.77", 51820)) not in pair.sent_to
+    assert bob_at_alice.endpoint == B_ADDR and bob_at_alice.current is not None

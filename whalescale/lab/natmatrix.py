@@ -196,6 +196,16 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
         overlay.stop()
 
 
+def run_matrices(*, with_nebula: bool = True) -> tuple[Matrix, Matrix]:
+    """Build the NAT lab, run nebula (unless told not to) then whalescale on it, tear down.
+    Without nebula the reference matrix is empty."""
+    from .lab import Lab
+
+    with Lab() as lab, NatLab(lab) as natlab:
+        nebula = run_matrix(natlab, "nebula") if with_nebula else Matrix("nebula", {})
+        return run_matrix(natlab, "whalescale"), nebula
+
+
 def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
     """A markdown table: each pair, whalescale's cell, what the issue expects, nebula's."""
     rows = [
@@ -206,7 +216,7 @@ def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
         got = ours.cells.get(pair)
         mark = "" if got is not None and got.path is EXPECTED_WHALESCALE[pair] else " (!)"
         rows.append(f"| {pair[0]} <-> {pair[1]} | {got}{mark} | "
-                    f"{EXPECTED_WHALESCALE[pair].value} | {nebula.cells.get(pair)} |")
+                    f"{EXPECTED_WHALESCALE[pair].value} | {nebula.cells.get(pair) or '-'} |")
     skipped = ", ".join(f"{a}<->{b}" for a, b in SKIPPED_PAIRS)
     rows += ["", f"Times: seconds from starting all nodes to the first answered ping "
                  f"(timeout {CONNECT_TIMEOUT_S:.0f} s). Paths: the lab's nftables counters "

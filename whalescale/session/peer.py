@@ -188,8 +188,11 @@ class Peer:
             return  # nowhere to send; a peer that reaches us will give us one
         self._engine.emit(self._new_initiation(now), self.endpoint)
         self._engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
+        self.retransmit_at = now + self._retry_delay() + self._engine.jitter()
 
     def _new_initiation(self, now: float) -> bytes:
+        """A fresh initiation, registered (timersHandshakeInitiated, bar the retransmit
+        timer: the caller decides whether this handshake is retried)."""
         engine = self._engine
         if self.handshake_index is not None:
             engine.forget_handshake(self.handshake_index)
@@ -203,7 +206,6 @@ class Peer:
         self.last_initiation_sent = now
         self._traversal(now)
         self.send_keepalive_at = None
-        self.retransmit_at = now + self._retry_delay() + engine.jitter()  # timersHandshakeInitiated
         return self.initiation
 
     def punch(self, addr: Addr, now: float) -> None:
@@ -212,6 +214,9 @@ class Peer:
         TAI64N check answers only the first copy that gets through."""
         if self.handshake is None or now - self.last_initiation_sent >= REKEY_TIMEOUT_S:
             self._new_initiation(now)
+            if self.current is None:  # no session yet: retry it as any first contact
+                self.retransmit_at = now + self._retry_delay() + self._engine.jitter()
+            # else a failed punch must leave the working (e.g. relayed) session alone
         assert self.initiation is not None
         self._engine.emit(self.initiation, addr)
         self._engine.event(events.HandshakeInitiated(self.name, addr, "hole punch"))
@@ -354,15 +359,21 @@ class Peer:
             return
         self.handshake_attempts += 1
         waited = now - self.last_initiation_sent
-        # Several known endpoints: a silent one may be stale, so try the next.
+        # Not while the peer still talks to us where we are: only a handshake went missing.
+        if self.last_received_at is None or \
+                now - self.last_received_at >= KEEPALIVE_TIMEOUT_S + REKEY_TIMEOUT_S:
+            self._next_endpoint()
+        self.initiate(now, retry=True,
+                      reason=f"no response after {waited:.1f} s, "
+                             f"attempt {self.handshake_attempts + 1}")
+
+    def _next_endpoint(self) -> None:
+        """Several known endpoints: a silent one may be stale, so try the next."""
         if len(self.endpoints) > 1:
             i = self.endpoints.index(self.endpoint) if self.endpoint in self.endpoints else -1
             self.endpoint = self.endpoints[(i + 1) % len(self.endpoints)]
         elif self.endpoints and self.endpoint not in self.endpoints:
             self.endpoint = self.endpoints[0]
-        self.initiate(now, retry=True,
-                      reason=f"no response after {waited:.1f} s, "
-                             f"attempt {self.handshake_attempts + 1}")
 
     def _zero_keys(self) -> None:
         self.forget()
