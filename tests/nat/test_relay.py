@@ -17,7 +17,6 @@ from whalescale.nat.relay import (
     RelayOpen,
     RelayParams,
     RelayReady,
-    RelayState,
     RelayTable,
     RelayUp,
     RetryDirect,
@@ -215,7 +214,7 @@ def test_anchor_state_and_rates_are_bounded():
         "bad_peer": 1, "malformed": 1, "not_a_member": 1, "unexpected_ready": 1}
 
 
-def test_upgrade_to_direct_after_the_grace_period():
+def test_a_direct_path_closes_the_relay_at_once():
     trio = Trio()
     a = trio.ends[A]
     a.open(B, ANCHOR, now=0.0)
@@ -223,17 +222,14 @@ def test_upgrade_to_direct_after_the_grace_period():
     # while relayed, a direct path is retried with backoff: 30 s, 60 s, ...
     a.handle_timer(a.next_deadline())
     assert a.events[-1] == RetryDirect(B) and a.next_deadline() == 90.0
-    a.direct_path(B, now=70.0)
-    assert a.state(B) == RelayState.UPGRADING and a.next_deadline() == 80.0
-    a.direct_lost(B, now=75.0)  # the direct path died at once: stay relayed
-    assert a.state(B) == RelayState.RELAYED and a.next_deadline() == 135.0
-    a.direct_path(B, now=100.0)
-    a.handle_timer(110.0)
-    trio.deliver(now=110.0)
+    a.direct_path(B)
+    trio.deliver(now=70.0)
     assert a.state(B) is None and a.counters["upgraded"] == 1
     assert a.events[-1] == RelayDown(B) and trio.ends[B].events[-1] == RelayDown(A)
     assert trio.anchor.channels() == 0
     assert a.outgoing(TRANSPORT, relay.alias(1)) is None  # the alias is gone with it
+    a.direct_path(B)  # nothing left to close
+    assert a.counters["upgraded"] == 1
 
 
 def test_client_counts_what_it_does_not_take():

@@ -31,8 +31,9 @@ same one; losing an anchor moves only its own pairs.
 
 Upgrade rule (the ends follow it, `RelayClient`): while relayed, retry a
 direct punch with backoff (30 s doubling to 300 s, `RetryDirect` events); when
-a handshake completes on a direct path, keep the relay `upgrade_grace_s` as a
-standby, then close it unless the direct path was lost meanwhile.
+a handshake completes on a direct path, close the relay at once. (A relay kept
+as a standby was tried: any authenticated packet still coming through it moves
+the session back onto it, since WireGuard follows the latest source.)
 
 A relayed peer appears to the session engine at an alias address
 (`alias(channel)`: in 100::/64, RFC 6666's discard-only prefix, port 0, so a
@@ -366,7 +367,6 @@ RelayEvent = RelayUp | RelayDown | RetryDirect
 class RelayState(enum.Enum):
     OPENING = "opening"
     RELAYED = "relayed"
-    UPGRADING = "upgrading"  # a direct path works; the relay is a standby for a while
 
 
 @attrs.frozen(slots=True)
@@ -374,7 +374,6 @@ class ClientParams:
     open_timeout_s: float = 10.0
     retry_direct_first_s: float = 30.0
     retry_direct_max_s: float = 300.0
-    upgrade_grace_s: float = 10.0
 
 
 @attrs.define
@@ -389,8 +388,8 @@ class _Link:
 class RelayClient:
     """One end's relays: opening, the tag translation, retries for a direct path.
 
-    Local calls: `open(peer, anchor, now)`, `direct_path(peer, now)`,
-    `direct_lost(peer, now)`, `close(peer)`; `receive(anchor, body, now)` for
+    Local calls: `open(peer, anchor, now)`, `direct_path(peer)`, `close(peer)`;
+    `receive(anchor, body, now)` for
     relay bodies from anchors' sessions; `accept(peer)` decides invitations.
     """
 
@@ -455,21 +454,11 @@ class RelayClient:
             self.outbox.append((link.anchor, encode(RelayClose(peer))))
             self._drop(peer)
 
-    def direct_path(self, peer: bytes, now: float) -> None:
-        """A handshake completed on a direct path: the relay becomes a standby."""
-        link = self._links.get(peer)
-        if link is None:
-            return
-        if link.state == RelayState.OPENING:
+    def direct_path(self, peer: bytes) -> None:
+        """A handshake completed on a direct path: the relay goes."""
+        if peer in self._links:
+            self.counters["upgraded"] += 1
             self.close(peer)
-            return
-        link.state, link.deadline = RelayState.UPGRADING, now + self.params.upgrade_grace_s
-
-    def direct_lost(self, peer: bytes, now: float) -> None:
-        link = self._links.get(peer)
-        if link is not None and link.state == RelayState.UPGRADING:
-            link.state = RelayState.RELAYED
-            link.deadline = now + link.retry_s
 
     def next_deadline(self) -> float | None:
         return min((link.deadline for link in self._links.values()), default=None)
@@ -481,9 +470,6 @@ class RelayClient:
             match link.state:
                 case RelayState.OPENING:
                     self.counters["open_timed_out"] += 1
-                    self.close(peer)
-                case RelayState.UPGRADING:
-                    self.counters["upgraded"] += 1
                     self.close(peer)
                 case RelayState.RELAYED:
                     self.events.append(RetryDirect(peer))

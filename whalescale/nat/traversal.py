@@ -64,6 +64,9 @@ LAN_PUNCH_EVERY_S = 5.0
 # Between the attempts of one punch, best first: long enough for a LAN or IPv6 round trip.
 ATTEMPT_HEAD_START_S = 0.3
 PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
+# One more direct try this soon after a relay comes up: the plan that chose it may have
+# been made before the peer's NAT info reached the anchor (everyone starting at once).
+RELAY_SECOND_LOOK_S = 5.0
 PROBE_RETRY_S = 0.5  # after an unanswered probe (an anchor starting, a lost datagram)
 _RELAY_FIRST_TYPE = min(relay.MessageType)
 
@@ -108,6 +111,7 @@ class Traversal:
         self._info_told: dict[bytes, NatInfo] = {}  # anchor -> the info it has from us
         self._next_probe = now
         self._last_facts = NatInfo()
+        self._second_look: dict[bytes, float] = {}  # relayed peer -> when to try direct
         self.set_nodes(node_ids, anchors)
 
     def set_nodes(self, node_ids: dict[bytes, bytes], anchors: Iterable[bytes]) -> None:
@@ -304,6 +308,8 @@ class Traversal:
         elif is_relay:
             self.relay_client.receive(node_id, body, now)
         else:
+            # the plan is ours to make from what we know now, not at our last tick
+            self.puncher.info = self.info()
             self.puncher.receive_punch(node_id, body, now)
         self._react(now)
 
@@ -319,7 +325,7 @@ class Traversal:
             if self.puncher.state(node_id) not in (None, PunchState.DIRECT):
                 self.notes.append(f"{event.peer}: direct path at {_text(event.endpoint)}")
             self.puncher.established(node_id, now)
-            self.relay_client.direct_path(node_id, now)
+            self.relay_client.direct_path(node_id)
             self._backoff.pop(node_id, None)
         self._react(now)
 
@@ -344,7 +350,11 @@ class Traversal:
             c for c in info.candidates if c.kind is not CandidateKind.OBSERVED))
         retry_relayed, self._last_facts = facts != self._last_facts, facts
         for node_id in self._static_of:
-            if (retry_relayed and self.relay_client.state(node_id) is relay.RelayState.RELAYED
+            second_look = self._second_look.get(node_id, float("inf")) <= now
+            if second_look:
+                del self._second_look[node_id]
+            if ((retry_relayed or second_look)
+                    and self.relay_client.state(node_id) is relay.RelayState.RELAYED
                     and self.puncher.state(node_id) is PunchState.RELAYED):
                 self.puncher.request(node_id, relay.choose_anchor(self.me, node_id, live), now)
                 continue
@@ -447,6 +457,7 @@ class Traversal:
         if peer is None:
             return
         alias = relay.alias(channel)
+        self._second_look[node_id] = now + RELAY_SECOND_LOOK_S
         self.notes.append(f"{peer.name}: relayed by {self._name(anchor)} (channel {channel})")
         peer.retarget([alias, *(e for e in peer.endpoints if not relay.channel_of_alias(e))],
                       now, alive=False)
