@@ -15,6 +15,7 @@ import pytest
 from whalescale.bench import links, multipath
 from whalescale.bench.links import EmulatorCeiling
 from whalescale.bench.multipath import (
+    INTERVAL_S,
     REF_TCP,
     REF_WS,
     SCENARIOS,
@@ -38,7 +39,8 @@ def namespaces() -> set[str]:
 
 
 def test_max_stall_counts_the_longest_run_of_near_empty_intervals() -> None:
-    assert max_stall_s([10, 10, 0, 0, 10, 0, 10]) == 1.0
+    assert max_stall_s([10, 10, 0, 0, 10, 0, 10], interval_s=0.5) == 1.0
+    assert max_stall_s([10, 10, 0, 0, 10, 0, 10]) == pytest.approx(2 * INTERVAL_S)
     assert max_stall_s([10, 10, 10]) == 0.0
     assert max_stall_s([]) == 0.0
 
@@ -86,6 +88,7 @@ def test_one_short_scenario_writes_a_sane_report(lab_skip_reason: None, tmp_path
 
     report = (out / "report.md").read_text()
     assert "## equal" in report
+    assert "| of ws alone |" in report
     assert "emulator ceiling" in report
     for png in ("goodput.png", "throughput.png"):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
@@ -105,11 +108,13 @@ def test_one_short_scenario_writes_a_sane_report(lab_skip_reason: None, tmp_path
         assert 0 < row["of_best"] < 2.5
         assert row["retransmits"] >= 0
         assert 0 <= row["max_stall_s"] <= SECONDS
-        assert len(row["intervals_mbit"]) >= 2 * SECONDS - 1
+        assert len(row["intervals_mbit"]) >= SECONDS / INTERVAL_S - 1
     for name in ("whalescale WRR", "whalescale best path alone"):
         row = rows[name]
         assert 0 < row["udp_goodput_mbit"] <= 1.1 * total
         assert 0 <= row["udp_loss"] <= 1
+        assert row["of_ws_single"] == pytest.approx(
+            row["goodput_mbit"] / rows["whalescale best path alone"]["goodput_mbit"])
         if row["reorder"] is not None:  # an agent without multipath reports none
             for key in ("gaps_skipped", "late_drops"):
                 assert row["reorder"][key] >= 0

@@ -97,3 +97,15 @@ def test_a_loaded_path_fails_once_its_oldest_unreported_packet_is_overdue():
     assert p.next_health_deadline() == pytest.approx(1.06 + 0.4)  # only silence is left
     p.on_send(1.1)
     assert p.evaluate(1.3) is PathState.FAILED  # 0.2 s: the heartbeat rule waits 0.4
+
+
+def test_a_path_back_from_an_outage_forgets_the_outages_loss():
+    p = path()
+    p.on_report(packets=100, nbytes=0, lost=0, now=0.1)
+    assert p.evaluate(0.6) is PathState.FAILED  # silent
+    # Back: the report counts everything sent into the outage as lost.
+    p.on_report(packets=101, nbytes=0, lost=200, now=1.0)
+    assert p.loss_rate > 0.1
+    assert p.evaluate(1.0) is PathState.DEGRADED
+    assert p.loss_rate == 0.0
+    assert p.evaluate(1.05) is PathState.HEALTHY

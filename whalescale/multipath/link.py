@@ -296,6 +296,7 @@ class MultipathLink:
             } for path_id, (local, remote) in sorted(self._pair_of.items())],
             "reorder": {
                 "released": stats.released, "gaps_skipped": stats.gaps_skipped,
+                "skipped_by": dict(stats.skipped_by),
                 "late_drops": stats.late_drops, "duplicates": stats.duplicates,
                 "max_depth": stats.max_depth,
                 "added_delay_mean_ms": round(stats.added_delay_mean_s * 1e3, 3),

@@ -20,7 +20,10 @@ turns the measurements into one event at a time:
   -> DEGRADED;
 - GOOD: loss rate below `recover_loss` (hysteresis: between the two nothing
   moves) and heard within one interval -> HEALTHY;
-- HEARD: a FAILED path heard from again comes back DEGRADED and must prove GOOD.
+- HEARD: a FAILED path heard from again comes back DEGRADED and must prove GOOD;
+  it forgets its loss rate, which the outage itself had filled (every packet
+  sent into it reported lost at once): the outage is what FAILED accounted
+  for, and carried on it kept a recovered path cut to nothing for seconds.
 
 Delay is deliberately not a health input: queueing under load raises the RTT of
 a perfectly good path. Delay acts on scheduling (scheduler.py) instead.
@@ -255,6 +258,8 @@ class Path:
             return None
         before = self.state
         after = self.apply(event)
+        if event is PathEvent.HEARD:
+            self.loss_rate = 0.0
         return after if after is not before else None
 
     def next_health_deadline(self) -> float:
