@@ -312,3 +312,17 @@ in lib.genAttrs names (name: let c = eval name; in {{
             assert bool(ours["endpoints"]) == host["node"].get("endpoint", True)
         else:
             assert node["mesh"] is None
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in scenario_files()])
+def test_every_scenario_node_has_its_test_key(path: Path) -> None:
+    """The VM tests read nix/tests/keys/<role>.{key,pub}; checked without Nix, so a new
+    scenario cannot lack them where the evaluation tests are skipped."""
+    from whalescale import identity
+
+    keys = REPO / "nix" / "tests" / "keys"
+    for host in tomllib.loads(path.read_text())["host"]:
+        if "node" in host:
+            ident = identity.read_key_file(keys / f"{host['name']}.key")
+            assert (keys / f"{host['name']}.pub").read_text().strip() == \
+                identity.b64(ident.public), host["name"]
