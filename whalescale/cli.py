@@ -214,37 +214,32 @@ def _ask(state_dir: Path, req: dict[str, object]) -> dict[str, object] | int:
         return EXIT_NO_AGENT
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _show_status(args: argparse.Namespace, view: str,
+                 keys: tuple[str, ...] | None = None) -> int:
+    """The running agent's status: as JSON (only `keys` when given), or for people with
+    `agent.show`'s printer named `view`."""
     import json
 
-    from .agent.show import print_status
+    from .agent import show
 
     reply = _ask(args.state_dir, {"command": "status"})
     if isinstance(reply, int):
         return reply
     status = reply["status"]
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(json.dumps(status if keys is None else {k: status[k] for k in keys}, indent=2))
     else:
-        print_status(status)
+        getattr(show, view)(status)
     return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _show_status(args, "print_status")
 
 
 def cmd_netcheck(args: argparse.Namespace) -> int:
-    import json
-
-    from .agent.show import print_netcheck
-
-    reply = _ask(args.state_dir, {"command": "status"})
-    if isinstance(reply, int):
-        return reply
-    status = reply["status"]
-    if args.json:
-        print(json.dumps({key: status[key] for key in
-                          ("node", "port", "anchor", "addresses", "published", "nat")}, indent=2))
-    else:
-        print_netcheck(status)
-    return EXIT_OK
+    return _show_status(args, "print_netcheck",
+                        ("node", "port", "anchor", "addresses", "published", "nat"))
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
