@@ -47,10 +47,12 @@ def test_loss_and_jitter_as_asked_without_reordering(lab: Lab) -> None:
     result = udp_probe(bench.left, bench.right, lossy.right_addr, count=500, interval_ms=1)
     assert 0.06 <= result.loss <= 0.14
     stats = bench.emulator_stats(0)
-    # the emulator dropped what went missing, but for the odd probe the kernel itself
-    # dropped while the first address resolution was pending (its queue holds 3)
+    # the emulator dropped what went missing, give or take a few frames: the kernel
+    # itself drops the odd probe while the first address resolution is pending (its
+    # queue holds 3), and the emulator's loss also hits the odd ARP or IPv6 neighbour
+    # frame crossing the link meanwhile
     missing = 500 - result.received
-    assert missing - 3 <= stats["left"]["lost"] <= missing  # type: ignore[index]
+    assert missing - 3 <= stats["left"]["lost"] <= missing + 3  # type: ignore[index]
 
     result = udp_probe(bench.left, bench.right, jittery.right_addr, count=200, interval_ms=2)
     assert result.received == 200
