@@ -218,3 +218,23 @@ def test_sender_names_a_path_in_data_paths_while_its_last_packet_may_be_under_wa
     assert (sent.path_id, sent.data_paths) == (0, 0b01)
     slow.state = PathState.FAILED
     assert sender.send(1400, holdover + 0.002).data_paths == 0b01
+
+
+def carry(est: BandwidthEstimator, pid: int, t0: float, t1: float,
+          saturated: bool = False) -> None:
+    """The path delivers all it is given (its weight): only probing can grow it."""
+    for step in range(round(t0 / 0.05), round(t1 / 0.05)):
+        now = (step + 1) * 0.05
+        est.on_acked(pid, int(est.weight(pid) * 0.05), now)
+        est.update(now, frozenset({pid}) if saturated else frozenset())
+
+
+def test_a_new_path_doubles_its_weight_each_half_window_until_it_first_saturates():
+    fresh, settled = BandwidthEstimator(), BandwidthEstimator()
+    fresh.add_path(0, 0.0)
+    settled.add_path(0, 0.0)
+    carry(fresh, 0, 0.0, 2.0)
+    assert fresh.weight(0) >= 8 * fresh.params.min_weight_bps  # probe_gain alone: 2.4x
+    carry(settled, 0, 0.0, 1.0, saturated=True)  # saturated at once: no slow start
+    carry(settled, 0, 1.0, 2.0)
+    assert settled.weight(0) < fresh.weight(0) / 2
