@@ -264,10 +264,11 @@ def test_cone_and_cone_punch_at_the_same_moment():
     assert a.state(B_ID) == PunchState.REQUESTED
     mesh.deliver(now=1.0)
     # the anchor replaced each side's own idea of its endpoint by what it saw
-    assert a.events == [Initiate(B_ID, Method.SIMULTANEOUS, B_SEEN, 1.5, 0.5, 6.5)]
-    assert b.events == [Initiate(A_ID, Method.SIMULTANEOUS, A_SEEN, 1.5, 0.5, 6.5)]
+    until = 1.5 + punch.PUNCH_FOR_S
+    assert a.events == [Initiate(B_ID, Method.SIMULTANEOUS, B_SEEN, 1.5, 0.5, until)]
+    assert b.events == [Initiate(A_ID, Method.SIMULTANEOUS, A_SEEN, 1.5, 0.5, until)]
     assert a.state(B_ID) == b.state(A_ID) == PunchState.PUNCHING
-    assert a.next_deadline() == 6.5
+    assert a.next_deadline() == until
     a.established(B_ID, now=1.6)
     b.established(A_ID, now=1.6)
     assert a.state(B_ID) == b.state(A_ID) == PunchState.DIRECT
@@ -292,7 +293,7 @@ def test_punching_that_fails_falls_back_to_the_relay_then_upgrades():
     a.request(B_ID, ANCHOR_ID, now=0.0)
     mesh.deliver(now=0.0)
     assert len(a.events) == 1
-    a.handle_timer(5.49)
+    a.handle_timer(0.5 + punch.PUNCH_FOR_S - 0.01)
     assert len(a.events) == 1
     a.handle_timer(a.next_deadline())
     assert a.events[-1] == UseRelay(B_ID, a.events[-1].plan)
@@ -307,7 +308,8 @@ def test_one_way_only_the_closed_side_sends():
     mesh.peers[A_ID].request(B_ID, ANCHOR_ID, now=0.0)
     mesh.deliver(now=0.0)
     assert mesh.peers[A_ID].events == []  # the open side waits to be reached
-    assert mesh.peers[B_ID].events == [Initiate(A_ID, Method.ONE_WAY, A_SEEN, 0.5, 0.5, 5.5)]
+    assert mesh.peers[B_ID].events == [
+        Initiate(A_ID, Method.ONE_WAY, A_SEEN, 0.5, 0.5, 0.5 + punch.PUNCH_FOR_S)]
 
 
 def test_an_unanswered_request_times_out():

@@ -8,8 +8,9 @@ time (so no other pair's pings reach the counters), `natlab.classify` sends
 `CLASSIFY_PINGS` pings and reads the lab's own counters to tell how they travelled;
 neither VPN's claims are trusted. Finally the VPN's processes are stopped by their ids.
 
-Pairs of one situation with itself (public<->public, ...) would need a second node of
-that situation; the topology has one, so they are left out (`SKIPPED_PAIRS`).
+Pairs of one situation with itself need a second node of that situation: for
+port-restricted and symmetric NATs other nodes serve (`SAME_KIND_PAIRS`); the others
+(public, full cone, CGNAT, UPnP with themselves) are left out (`SKIPPED_PAIRS`).
 
 Run as a script inside a lab namespace, this module is the prober:
 `python -m whalescale.lab.natmatrix first ADDR T0 TIMEOUT_S` prints the seconds from
@@ -38,8 +39,17 @@ from .proc import Proc
 Vpn = Literal["nebula", "whalescale"]
 Pair = tuple[str, str]
 
-PAIRS: list[Pair] = [*itertools.combinations(SITUATIONS, 2), LAN_PAIR, V6_PAIR]
-SKIPPED_PAIRS: list[Pair] = [(s, s) for s in SITUATIONS]
+# Same-situation cells from nodes the topology already has: lan-a sits behind a plain
+# masquerade (a port-restricted cone), v6-a behind a symmetric IPv4 NAT (and only it
+# has IPv6 of the two).
+SAME_KIND_PAIRS: dict[Pair, str] = {
+    ("restricted", "lan-a"): "restricted <-> restricted",
+    ("symmetric", "v6-a"): "symmetric <-> symmetric",
+}
+PAIRS: list[Pair] = [*itertools.combinations(SITUATIONS, 2), *SAME_KIND_PAIRS, LAN_PAIR,
+                     V6_PAIR]
+SKIPPED_PAIRS: list[Pair] = [(s, s) for s in SITUATIONS
+                             if all(s not in pair for pair in SAME_KIND_PAIRS)]
 CONNECT_TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 1.0
 CLASSIFY_PINGS = 10
@@ -213,9 +223,12 @@ def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
         "|---|---|---|---|",
     ]
     for pair in PAIRS:
+        label = f"{pair[0]} <-> {pair[1]}"
+        if pair in SAME_KIND_PAIRS:
+            label += f" ({SAME_KIND_PAIRS[pair]})"
         got = ours.cells.get(pair)
         mark = "" if got is not None and got.path is EXPECTED_WHALESCALE[pair] else " (!)"
-        rows.append(f"| {pair[0]} <-> {pair[1]} | {got}{mark} | "
+        rows.append(f"| {label} | {got}{mark} | "
                     f"{EXPECTED_WHALESCALE[pair].value} | {nebula.cells.get(pair) or '-'} |")
     skipped = ", ".join(f"{a}<->{b}" for a, b in SKIPPED_PAIRS)
     rows += ["", f"Times: seconds from starting all nodes to the first answered ping "

@@ -82,7 +82,7 @@ MAX_BODY_BYTES = 1 + _PUNCH.size + _INFO.size + MAX_CANDIDATES * (_CANDIDATE.siz
 # ----- implementation --------------------------------------------------------
 START_DELAY_S = 0.5  # covers the difference of the two anchor -> peer delays
 RETRY_EVERY_S = 0.5
-PUNCH_FOR_S = 5.0  # "retried for a few seconds"
+PUNCH_FOR_S = 3.0  # "retried for a few seconds": six tries, each a round trip or more apart
 REQUEST_TIMEOUT_S = 3.0  # no PUNCH by then: the anchor could not reach the peer
 MAX_TRACKED_PEERS = 64
 
