@@ -13,7 +13,7 @@ PURE_FILES = [
     "mesh/records.py", "mesh/gossip.py", "mesh/gossip_messages.py", "mesh/anchors.py",
     "mesh/controller.py",
     "nat/bootstrap.py", "nat/nattype.py", "nat/punch.py", "nat/relay.py",
-    "nat/natpmp.py", "nat/pcp.py", "nat/portmap.py", "nat/traversal.py",
+    "nat/natpmp.py", "nat/pcp.py", "nat/portmap.py", "nat/traversal.py", "nat/lan.py",
 ]
 FORBIDDEN = {"socket", "trio", "time", "os", "asyncio", "select", "subprocess", "pyroute2",
              "random"}

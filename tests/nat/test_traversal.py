@@ -118,7 +118,7 @@ def test_two_nodes_on_one_lan_find_each_other_without_any_anchor():
     # a hello from outside our LAN is not taken, even from a member
     hello = bootstrap.encode_lan_hello(net.nodes["a"].ident.public, b"n" * 16)
     net.nodes["a"].traversal.datagrams([(hello, ("192.168.7.9", PORT))], net.now)
-    assert net.nodes["a"].traversal.counters["lan_hello_not_from_lan"] == 1
+    assert net.nodes["a"].traversal.lan.counters["not_from_lan"] == 1
 
 
 def test_a_relayed_pair_moves_to_a_direct_path_when_one_appears():

@@ -37,6 +37,7 @@ from ..session.peer import Peer
 from ..wire import control
 from . import bootstrap, relay
 from .bootstrap import Addr, Observation
+from .lan import LanDiscovery
 from .nattype import Filtering, NatReport, NatType, infer
 from .portmap import Mapping
 from .punch import (
@@ -52,22 +53,20 @@ from .punch import (
 )
 
 MAX_OBSERVATIONS = 32
-REQUEST_FIRST_S = 1.0
-REQUEST_MAX_S = 60.0
+PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
+PROBE_RETRY_S = 0.5  # after an unanswered probe (an anchor starting, a lost datagram)
 # Give the first probes this long to report the NAT type before punching blind, and
 # while probes are still out (anchors starting too) at most NAT_TYPE_WAIT_MAX_S: a plan
 # made blind may punch for PUNCH_FOR_S where the NAT type would have said "relay".
 NAT_TYPE_WAIT_S = 3.0
 NAT_TYPE_WAIT_MAX_S = 8.0
-# A LAN_HELLO from a peer we do not reach on the LAN triggers an initiation at most this often.
-LAN_PUNCH_EVERY_S = 5.0
+REQUEST_FIRST_S = 1.0  # punch requests for peers out of reach: after 1 s, backoff to 60 s
+REQUEST_MAX_S = 60.0
 # Between the attempts of one punch, best first: long enough for a LAN or IPv6 round trip.
 ATTEMPT_HEAD_START_S = 0.3
-PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
 # One more direct try this soon after a relay comes up: the plan that chose it may have
 # been made before the peer's NAT info reached the anchor (everyone starting at once).
 RELAY_SECOND_LOOK_S = 5.0
-PROBE_RETRY_S = 0.5  # after an unanswered probe (an anchor starting, a lost datagram)
 _RELAY_FIRST_TYPE = min(relay.MessageType)
 
 
@@ -94,10 +93,8 @@ class Traversal:
         self.mapping: Mapping | None = None
         self._local_candidates: tuple[Candidate, ...] = ()
         self._route_local: dict[Addr, Addr] = {}  # probe target -> our address towards it
-        self._random_bytes = random_bytes
-        self._lan_networks: list[ipaddress.IPv4Network] = []
-        self._lan_seen: dict[bytes, float] = {}  # node ID -> when its LAN_HELLO came
-        self.puncher = Puncher(me, lan_discovered=self._lan_seen.__contains__)
+        self.lan = LanDiscovery(me, random_bytes)
+        self.puncher = Puncher(me, lan_discovered=self.lan.seen.__contains__)
         self.coordinator = PunchCoordinator((), self._endpoint_of, random_bytes=random_bytes)
         self.relays = relay.RelayTable((), self._endpoint_of, random_bytes=random_bytes)
         self.relay_client = relay.RelayClient(accept=self._accept_relay,
@@ -145,11 +142,10 @@ class Traversal:
 
     # ----- what we know of ourselves --------------------------------------------------
 
-    def set_local_candidates(self, lan: Iterable[tuple[str, int]], ipv6: Iterable[str],
+    def set_local_candidates(self, lan: list[tuple[str, int]], ipv6: list[str],
                              port: int) -> None:
         """Our LAN addresses (with prefix lengths) and global IPv6 addresses."""
-        self._lan_networks = [ipaddress.IPv4Network(f"{host}/{prefix}", strict=False)
-                              for host, prefix in lan]
+        self.lan.set_networks(lan)
         self._local_candidates = (
             *(Candidate(CandidateKind.IPV6, host, port) for host in ipv6),
             *(Candidate(CandidateKind.LAN, host, port, prefix) for host, prefix in lan))
@@ -255,35 +251,12 @@ class Traversal:
     # ----- LAN discovery ---------------------------------------------------------------
 
     def announce_on_lan(self, port: int) -> None:
-        """A LAN_HELLO to the broadcast address of each of our LAN networks."""
-        for network in self._lan_networks:
-            if network.prefixlen <= 30:  # a point-to-point link has no broadcast
-                hello = bootstrap.encode_lan_hello(
-                    self.me, self._random_bytes(bootstrap.NONCE_BYTES))
-                self.outbox.append((hello, (str(network.broadcast_address), port)))
+        self.outbox += self.lan.hellos(port)
 
     def _lan_hello(self, data: bytes, source: Addr, now: float) -> None:
-        try:
-            hello = bootstrap.decode(data)
-        except bootstrap.MalformedBootstrap:
-            self.counters["lan_hello_malformed"] += 1
-            return
-        address = ipaddress.ip_address(source[0])
-        if not any(address in network for network in self._lan_networks):
-            self.counters["lan_hello_not_from_lan"] += 1  # only neighbours may ask this
-            return
-        assert isinstance(hello, bootstrap.LanHello)
-        if hello.is_from(self.me):
-            return  # our own broadcast, looped back
-        node_id = next((n for n in self._static_of if hello.is_from(n)), None)
+        node_id = self.lan.receive(data, source, self._static_of, now)
         peer = None if node_id is None else self._peer(node_id)
-        if node_id is None or peer is None:
-            self.counters["lan_hello_unknown"] += 1
-            return
-        seen = self._lan_seen.get(node_id)
-        self._lan_seen[node_id] = now
-        if (peer.endpoint == source and self._live(peer, now)) or (
-                seen is not None and now - seen < LAN_PUNCH_EVERY_S):
+        if peer is None or (peer.endpoint == source and self._live(peer, now)):
             return
         self.notes.append(f"{peer.name}: on our LAN at {_text(source)}")
         peer.endpoints = [source, *(e for e in peer.endpoints if e != source)]
@@ -514,6 +487,7 @@ class Traversal:
         cores: dict[str, Counter[str]] = {
             "traversal": self.counters, "probe": self.prober.counters,
             "probe_reply": self.responder.counters, "punch": self.puncher.counters,
+            "lan_hello": self.lan.counters,
             "relay": self.relay_client.counters}
         if self.is_anchor:
             cores |= {"coordinate": self.coordinator.counters, "relay_anchor": self.relays.counters}
