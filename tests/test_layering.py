@@ -12,7 +12,7 @@ PURE_FILES = [
     "tun/segment.py",  # packet surgery for the TUN, no I/O of its own
     "mesh/records.py", "mesh/gossip.py", "mesh/gossip_messages.py", "mesh/anchors.py",
     "mesh/controller.py",
-    "nat/bootstrap.py", "nat/nattype.py", "nat/punch.py", "nat/relay.py",
+    "nat/bootstrap.py", "nat/nattype.py", "nat/punch.py", "nat/punch_messages.py", "nat/relay.py",
     "nat/natpmp.py", "nat/pcp.py", "nat/portmap.py", "nat/traversal.py", "nat/lan.py",
 ]
 FORBIDDEN = {"socket", "trio", "time", "os", "asyncio", "select", "subprocess", "pyroute2",

@@ -9,26 +9,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whalescale.nat import punch
+from whalescale.nat import punch, punch_messages
 from whalescale.nat.nattype import Filtering, NatType
 from whalescale.nat.punch import (
     Attempt,
-    Candidate,
-    CandidateKind,
     IllegalPunchTransition,
     Initiate,
-    MalformedPunch,
     Method,
-    NatInfo,
-    NatInfoMessage,
-    Punch,
     PunchCoordinator,
     Puncher,
-    PunchRequest,
     PunchState,
     Side,
     UseRelay,
     plan,
+)
+from whalescale.nat.punch_messages import (
+    Candidate,
+    CandidateKind,
+    MalformedPunch,
+    NatInfo,
+    NatInfoMessage,
+    Punch,
+    PunchRequest,
 )
 
 A_ID, B_ID, ANCHOR_ID, STRANGER = b"\x0a" * 32, b"\x0b" * 32, b"\xaa" * 32, b"\xee" * 32
@@ -60,10 +62,11 @@ FULL_INFO = NatInfo(NatType.CONE, Filtering.ADDRESS_DEPENDENT, (
     Punch(A_ID, 0xDEADBEEF, 0.5, FULL_INFO),
 ])
 def test_round_trip(message):
-    assert punch.decode(punch.encode(message)) == message
+    assert punch_messages.decode(punch_messages.encode(message)) == message
 
 
-GOOD = punch.encode(NatInfoMessage(NatInfo(NatType.CONE, Filtering.UNKNOWN, (obs(A_SEEN),))))
+GOOD = punch_messages.encode(
+    NatInfoMessage(NatInfo(NatType.CONE, Filtering.UNKNOWN, (obs(A_SEEN),))))
 # type 1 | nat 2 | filtering 0 | n 1 | kind 1 | family 4 | prefix 0 | 192.0.2.1 | 40001
 
 
@@ -92,15 +95,15 @@ GOOD = punch.encode(NatInfoMessage(NatInfo(NatType.CONE, Filtering.UNKNOWN, (obs
 ])
 def test_malformed(body, why):
     with pytest.raises(MalformedPunch):
-        punch.decode(body)
+        punch_messages.decode(body)
 
 
 def check_decode(body: bytes) -> None:
     try:
-        message = punch.decode(body)
+        message = punch_messages.decode(body)
     except MalformedPunch:
         return
-    assert punch.encode(message) == body
+    assert punch_messages.encode(message) == body
 
 
 @given(st.binary(max_size=400))
@@ -127,7 +130,7 @@ infos = st.builds(NatInfo, st.sampled_from(NatType), st.sampled_from(Filtering),
 @given(infos, st.integers(0, 2**32 - 1), st.integers(0, 65535))
 def test_punch_round_trips(nat_info, punch_id, delay_ms):
     message = Punch(B_ID, punch_id, delay_ms / 1000, nat_info)
-    assert punch.decode(punch.encode(message)) == message
+    assert punch_messages.decode(punch_messages.encode(message)) == message
 
 
 # ----- the plan: one row per NAT-type pair ---------------------------------------------
@@ -323,13 +326,13 @@ def test_an_unanswered_request_times_out():
 def test_the_coordinator_refuses_what_it_cannot_do():
     seen = {A_ID: A_SEEN}  # B has no session with the anchor
     anchor = PunchCoordinator([A_ID, B_ID], seen.get, random_bytes=bytes)
-    request = punch.encode(PunchRequest(B_ID, NatInfo()))
+    request = punch_messages.encode(PunchRequest(B_ID, NatInfo()))
     anchor.receive(A_ID, request, now=0.0)
-    anchor.receive(A_ID, punch.encode(PunchRequest(STRANGER, NatInfo())), now=0.0)
-    anchor.receive(A_ID, punch.encode(PunchRequest(A_ID, NatInfo())), now=0.0)
+    anchor.receive(A_ID, punch_messages.encode(PunchRequest(STRANGER, NatInfo())), now=0.0)
+    anchor.receive(A_ID, punch_messages.encode(PunchRequest(A_ID, NatInfo())), now=0.0)
     anchor.receive(STRANGER, request, now=0.0)
     anchor.receive(A_ID, b"\x02", now=0.0)
-    anchor.receive(A_ID, punch.encode(Punch(B_ID, 1, 0.5, NatInfo())), now=0.0)
+    anchor.receive(A_ID, punch_messages.encode(Punch(B_ID, 1, 0.5, NatInfo())), now=0.0)
     for _ in range(5):
         anchor.receive(A_ID, request, now=0.0)
     assert anchor.outbox == []
@@ -339,11 +342,11 @@ def test_the_coordinator_refuses_what_it_cannot_do():
 
 def test_duplicate_and_stray_punches_are_counted():
     b = Puncher(B_ID, info(NatType.CONE, B_SEEN))
-    body = punch.encode(Punch(A_ID, 42, 0.5, info(NatType.CONE, A_SEEN)))
+    body = punch_messages.encode(Punch(A_ID, 42, 0.5, info(NatType.CONE, A_SEEN)))
     b.receive_punch(ANCHOR_ID, body, now=0.0)
     b.receive_punch(ANCHOR_ID, body, now=0.1)
-    b.receive_punch(ANCHOR_ID, punch.encode(Punch(A_ID, 43, 0.5, NatInfo())), now=0.2)
-    b.receive_punch(ANCHOR_ID, punch.encode(Punch(B_ID, 44, 0.5, NatInfo())), now=0.2)
+    b.receive_punch(ANCHOR_ID, punch_messages.encode(Punch(A_ID, 43, 0.5, NatInfo())), now=0.2)
+    b.receive_punch(ANCHOR_ID, punch_messages.encode(Punch(B_ID, 44, 0.5, NatInfo())), now=0.2)
     b.receive_punch(ANCHOR_ID, b"\x03", now=0.2)
     assert len(b.events) == 1
     assert b.counters == {"punching": 1, "duplicate_punch": 1, "punch_while_punching": 1,

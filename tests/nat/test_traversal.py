@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whalescale.nat import bootstrap, punch, relay, traversal
+from whalescale.nat import bootstrap, nattype, relay, traversal
+from whalescale.nat import punch_messages as pm
 from whalescale.nat.bootstrap import MAGIC
 from whalescale.nat.traversal import REQUEST_FIRST_S
 
@@ -180,18 +181,17 @@ def test_hostile_traversal_messages_never_raise(body, to, sender):
 
 _IDS = st.sampled_from([n.ident.public for n in _SHARED.nodes.values()]) | st.binary(
     min_size=32, max_size=32)
-_INFO = st.builds(punch.NatInfo, st.sampled_from(list(punch.NatType)),
-                  st.sampled_from(list(punch.Filtering)),
-                  st.lists(st.builds(punch.Candidate, st.just(punch.CandidateKind.OBSERVED),
-                                     st.just("203.0.113.9"), st.integers(1, 65535)),
-                           max_size=2).map(tuple))
+_INFO = st.builds(
+    pm.NatInfo, st.sampled_from(list(nattype.NatType)), st.sampled_from(list(nattype.Filtering)),
+    st.lists(st.builds(pm.Candidate, st.just(pm.CandidateKind.OBSERVED), st.just("203.0.113.9"),
+                       st.integers(1, 65535)), max_size=2).map(tuple))
 _MESSAGES = st.one_of(
     st.builds(relay.RelayOpen, _IDS).map(relay.encode),
     st.builds(relay.RelayReady, _IDS, st.integers(1, relay.MAX_CHANNEL)).map(relay.encode),
     st.builds(relay.RelayClose, _IDS).map(relay.encode),
-    st.builds(punch.NatInfoMessage, _INFO).map(punch.encode),
-    st.builds(punch.PunchRequest, _IDS, _INFO).map(punch.encode),
-    st.builds(punch.Punch, _IDS, st.integers(0, 2**32 - 1), st.just(0.5), _INFO).map(punch.encode),
+    st.builds(pm.NatInfoMessage, _INFO).map(pm.encode),
+    st.builds(pm.PunchRequest, _IDS, _INFO).map(pm.encode),
+    st.builds(pm.Punch, _IDS, st.integers(0, 2**32 - 1), st.just(0.5), _INFO).map(pm.encode),
 )
 
 

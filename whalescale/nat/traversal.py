@@ -41,16 +41,13 @@ from .lan import LanDiscovery
 from .nattype import Filtering, NatReport, NatType, infer
 from .portmap import Mapping
 from .punch import (
-    MAX_CANDIDATES,
-    Candidate,
-    CandidateKind,
     Initiate,
-    NatInfo,
     PunchCoordinator,
     Puncher,
     PunchState,
     UseRelay,
 )
+from .punch_messages import MAX_CANDIDATES, Candidate, CandidateKind, NatInfo
 
 MAX_OBSERVATIONS = 32
 PROBE_EVERY_S = 30.0  # PATH_PROBEs to the anchors: our NAT type and public endpoint
