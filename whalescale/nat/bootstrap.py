@@ -112,7 +112,7 @@ def is_bootstrap(datagram: bytes) -> bool:
     return bool(datagram) and datagram[0] == MAGIC
 
 
-# ----- addresses on the wire (also used by punch.py) -------------------------
+# ----- addresses on the wire (also used by punch_messages.py) ----------------
 
 def address_bytes(host: str) -> tuple[int, bytes]:
     """(family 4|6, packed address) of an IP literal."""

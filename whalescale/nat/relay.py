@@ -11,7 +11,7 @@ holds no key for that pair and never decrypts. How it knows where to forward:
   MTU stays what it is. A datagram with type 1..4 and non-zero reserved bytes
   is relayed; one starting 0x57 is bootstrap.py's.
 - Channel setup, inside each end's encrypted session with the anchor (the
-  control kind shared with punch.py, types 16..; integers big-endian):
+  control kind shared with punch_messages.py, types 16..; integers big-endian):
 
       RELAY_OPEN   16 | peer node ID (32)
       RELAY_READY  17 | peer node ID (32) | channel (u32, 1 .. 2**24 - 1)

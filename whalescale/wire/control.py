@@ -31,7 +31,7 @@ class Kind(IntEnum):
     PATH_PROBE_REPLY = 6
     MP_HEARTBEAT = 7
     MP_FEEDBACK = 8
-    TRAVERSAL = 9  # hole punching (nat/punch.py, types 1..) and relay (nat/relay.py, 16..)
+    TRAVERSAL = 9  # hole punching (nat/punch_messages.py, 1..) and relay (nat/relay.py, 16..)
 
 
 class MalformedControl(ValueError):
