@@ -58,8 +58,12 @@ def test_wrr_degraded_path_gets_reduced_share_failed_path_none():
     paths = paths_with({0: 0.03, 1: 0.03})
     sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
     paths[1].state = PathState.DEGRADED
+    paths[1].last_heard = -1.0  # quiet: not heard within a heartbeat interval
     picks = run(sched, 5000)
     assert picks[1] / 5000 == pytest.approx(0.25 / 1.25, abs=0.01)
+    # Degraded for loss but heard as usual: the loss term alone cuts it (none here).
+    paths[1].on_heard(0.5)
+    assert run(sched, 500, now0=0.5)[1] / 500 == pytest.approx(0.5, abs=0.01)
     paths[1].state = PathState.FAILED
     sched.on_path_state(1, PathState.FAILED, 1.0)
     assert run(sched, 1000, now0=1.0)[1] == 0
@@ -238,3 +242,14 @@ def test_a_new_path_doubles_its_weight_each_half_window_until_it_first_saturates
     carry(settled, 0, 0.0, 1.0, saturated=True)  # saturated at once: no slow start
     carry(settled, 0, 1.0, 2.0)
     assert settled.weight(0) < fresh.weight(0) / 2
+
+
+def test_loss_every_path_shows_leaves_the_split_alone_a_paths_own_loss_does_not():
+    paths = paths_with({0: 0.02, 1: 0.02})
+    sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
+    # The inner TCP's congestion loss on both, one a little noisier: about even.
+    paths[0].loss_rate, paths[1].loss_rate = 0.03, 0.04
+    assert run(sched, 5000)[1] / 5000 == pytest.approx(0.5, abs=0.03)
+    # A lossy path beside a clean one: 1 % of its own leaves it about 4 % of its weight.
+    paths[0].loss_rate, paths[1].loss_rate = 0.0, 0.01
+    assert run(sched, 5000, now0=1.0)[1] / 5000 == pytest.approx(1 / 27, abs=0.01)
