@@ -1,11 +1,15 @@
 """The trio shell around the protocol core: UDP sockets, the TUN device, one timer.
 
 It owns no protocol logic. One reader task per socket and one for the TUN
-feed the engine a batch at a time (drain until EAGAIN), then `_flush` sends
-what the engine queued, writes what it delivered, hands events and gossip to
-the mesh controller, writes the controller's LKG cache operations to sqlite
-and logs what happened. The timer task sleeps in a cancel scope whose
-deadline is the earliest of the engine's and the gossip node's.
+feed the engine a batch at a time (drain until EAGAIN); what the engine leaves
+unclaimed (bootstrap probes, relayed datagrams) goes to NAT traversal. Then
+`_flush` sends what the engine and traversal queued, writes what the engine
+delivered, hands events and control messages to the mesh controller and to
+traversal, writes the controller's LKG cache operations to sqlite and logs
+what happened. The timer task sleeps in a cancel scope whose deadline is the
+earliest of the engine's, the gossip node's and traversal's. Housekeeping,
+once a second, tells traversal our addresses and lets it probe and punch; the
+port mapper runs beside it (nat/driver.py).
 """
 
 from __future__ import annotations
