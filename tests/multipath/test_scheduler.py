@@ -253,3 +253,13 @@ def test_loss_every_path_shows_leaves_the_split_alone_a_paths_own_loss_does_not(
     # A lossy path beside a clean one: 1 % of its own leaves it about 4 % of its weight.
     paths[0].loss_rate, paths[1].loss_rate = 0.0, 0.01
     assert run(sched, 5000, now0=1.0)[1] / 5000 == pytest.approx(1 / 27, abs=0.01)
+
+
+def test_an_idle_path_does_not_grow_its_weight():
+    # The slow path of 20 vs 200 ms: skipped by the harm rule, it delivers heartbeats only.
+    est = BandwidthEstimator()
+    est.add_path(0, 0.0)
+    for step in range(1, 101):
+        est.on_acked(0, 40, step * 0.05)
+        est.update(step * 0.05)
+    assert est.weight(0) == est.params.min_weight_bps

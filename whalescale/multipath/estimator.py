@@ -112,7 +112,11 @@ class BandwidthEstimator:
             # plus probe_gain, twice a window, until it shows loss or queueing.
             if pid in saturated:
                 est.slow_start = False
-            probing = pid not in saturated and now - est.probed_at >= p.window_s / 2
+            # Only a path that carried most of what its weight offered has shown it
+            # could take more: an idle one (skipped by the harm rule, carrying only
+            # heartbeats) would otherwise double without bound.
+            probing = (pid not in saturated and now - est.probed_at >= p.window_s / 2
+                       and self.estimate_bps(pid, now) >= est.weight_bps / 2)
             if probing:
                 growth = p.ramp_factor ** 0.5 if est.slow_start else 1.0 + p.probe_gain
                 wanted = max(wanted, est.weight_bps * growth)
