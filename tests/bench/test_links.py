@@ -54,6 +54,9 @@ def test_loss_and_jitter_as_asked_without_reordering(lab: Lab) -> None:
     missing = 500 - result.received
     assert missing - 3 <= stats["left"]["lost"] <= missing + 3  # type: ignore[index]
 
+    # Resolve the neighbour first: probes queued behind a pending ARP request leave in a
+    # burst once it is answered, behind any that slipped past it (seen: 9 of 200).
+    assert bench.left.ping(jittery.right_addr, count=3, timeout=1.0)
     result = udp_probe(bench.left, bench.right, jittery.right_addr, count=200, interval_ms=2)
     assert result.received == 200
     assert result.reordered == 0
