@@ -245,7 +245,7 @@ class Agent:
 
     async def _ping(self, name: str, timeout_s: float) -> dict[str, Any]:
         """A PING through the session; the answer says which path it came back on."""
-        peer = next((p for p in self.engine.peers.values() if p.name == name), None)
+        peer = self.engine.peer_named(name)
         if peer is None:
             return {"ok": False, "error": f"no peer named {name!r} in the mesh"}
         if not peer.spec.whalescale:

@@ -92,10 +92,9 @@ class MeshController:
         return None if static is None else self.engine.peers.get(static)
 
     def _node_id(self, peer_name: str) -> tuple[bytes, Peer] | None:
-        for static, peer in self.engine.peers.items():
-            if peer.name == peer_name and static in self._id_of:
-                return self._id_of[static], peer
-        return None
+        peer = self.engine.peer_named(peer_name)
+        node_id = None if peer is None else self._id_of.get(peer.spec.static_public)
+        return None if peer is None or node_id is None else (node_id, peer)
 
     # ----- from the engine ------------------------------------------------
 

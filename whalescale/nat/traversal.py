@@ -158,8 +158,8 @@ class Traversal:
         the anchor coordinating it tells our peer what it sees of us, not what we say."""
         mapped = (Candidate(CandidateKind.MAPPED, *self.mapping.external),) \
             if self.mapping is not None else ()
-        observed = (Candidate(CandidateKind.OBSERVED, *self._ipv4_observations()[-1].observed),) \
-            if self._ipv4_observations() else ()
+        ipv4 = self._ipv4_observations()
+        observed = (Candidate(CandidateKind.OBSERVED, *ipv4[-1].observed),) if ipv4 else ()
         filtering = Filtering.ENDPOINT_INDEPENDENT if mapped else Filtering.UNKNOWN
         return NatInfo(self.report.nat_type, filtering,
                        (*observed, *mapped, *self._local_candidates)[:MAX_CANDIDATES])
@@ -287,9 +287,8 @@ class Traversal:
         for event in happened:
             if not isinstance(event, events.HandshakeCompleted):
                 continue
-            node_id = next((n for s, n in self._id_of.items()
-                            if (p := self.engine.peers.get(s)) is not None
-                            and p.name == event.peer), None)
+            peer = self.engine.peer_named(event.peer)
+            node_id = None if peer is None else self._id_of.get(peer.spec.static_public)
             if node_id is None or relay.channel_of_alias(event.endpoint):
                 continue
             if self.puncher.state(node_id) not in (None, PunchState.DIRECT):

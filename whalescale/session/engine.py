@@ -166,6 +166,10 @@ class Engine:
                 else:
                     self._networks.append((net, peer))
 
+    def peer_named(self, name: str) -> Peer | None:
+        """The peer the mesh file calls `name` (events and commands name peers)."""
+        return next((p for p in self.peers.values() if p.name == name), None)
+
     def set_wall_offset(self, wall_offset: float) -> None:
         self._wall_offset = wall_offset
 

@@ -188,7 +188,7 @@ class Peer:
             return  # nowhere to send; a peer that reaches us will give us one
         self._engine.emit(self._new_initiation(now), self.endpoint)
         self._engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
-        self.retransmit_at = now + self._retry_delay() + self._engine.jitter()
+        self._arm_retransmit(now)
 
     def _new_initiation(self, now: float) -> bytes:
         """A fresh initiation, registered (timersHandshakeInitiated, bar the retransmit
@@ -215,11 +215,15 @@ class Peer:
         if self.handshake is None or now - self.last_initiation_sent >= REKEY_TIMEOUT_S:
             self._new_initiation(now)
             if self.current is None:  # no session yet: retry it as any first contact
-                self.retransmit_at = now + self._retry_delay() + self._engine.jitter()
+                self._arm_retransmit(now)
             # else a failed punch must leave the working (e.g. relayed) session alone
         assert self.initiation is not None
         self._engine.emit(self.initiation, addr)
         self._engine.event(events.HandshakeInitiated(self.name, addr, "hole punch"))
+
+    def _arm_retransmit(self, now: float) -> None:
+        """timersHandshakeInitiated's retransmit timer, with our recovery backoff."""
+        self.retransmit_at = now + self._retry_delay() + self._engine.jitter()
 
     def _retry_delay(self) -> float:
         """WireGuard retries every 5 s. A whalescale peer is in recovery (design §3.8):
