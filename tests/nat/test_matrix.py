@@ -9,6 +9,7 @@ directory (kept after the run with WHALESCALE_LAB_KEEP=1).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,27 +30,36 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def matrices() -> Iterator[tuple[Matrix, Matrix]]:
-    """(whalescale, nebula), measured one after the other on one topology."""
+def matrices() -> Iterator[tuple[Matrix, Matrix, Path]]:
+    """(whalescale, nebula, the lab's directory with every agent's log), measured one
+    after the other on one topology."""
     with Lab() as lab, NatLab(lab) as natlab:
         nebula = run_matrix(natlab, "nebula")  # stopped by its pids before ours starts
         ours = run_matrix(natlab, "whalescale")
         table = render_side_by_side(ours, nebula)
         (lab.tempdir / "nat-matrix.md").write_text(table + "\n")
         print(f"\n{table}\n(also in {lab.tempdir / 'nat-matrix.md'})")
-        yield ours, nebula
+        yield ours, nebula, lab.tempdir
 
 
 def test_nebula_connects_every_pair_with_the_public_node(
-    matrices: tuple[Matrix, Matrix],
+    matrices: tuple[Matrix, Matrix, Path],
 ) -> None:
     # The reference run proves the topology routes: a public node is reachable by all.
-    _, nebula = matrices
+    _, nebula, _ = matrices
     with_public = [pair for pair in PAIRS if "public" in pair]
     assert all(nebula.cells[pair].connected for pair in with_public), nebula.cells
 
 
-def test_whalescale_matrix_is_what_the_issue_expects(matrices: tuple[Matrix, Matrix]) -> None:
-    ours, _ = matrices
-    assert all(cell.connected for cell in ours.cells.values()), ours.cells
-    assert ours.paths() == EXPECTED_WHALESCALE
+def test_whalescale_matrix_is_what_the_issue_expects(
+    matrices: tuple[Matrix, Matrix, Path],
+) -> None:
+    ours, _, logs = matrices
+    wrong = {pair for pair, path in ours.paths().items() if path is not EXPECTED_WHALESCALE[pair]}
+    # what the agents of a wrong cell said about NAT traversal, for whoever reads a failure
+    said = "\n".join(f"{log.name}: {line}" for log in sorted(logs.glob("*.log"))
+                     if any(log.name.startswith(f"{node}-") for pair in wrong for node in pair)
+                     for line in log.read_text(errors="replace").splitlines()
+                     if " nat: " in line or "session with" in line)
+    assert all(cell.connected for cell in ours.cells.values()), (ours.cells, said)
+    assert ours.paths() == EXPECTED_WHALESCALE, said
