@@ -135,7 +135,7 @@ MISTAKES = [
     ("node port zero", "port = 51821", "port = 0",
      19, 8, "node[1].port", "0 is out of range"),
     ("mtu too small", "mtu = 1420", "mtu = 576",
-     5, 7, "mesh.mtu", "576 is out of range, expected 1280..9000"),
+     5, 7, "mesh.mtu", "576 is out of range, expected 1292..9000"),
     ("negative keepalive", "keepalive_s = 15", "keepalive_s = -1",
      29, 15, "wireguard[0].keepalive_s", "out of range, expected 0..65535"),
     ("bad base64", b64(ANCHOR.public), "not base64!",
@@ -236,7 +236,7 @@ def test_problems_print_one_line_each() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_mesh(text, "mesh.toml")
     assert str(caught.value).splitlines() == [
-        "mesh.toml:5:7: mesh.mtu: 1 is out of range, expected 1280..9000",
+        "mesh.toml:5:7: mesh.mtu: 1 is out of range, expected 1292..9000",
         "mesh.toml:19:8: node[1].port: 0 is out of range, expected 1..65535",
     ]
 

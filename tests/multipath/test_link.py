@@ -10,34 +10,44 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from whalescale.multipath.link import (
+    MIN_PATH_MTU,
     TRAILER_SIZE,
     MalformedPathMessage,
     MultipathLink,
     Outgoing,
     decode_announce,
     encode_announce,
+    unwrap32,
 )
+from whalescale.multipath.reorder import ReorderBuffer
 from whalescale.wire import control
 
 A = [("10.0.0.1", 51820), ("10.0.1.1", 51820)]
 B = [("10.0.0.2", 51820), ("10.0.1.2", 51820)]
+MESH_MTU = 1420
 
 
-def links() -> tuple[MultipathLink, MultipathLink]:
+def links(a_addrs=A, b_addrs=B) -> tuple[MultipathLink, MultipathLink]:
     rng = random.Random(3)
-    return (MultipathLink(A, scheduler="wrr", now=0.0, random_bytes=rng.randbytes),
-            MultipathLink(B, scheduler="wrr", now=0.0, random_bytes=rng.randbytes))
+    return tuple(MultipathLink(addrs, scheduler="wrr", now=0.0, random_bytes=rng.randbytes,
+                               base_mtu=lambda: MESH_MTU) for addrs in (a_addrs, b_addrs))
+
+
+def same_subnet(local, remote) -> bool:
+    return local is None or local[0][:7] == remote[0][:7]
 
 
 def deliver(outgoing: list[Outgoing], to: MultipathLink, now: float,
-            reachable=lambda local, remote: local is None or local[0][:7] == remote[0][:7]
-            ) -> list[Outgoing]:
-    """Hand each control message to the other link, as the engine would; replies back."""
+            reachable=same_subnet, max_plaintext: int = 1440) -> list[Outgoing]:
+    """Hand each control message to the other link, as the engine would; replies back.
+    Plaintexts above `max_plaintext` are lost, as on a path with a smaller MTU."""
     replies = []
     for out in outgoing:
         if not reachable(out.local, out.remote):
             continue  # a path socket cannot reach the other link's subnet
         for plain in out.plaintexts:
+            if len(plain) > max_plaintext:
+                continue
             kind, body = control.decode(plain)
             their_local, their_remote = out.remote, out.local or ("10.0.0.1", 51820)
             match kind:
@@ -50,10 +60,12 @@ def deliver(outgoing: list[Outgoing], to: MultipathLink, now: float,
     return replies
 
 
-def discover(a: MultipathLink, b: MultipathLink) -> None:
-    for sender, receiver, endpoint in ((a, b, B[0]), (b, a, A[0])):
+def discover(a: MultipathLink, b: MultipathLink, max_plaintext: int = 1440) -> None:
+    for sender, receiver in ((a, b), (b, a)):
+        endpoint = receiver.local_addrs[0]
         probes = deliver(sender.announce(endpoint, 0.0), receiver, 0.0)
-        deliver(deliver(probes, sender, 0.001), receiver, 0.002)
+        deliver(deliver(probes, sender, 0.001, max_plaintext=max_plaintext),
+                receiver, 0.002)
 
 
 def test_announce_probe_reply_gives_one_path_per_link_only():
@@ -80,6 +92,67 @@ def test_data_goes_over_both_paths_and_comes_out_in_order():
             released += b.on_data(packet, trailer, 0.02)
     assert released == packets
     assert b.reorder.stats.released == 40 and b.reorder.stats.late_drops == 0
+
+
+def test_a_padded_probe_raises_the_path_mtu_to_what_ipv4_allows():
+    a, b = links()
+    discover(a, b)
+    # 1500 - IPv4 20 - UDP 8 - WireGuard 32 = 1440 bytes of plaintext, less the trailer
+    assert a.mtu == b.mtu == 1440 - TRAILER_SIZE
+    assert {p["mtu"] for p in a.status("wrr")["paths"]} == {1440}
+
+
+def test_a_path_that_carries_the_mesh_mtu_but_no_more_gets_the_mesh_mtu():
+    a, b = links()
+    discover(a, b, max_plaintext=MESH_MTU)  # the largest probes are lost on the way
+    assert a.mtu == MESH_MTU - TRAILER_SIZE
+
+
+def test_a_narrow_path_gets_what_ipv6_needs_not_the_mesh_mtu():
+    a, b = links()
+    discover(a, b, max_plaintext=1340)  # e.g. a 1400-byte link: the two larger probes lost
+    assert a.mtu == MIN_PATH_MTU - TRAILER_SIZE == 1280
+    assert a.active  # the smallest probe still validated both paths
+
+
+def test_a_path_narrower_than_ipv6_needs_is_not_used():
+    a, b = links()
+    discover(a, b, max_plaintext=MIN_PATH_MTU - 1)
+    assert not a.routing and a.mtu is None
+
+
+def test_ipv6_paths_are_not_probed_above_the_mesh_mtu():
+    a, b = links([("fd00:1::1", 51820)], [("fd00:1::2", 51820)])
+    probes = a.on_announce(encode_announce(b.local_addrs), 0.0)
+    assert [len(p) for out in probes for p in out.plaintexts] == [MIN_PATH_MTU, MESH_MTU]
+    discover(a, b)
+    assert a.mtu == MESH_MTU - TRAILER_SIZE  # 1500 - 40 - 8 - 32 = the mesh's 1420
+
+
+def test_no_mtu_before_a_path_is_validated():
+    a, _ = links()
+    assert a.mtu is None
+
+
+@given(st.integers(0, 2**64), st.integers(-(2**31) + 1, 2**31 - 1))
+def test_unwrap32_recovers_values_within_half_the_space(near, offset):
+    value = max(0, near + offset)
+    assert unwrap32(value % 2**32, near) == value
+
+
+def test_data_keeps_its_order_across_the_32_bit_wrap_of_mp_seq():
+    a, b = links()
+    discover(a, b)
+    start = 2**32 - 20
+    a.sender.next_counter = start
+    b.reorder = ReorderBuffer(b.reorder.params, first_counter=start)
+    packets = [bytes([i]) * 60 for i in range(40)]
+    released = []
+    for out in reversed(a.route(packets, 0.01)):  # one path's packets all arrive first
+        for plain in out.plaintexts:
+            released += b.on_data(plain[:-TRAILER_SIZE], plain[-TRAILER_SIZE:], 0.02)
+    assert released == packets
+    assert b.reorder.next_counter == start + 40
 
 
 @given(st.binary(max_size=200))

@@ -17,8 +17,10 @@ from whalescale.lab.mesh import LabMesh
 pytestmark = pytest.mark.lab
 
 
-def two_path_mesh(lab, rates: list[float]) -> tuple[EmulatedLinks, LabMesh]:
-    bench = EmulatedLinks(lab, [LinkSpec(rate_mbit=r) for r in rates])
+def two_path_mesh(lab, rates: list[float], mtus: tuple[int, ...] = (1500, 1500)
+                  ) -> tuple[EmulatedLinks, LabMesh]:
+    specs = [LinkSpec(rate_mbit=r, mtu=m) for r, m in zip(rates, mtus, strict=True)]
+    bench = EmulatedLinks(lab, specs)
     mesh = LabMesh(lab, keepalive_s=5)
     interfaces = [f"path{k}" for k in range(len(rates))]
     mesh.add_node(bench.left, interfaces=interfaces)
@@ -33,6 +35,22 @@ def two_path_mesh(lab, rates: list[float]) -> tuple[EmulatedLinks, LabMesh]:
     return bench, mesh
 
 
+def route_mtu(mesh: LabMesh, name: str, to: str) -> int:
+    """The MTU the kernel uses toward `to` through the tunnel (what TCP takes its MSS from)."""
+    out = mesh.nodes[name].host.run("ip", "-o", "route", "get", mesh.nodes[to].tunnel_addr).stdout
+    words = out.split()
+    return int(words[words.index("mtu") + 1])
+
+
+def wait_for_route_mtu(mesh: LabMesh, expected: int) -> None:
+    """The agents put a session's MTU on the peer's route within their 1 s housekeeping."""
+    deadline = time.monotonic() + 5
+    while (mtus := [route_mtu(mesh, a, b) for a, b in (("left", "right"), ("right", "left"))]
+           ) != [expected] * 2:
+        assert time.monotonic() < deadline, mtus
+        time.sleep(0.2)
+
+
 def multipath_status(mesh: LabMesh, name: str) -> dict:
     node = mesh.nodes[name]
     out = node.host.run(sys.executable, "-m", "whalescale", "status", "--json", "--state-dir",
@@ -45,6 +63,9 @@ def test_one_tcp_flow_uses_both_paths(lab):
     left, right = mesh.nodes["left"], mesh.nodes["right"]
     status = multipath_status(mesh, "left")
     assert status["active"] and [p["state"] for p in status["paths"]] == ["healthy"] * 2
+    # 1500-byte IPv4 links: 1440 bytes of plaintext a path, less the 12-byte trailer
+    assert [p["mtu"] for p in status["paths"]] == [1440, 1440] and status["mtu"] == 1428
+    wait_for_route_mtu(mesh, 1428)
     result = iperf_tcp(left.host, right.host, right.tunnel_addr, 5)
     sent = [p["tx_packets"] for p in multipath_status(mesh, "left")["paths"]]
     # more than one link's worth (19 Mbit/s of TCP on one 20 Mbit link), both links busy
@@ -76,3 +97,20 @@ def test_the_flow_survives_a_dying_path(lab):
     assert intervals[-1] * 1000 > 10, intervals
     states = {p["id"]: p["state"] for p in multipath_status(mesh, "left")["paths"]}
     assert "failed" in states.values(), states
+
+
+def test_a_narrow_link_lowers_the_tunnel_mtu_and_nothing_is_black_holed(lab):
+    # path1's link carries 1400-byte frames: the mesh's 1420 bytes of plaintext do not fit
+    _, mesh = two_path_mesh(lab, [20, 20], mtus=(1500, 1400))
+    left, right = mesh.nodes["left"], mesh.nodes["right"]
+    status = multipath_status(mesh, "left")
+    # 1400 - 20 - 8 - 32 = 1340 bytes of plaintext: the 1292-byte probe came back
+    assert sorted(p["mtu"] for p in status["paths"]) == [1292, 1440], status["paths"]
+    wait_for_route_mtu(mesh, 1280)
+    result = iperf_tcp(left.host, right.host, right.tunnel_addr, 4)
+    sent = [p["tx_bytes"] for p in multipath_status(mesh, "left")["paths"]]
+    assert result.gbit_s * 1000 > 25, result  # both links carry full-size segments
+    assert min(sent) > 0.3 * sum(sent), sent
+    human = left.host.run(sys.executable, "-m", "whalescale", "status", "--state-dir",
+                          str(mesh.state_dir("left"))).stdout
+    assert "tunnel MTU 1280" in human and "healthy" in human, human

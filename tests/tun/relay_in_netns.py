@@ -44,11 +44,11 @@ def main(ns_a: str, ns_b: str, offload: bool) -> None:
     # Sockets, TUNs and netlink belong to the namespace current when they are created.
     setns(ns_a, flags=0)
     tun_a = TunDevice.open("wsa", offload=offload)
-    tun_a.configure(["10.77.0.1/32"], MTU, ["10.77.0.2/32"])
+    tun_a.configure(["10.77.0.1/32"], {"10.77.0.2/32": MTU})
     client = socket.socket()
     setns(ns_b, flags=0)
     tun_b = TunDevice.open("wsb", offload=offload)
-    tun_b.configure(["10.77.0.2/32"], MTU, ["10.77.0.1/32"])
+    tun_b.configure(["10.77.0.2/32"], {"10.77.0.1/32": MTU})
     listener = socket.create_server(("10.77.0.2", PORT))
 
     received = bytearray()

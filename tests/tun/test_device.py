@@ -1,6 +1,7 @@
 """TunDevice against the real kernel: a TCP echo between two namespaces through two TUNs."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,9 +52,9 @@ CONVERGE = """
 import sys
 from whalescale.tun.device import TunDevice
 tun = TunDevice.open("wsconv0")
-tun.configure(["100.96.0.1/32", "fd77::1/128"], 1420, ["100.96.0.2/32", "100.96.0.3/32"])
-tun.configure(["100.96.0.9/32", "fd77::1/128"], 1380,
-              ["100.96.0.3/32", "100.96.1.0/24", "fd77::2/128"])
+tun.configure(["100.96.0.1/32", "fd77::1/128"], {"100.96.0.2/32": 1420, "100.96.0.3/32": 1420})
+tun.configure(["100.96.0.9/32", "fd77::1/128"],
+              {"100.96.0.3/32": 1428, "100.96.1.0/24": 1380, "fd77::2/128": 1380})
 import subprocess
 print(subprocess.run(["ip", "-o", "addr", "show", "dev", "wsconv0"], capture_output=True,
                      text=True).stdout)
@@ -72,4 +73,8 @@ def test_configure_converges_on_the_wanted_addresses_and_routes(lab: Lab) -> Non
     assert "100.96.0.9/32" in out and "100.96.0.1/32" not in out and "fd77::1/128" in out
     assert "100.96.0.2 " not in out
     assert "100.96.0.3 " in out and "100.96.1.0/24 " in out and "fd77::2 " in out
-    assert "mtu 1380" in out
+    # each route carries its own MTU; the device the largest
+    assert re.search(r"100\.96\.0\.3 .*mtu 1428", out)
+    assert re.search(r"100\.96\.1\.0/24 .*mtu 1380", out)
+    assert re.search(r"fd77::2 .*mtu 1380", out)
+    assert re.search(r"wsconv0: .* mtu 1428 ", out)

@@ -39,6 +39,7 @@ from ..nat.driver import run_port_mapping
 from ..nat.portmap import Mapping
 from ..nat.traversal import Traversal
 from ..session.engine import Engine, MultipathConfig
+from ..session.peer import Peer
 from ..session.timers import REKEY_TIMEOUT_S
 from ..tun.device import TunDevice
 from ..wire import control as wire_control
@@ -70,7 +71,7 @@ class Agent:
         # Multipath: the engine learns our path sockets' addresses in open(), once bound.
         self.engine = Engine(
             identity.x25519_private, identity.x25519_public, peer_specs(mesh, self.me),
-            random_bytes=os.urandom, wall_offset=0.0, mtu=self.mtu,
+            random_bytes=os.urandom, wall_offset=0.0, mtu=mesh.mtu,
             multipath=MultipathConfig(scheduler=scheduler),
         )
         self._tun: TunDevice | None = None
@@ -84,11 +85,21 @@ class Agent:
         self.traversal: Traversal | None = None
         self._next_lan_hello = 0.0
         self._published: list[tuple[str, int]] = []
+        self._applied_mtus: dict[str, int] = {}  # peer name -> its route's MTU
+        self._device_mtu = mesh.mtu
 
-    @property
-    def mtu(self) -> int:
-        """The tunnel MTU: the mesh's, less the multipath trailer when we announce paths."""
-        return self.mesh.mtu - (TRAILER_SIZE if self.me.interfaces else 0)
+    def _tunnel_mtu(self, peer: Peer) -> int:
+        """What one peer's session carries: its multipath link's MTU (the minimum over
+        usable paths, probed, less the trailer) once that routes; before, the mesh's,
+        less the trailer when we announce paths (the link will route soon)."""
+        mtu = peer.mp.mtu if peer.mp is not None else None
+        if mtu is not None:
+            return mtu
+        return self.mesh.mtu - (TRAILER_SIZE if peer.mp is not None and self.me.interfaces
+                                else 0)
+
+    def _peer_mtus(self) -> dict[str, int]:
+        return {peer.name: self._tunnel_mtu(peer) for peer in self.engine.peers.values()}
 
     def _node_ids(self) -> dict[bytes, bytes]:
         """Static (X25519) key -> node ID of every other whalescale node."""
@@ -142,14 +153,30 @@ class Agent:
             raise
 
     def _configure_tun(self) -> None:
+        """Addresses, and a route per mesh prefix (the mesh's MTU) and per peer (its own)."""
         assert self._tun is not None
-        self._tun.configure(
-            addresses=[f"{a}/{a.max_prefixlen}" for a in self.me.addresses],
-            mtu=self.mtu,
-            routes=sorted({str(net) for net in self.mesh.prefixes}
-                          | {str(net) for peer in self.engine.peers.values()
-                             for net in peer.spec.allowed_ips}),
-        )
+        mtus = self._peer_mtus()
+        routes = {str(net): self.mesh.mtu for net in self.mesh.prefixes}
+        for peer in self.engine.peers.values():
+            routes.update((str(net), mtus[peer.name]) for net in peer.spec.allowed_ips)
+        self._tun.configure([f"{a}/{a.max_prefixlen}" for a in self.me.addresses], routes)
+        self._applied_mtus = mtus
+        self._device_mtu = max(routes.values(), default=self.mesh.mtu)
+
+    def _follow_tunnel_mtus(self) -> None:
+        """Paths came, went or were probed: give each peer's route its session's MTU."""
+        before = self._applied_mtus
+        if self._peer_mtus() == before:
+            return
+        try:
+            self._configure_tun()
+        except OSError as exc:
+            log.error("setting tunnel MTUs on %s failed: %s", self.interface, exc)
+            return
+        for name, mtu in self._applied_mtus.items():
+            if before.get(name) != mtu:
+                log.info("peer %s: tunnel MTU %s -> %d (the minimum over its usable paths, "
+                         "less the multipath trailer)", name, before.get(name), mtu)
 
     def reload(self) -> dict[str, Any]:
         """Apply the mesh file anew; a bad file changes nothing (SIGHUP, `whalescale reload`)."""
@@ -167,7 +194,7 @@ class Agent:
             log.error("reload refused, the running mesh stays as it was: %s", error)
             return {"ok": False, "error": error}
         changes = self.engine.update_peers(peer_specs(mesh, me))
-        self.engine.mtu = self.mtu
+        self.engine.mtu = mesh.mtu
         self.mesh, self.me = mesh, me
         self._anchors.anchors = self._anchor_keys()
         assert self._cache is not None and self.mesh_controller is not None
@@ -291,6 +318,7 @@ class Agent:
             now = trio.current_time()
             self._traverse(now)
             self._publish_if_moved()
+            self._follow_tunnel_mtus()
             up = self._reachable(now)
             changed = (self._anchors.changed(up, self.me.anchor)
                        if now - started >= REKEY_TIMEOUT_S else None)
@@ -390,7 +418,7 @@ class Agent:
             # Logged only now: callers take this line as "serving, and SIGTERM is handled".
             log.info("node %s (%s) up on %s, mtu %d, udp port %d, %d peers, offload %s",
                      self.me.name, fingerprint(self.identity.public), self.interface,
-                     self.mtu, self.me.port, len(self.engine.peers),
+                     self._device_mtu, self.me.port, len(self.engine.peers),
                      "on" if self._tun.offload else "off")
             task_status.started()
 
@@ -407,10 +435,11 @@ class Agent:
 
     async def _tun_reader(self) -> None:
         assert self._tun is not None
-        tun, engine, mtu = self._tun, self.engine, self.mtu
+        tun, engine = self._tun, self.engine
         while True:
             await trio.lowlevel.wait_readable(tun.fileno())
-            engine.send_packets(tun.read_batch(mtu, _TUN_BATCH_FRAMES), trio.current_time())
+            engine.send_packets(tun.read_batch(self._device_mtu, _TUN_BATCH_FRAMES),
+                                trio.current_time())
             self._flush()
 
     async def _udp_reader(self, sock: socket.socket, local: tuple[str, int] | None) -> None:

@@ -16,6 +16,13 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min ago"
 
 
+def _si(value: float) -> str:
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.1f} {prefix}"
+    return f"{value:.0f} "
+
+
 def print_status(status: dict[str, Any]) -> None:
     console = Console()
     role = "anchor" if status["anchor"] else "node"
@@ -42,8 +49,30 @@ def print_status(status: dict[str, Any]) -> None:
                       _age(peer["last_handshake_s_ago"]), f"{peer['rx_bytes']}",
                       f"{peer['tx_bytes']}")
     console.print(table)
+    for peer in status["peers"]:
+        if peer["multipath"] and peer["multipath"]["paths"]:
+            _print_paths(console, peer["name"], peer["multipath"])
     if status["drops"]:
         console.print("drops: " + ", ".join(f"{k} {v}" for k, v in sorted(status["drops"].items())))
+
+
+def _print_paths(console: Console, name: str, mp: dict[str, Any]) -> None:
+    """One peer's multipath paths (ids are ours, as sender) and its reorder buffer."""
+    table = Table(title=f"{name}: {len(mp['paths'])} paths, {mp['scheduler']}, "
+                        f"tunnel MTU {mp['mtu'] or '-'}")
+    for column in ("path", "local -> remote", "state", "weight", "srtt", "loss", "mtu",
+                   "tx", "rx"):
+        table.add_column(column)
+    for path in mp["paths"]:
+        srtt = "-" if path["srtt_ms"] is None else f"{path['srtt_ms']:.1f} ms"
+        table.add_row(str(path["id"]), f"{path['local']} -> {path['remote']}", path["state"],
+                      f"{_si(path['weight'] * 8)}bit/s", srtt, f"{path['loss']:.1%}",
+                      str(path["mtu"]), f"{_si(path['tx_bytes'])}B", f"{_si(path['rx_bytes'])}B")
+    console.print(table)
+    r = mp["reorder"]
+    console.print(f"reorder: {r['released']} released, {r['gaps_skipped']} gaps skipped, "
+                  f"{r['late_drops']} late drops, max depth {r['max_depth']}, added delay "
+                  f"mean {r['added_delay_mean_ms']} ms, max {r['added_delay_max_ms']} ms")
 
 
 def print_netcheck(status: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ UDP_SEGMENT = 103
 UDP_GRO = 104
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
+# ip(7)/ipv6(7): set DF and never fragment, whatever the kernel's PMTU cache says
+IP_MTU_DISCOVER, IPV6_MTU_DISCOVER, PMTUDISC_PROBE = 10, 23, 3
 # udp(7): at most 64 segments, and the whole run must fit one IP packet's length field.
 MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65507
@@ -45,6 +47,12 @@ def open_udp(host: str, port: int, family: socket.AddressFamily = socket.AF_INET
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if device is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+            # A multipath path's probes measure its MTU (multipath/link.py): one too large
+            # must be lost, not fragmented on the way, and the path's data is sized to fit.
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_PROBE)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_PROBE)
         if family == socket.AF_INET6:
             # The agent binds IPv4 separately on the same port; mapped addresses
             # would also give one peer two spellings of its endpoint.

@@ -31,7 +31,7 @@ name = "{name}"
 port = 51820
 # Seconds between keepalives to each peer (keeps NAT mappings open); 0 = off.
 keepalive_s = 25
-# Tunnel MTU, 1280..9000.
+# Tunnel MTU, 1292..9000.
 mtu = 1420
 # Tunnel prefixes: every tunnel address lies in one; they are routed into the tunnel.
 prefixes = ["100.96.0.0/16", "fd77:7773::/64"]

@@ -44,8 +44,9 @@ _MESH_FIELDS = {
     "name": _Field(fields.name),
     "port": _Field(fields.port, DEFAULT_PORT),
     "keepalive_s": _Field(fields.integer(0, 65535), DEFAULT_KEEPALIVE_S),
-    # 1280 is the IPv6 minimum link MTU (RFC 8200 §5); 9000 covers jumbo frames.
-    "mtu": _Field(fields.integer(1280, 9000), DEFAULT_MTU),
+    # 1280 is the IPv6 minimum link MTU (RFC 8200 §5), and a multipath session carries
+    # a 12-byte trailer in the same plaintext; 9000 covers jumbo frames.
+    "mtu": _Field(fields.integer(1292, 9000), DEFAULT_MTU),
     # Tunnel prefixes: every tunnel address must lie inside one; routed into the tunnel.
     "prefixes": _Field(fields.list_of(fields.network, or_single=True), ()),
 }

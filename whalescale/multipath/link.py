@@ -7,13 +7,25 @@ Theory of operation (sans-I/O; the session's Peer drives it):
   reply makes the pair one of *its* sending paths. Path ids are the sender's.
 - With two or more usable paths the link is `active`: `route(packets)` gives
   each data packet the path the scheduler picks and a trailer after the inner
-  IP packet: `0xA5 | path_id | data_paths u16 | path_seq u32 | mp_seq u64`
+  IP packet: `0xA5 | path_id | data_paths u16 | path_seq u32 | mp_seq u32`
   (data_paths: a bit per path that may still deliver older data, sender.py;
   the receiver waits on those paths only). The receiver
   trims by the IP length as always, reads the trailer right after the packet
   and puts packets back in `mp_seq` order in the reorder buffer (a sequence of
   our own: the WireGuard counter restarts at each rekey and is shared with
-  keepalives and control messages, which would leave gaps).
+  keepalives and control messages, which would leave gaps). mp_seq travels as
+  its low 32 bits, read back as the value nearest the buffer's position: the
+  buffer spans 128 packets, so 32 bits are never ambiguous, and 4 bytes more
+  of every packet go to the inner flow.
+- Path MTU (packetization-layer PMTU discovery, RFC 8899, in one round): each
+  pair gets three probes padded to 1292 bytes of plaintext (IPv6's 1280 plus
+  the trailer: the least a session must carry), to the mesh's MTU and to what
+  a 1500-byte link allows for its family (1440 over IPv4, 1420 over IPv6).
+  Path sockets set DF, so a probe too large is lost rather than fragmented.
+  The first reply validates the path; its MTU is the largest probe that came
+  back, so a narrow link never black-holes full-size packets. `mtu` is the
+  session's inner MTU: the minimum over usable paths less the trailer
+  (anti-patterns 2.10); the shell puts it on the route to the peer.
 - The receiver sends MP_FEEDBACK on each of its paths every 50 ms; the sender
   hears a path, measures its RTT and feeds the estimator from it. Idle paths
   get MP_HEARTBEAT with the sender's next mp_seq, so the receiver knows what
@@ -41,15 +53,21 @@ from .sender import MultipathSender
 Addr = tuple[str, int]
 Local = Addr | None  # None: the node's default (wildcard) socket
 
-TRAILER = struct.Struct("<BBHIQ")
+TRAILER = struct.Struct("<BBHII")
 TRAILER_MARKER = 0xA5
 TRAILER_SIZE = TRAILER.size
 MAX_ANNOUNCED = 8
-_PROBE = struct.Struct(">8sB")
+_NONCE_SIZE = 8  # a PATH_PROBE's body, echoed by its reply
 _HEARTBEAT = struct.Struct(">BIQ")
 _PROBE_TIMEOUT_S = 2.0
 _ANNOUNCE_EVERY_S = 1.0
 _MAX_ANNOUNCEMENTS = 30
+# The link MTU a path is probed for, and what a datagram adds to its plaintext:
+# IP + UDP + WireGuard's 16-byte header and 16-byte tag.
+PROBED_LINK_MTU = 1500
+MIN_PATH_MTU = 1280 + TRAILER_SIZE  # IPv6 traffic inside needs 1280
+_OVERHEAD = {4: 20 + 8 + 32, 6: 40 + 8 + 32}
+_SEQ32 = 1 << 32
 
 
 class MalformedPathMessage(ValueError):
@@ -97,10 +115,17 @@ def _family(host: str) -> int:
     return 6 if ":" in host else 4
 
 
+def unwrap32(low: int, near: int) -> int:
+    """The integer with low 32 bits `low` nearest to `near` (serial arithmetic)."""
+    delta = (low - near) % _SEQ32
+    return near + delta - (_SEQ32 if delta >= _SEQ32 // 2 else 0)
+
+
 class MultipathLink:
     def __init__(self, local_addrs: list[Addr], *, scheduler: str, now: float,
-                 random_bytes: Callable[[int], bytes]) -> None:
+                 random_bytes: Callable[[int], bytes], base_mtu: Callable[[], int]) -> None:
         self.local_addrs = list(local_addrs)
+        self._base_mtu = base_mtu  # plaintext bytes any path is assumed to carry
         self.sender = MultipathSender(now, scheduler)
         self.reorder = ReorderBuffer(ReorderParams())
         self.received: dict[int, PathReceiveStats] = {}  # by the peer's path id
@@ -108,7 +133,8 @@ class MultipathLink:
         self._random_bytes = random_bytes
         self._pair_of: dict[int, tuple[Local, Addr]] = {}  # our path id -> (local, remote)
         self._path_of: dict[tuple[Local, Addr], int] = {}
-        self._probes: dict[bytes, tuple[Local, Addr, float]] = {}
+        # nonce -> (local, remote, sent at, plaintext size)
+        self._probes: dict[bytes, tuple[Local, Addr, float, int]] = {}
         self._remotes: set[Addr] = set()
         self._next_feedback = now
         # Announcements are repeated until the peer shows (by its heartbeats and data)
@@ -134,6 +160,13 @@ class MultipathLink:
         if current is None or current not in self._remotes or current in usable:
             return current
         return min(usable, default=current)
+
+    @property
+    def mtu(self) -> int | None:
+        """The largest inner packet every usable path carries with its trailer; None
+        while the link does not route."""
+        paths = self.sender.mtu
+        return None if paths is None else paths - TRAILER_SIZE
 
     def knows_remote(self, addr: Addr) -> bool:
         """A remote address of one of our paths: packets from it are no roaming."""
@@ -163,21 +196,26 @@ class MultipathLink:
             for local in locals_:
                 if local is not None and _family(local[0]) != _family(remote[0]):
                     continue
-                if (local, remote) in self._path_of or len(self._probes) >= 64:
+                if (local, remote) in self._path_of or len(self._probes) >= 96:
                     continue
-                nonce = self._random_bytes(8)
-                self._probes[nonce] = (local, remote, now)
-                probe = _PROBE.pack(nonce, 0)
-                out.append(Outgoing((control.encode(control.Kind.PATH_PROBE, probe),),
-                                    local, remote))
+                largest = PROBED_LINK_MTU - _OVERHEAD[_family(remote[0])]
+                for size in sorted({MIN_PATH_MTU, self._base_mtu(), largest}):
+                    out.append(self._probe(local, remote, size, now))
         return out
 
+    def _probe(self, local: Local, remote: Addr, size: int, now: float) -> Outgoing:
+        """A PATH_PROBE padded to `size` bytes of plaintext (zeros after the body, as
+        WireGuard's own padding: the receiver reads it as any control message)."""
+        nonce = self._random_bytes(_NONCE_SIZE)
+        self._probes[nonce] = (local, remote, now, size)
+        probe = control.encode(control.Kind.PATH_PROBE, nonce)
+        return Outgoing((probe.ljust(size, b"\0"),), local, remote)
+
     def on_probe(self, body: bytes, local: Local, remote: Addr) -> list[Outgoing]:
-        if len(body) != _PROBE.size:
+        if len(body) != _NONCE_SIZE:
             self.counters["malformed_probe"] += 1
             return []
-        nonce = body[:8]
-        reply = control.encode(control.Kind.PATH_PROBE_REPLY, nonce)
+        reply = control.encode(control.Kind.PATH_PROBE_REPLY, body)
         return [Outgoing((reply,), local, remote)]
 
     def on_probe_reply(self, body: bytes, local: Local, remote: Addr, now: float) -> None:
@@ -185,8 +223,12 @@ class MultipathLink:
         if sent is None or (sent[0], sent[1]) != (local, remote):
             self.counters["unexpected_probe_reply"] += 1
             return
+        size = sent[3]
         if (local, remote) in self._path_of:
-            return  # a second probe of a pair already validated (both ends announced)
+            # the other probe of this pair, or a second round (both ends announced)
+            path = self.sender.paths[self._path_of[(local, remote)]]
+            path.mtu = max(path.mtu, size)
+            return
         if len(self._pair_of) >= fb.MAX_PATHS:
             self.counters["too_many_paths"] += 1
             return
@@ -194,7 +236,7 @@ class MultipathLink:
         self._pair_of[path_id] = (local, remote)
         self._path_of[(local, remote)] = path_id
         self._remotes.add(remote)
-        path = self.sender.add_path(path_id, local or ("", 0), remote, 1500, now)
+        path = self.sender.add_path(path_id, local or ("", 0), remote, size, now)
         path.on_rtt_sample(now - sent[2])
         path.on_heard(now)
         self.reorder.set_latency(*self.sender.latency())
@@ -209,7 +251,7 @@ class MultipathLink:
                 self.counters["no_usable_path"] += 1
                 continue
             trailer = TRAILER.pack(TRAILER_MARKER, sent.path_id, sent.data_paths,
-                                   sent.path_seq & 0xFFFFFFFF, sent.counter)
+                                   sent.path_seq % _SEQ32, sent.counter % _SEQ32)
             by_path.setdefault(sent.path_id, []).append(packet + trailer)
         return [Outgoing(tuple(plain), *self._pair_of[path_id])
                 for path_id, plain in by_path.items()]
@@ -219,7 +261,8 @@ class MultipathLink:
         _, path_id, data_paths, path_seq, mp_seq = TRAILER.unpack(trailer)
         stats = self.received.setdefault(path_id, PathReceiveStats())
         stats.on_packet(path_seq, len(packet), now)
-        return self.reorder.push(mp_seq, path_id, path_seq, packet, now,  # type: ignore[return-value]
+        counter = unwrap32(mp_seq, self.reorder.next_counter)
+        return self.reorder.push(counter, path_id, path_seq, packet, now,  # type: ignore[return-value]
                                  data_paths)
 
     def on_heartbeat(self, body: bytes, now: float) -> list[bytes]:
@@ -262,7 +305,8 @@ class MultipathLink:
         if self.received and now >= self._next_feedback:
             self._next_feedback = now + fb.FEEDBACK_INTERVAL_S
             out += self._feedback(now)
-        for nonce in [n for n, (_, _, t) in self._probes.items() if now - t > _PROBE_TIMEOUT_S]:
+        for nonce in [n for n, (_, _, t, _) in self._probes.items()
+                      if now - t > _PROBE_TIMEOUT_S]:
             del self._probes[nonce]
             self.counters["probe_timed_out"] += 1
         return out, self.reorder.handle_timer(now)  # type: ignore[return-value]
@@ -283,6 +327,7 @@ class MultipathLink:
         return {
             "scheduler": scheduler,
             "active": self.active,
+            "mtu": self.mtu,
             "paths": [{
                 "id": path_id, "local": f"{local[0]}:{local[1]}" if local else "default",
                 "remote": f"{remote[0]}:{remote[1]}",
@@ -291,8 +336,11 @@ class MultipathLink:
                 "srtt_ms": (round(self.sender.paths[path_id].srtt * 1e3, 2)
                             if self.sender.paths[path_id].srtt is not None else None),
                 "loss": round(self.sender.paths[path_id].loss_rate, 4),
+                "mtu": self.sender.paths[path_id].mtu,
                 "tx_packets": self.sender.paths[path_id].send_seq,
+                "tx_bytes": self.sender.paths[path_id].sent_bytes,
                 "rx_packets": self.received[path_id].packets if path_id in self.received else 0,
+                "rx_bytes": self.received[path_id].bytes if path_id in self.received else 0,
             } for path_id, (local, remote) in sorted(self._pair_of.items())],
             "reorder": {
                 "released": stats.released, "gaps_skipped": stats.gaps_skipped,

@@ -140,6 +140,7 @@ class Path:
     last_heard: float = attrs.field(default=None)
     last_sent: float = -1.0
     send_seq: int = 0  # the next per-path seq to send
+    sent_bytes: int = 0  # inner bytes of the data packets sent
     receive: PathReceiveStats = attrs.Factory(PathReceiveStats)
     _sent_times: deque[float] = attrs.Factory(deque)
     _sent_base: int = 0  # per-path seq of _sent_times[0]

@@ -108,6 +108,7 @@ class MultipathSender:
         counter = self.next_counter
         self.next_counter += 1
         self._last_data_at[path_id] = now
+        self.paths[path_id].sent_bytes += packet_len
         return Send(counter, path_id, self.paths[path_id].on_send(now), self._data_paths(now))
 
     def _data_paths(self, now: float) -> int:

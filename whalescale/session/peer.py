@@ -82,7 +82,7 @@ class Peer:
         config = engine.multipath
         self.mp: MultipathLink | None = (
             MultipathLink(list(config.local_addrs), scheduler=config.scheduler, now=0.0,
-                          random_bytes=engine.random_bytes)
+                          random_bytes=engine.random_bytes, base_mtu=lambda: engine.mtu)
             if config is not None and spec.whalescale else None)
 
     # ----- sending -------------------------------------------------------
@@ -129,7 +129,7 @@ class Peer:
         endpoint = remote or self.endpoint
         if endpoint is None:
             return
-        # the trailer of a multipath packet may take it past the MTU: no padding then
+        # padding only up to the mesh's MTU (a multipath path may carry more)
         datagrams = kp.seal(packets, self._engine.mtu)
         self._engine.outbox.extend([(d, endpoint, local) for d in datagrams])
         self.tx_bytes += sum(map(len, datagrams))

@@ -144,25 +144,29 @@ class TunDevice:
                 # EINVAL, EFAULT, EIO, ...: a malformed packet, blamed on this packet alone.
                 self.drops[errno.errorcode.get(error.errno or 0, "oserror").lower()] += 1
 
-    def configure(self, addresses: list[str], mtu: int, routes: list[str]) -> None:
-        """Converge the device on `addresses` ("100.96.0.1/32"), `mtu` and `routes`
-        ("100.96.0.2/32"), and bring it up.
+    def configure(self, addresses: list[str], routes: dict[str, int]) -> None:
+        """Converge the device on `addresses` ("100.96.0.1/32") and `routes` (network ->
+        its MTU: a peer's route carries that peer's tunnel MTU, so one device serves
+        peers whose sessions carry different sizes), and bring it up. The device's
+        own MTU is the largest route's.
 
         Declarative, so a reload applies only the difference: routes to peers that
         stay are never removed, and their traffic never pauses.
         """
         try:
-            self._converge(addresses, mtu, routes)
+            self._converge(addresses, routes)
         except NetlinkError as exc:
             raise TunError(exc.code, f"configuring {self.name}: {exc}") from exc
 
-    def _converge(self, addresses: list[str], mtu: int, routes: list[str]) -> None:
+    def _converge(self, addresses: list[str], routes: dict[str, int]) -> None:
         with IPRoute() as ipr:
             links = ipr.link_lookup(ifname=self.name)
             if not links:
                 raise TunError(errno.ENODEV, f"TUN {self.name!r} has vanished")
             index = links[0]
-            ipr.link("set", index=index, mtu=mtu)
+            want_routes = {ipaddress.ip_network(r): mtu for r, mtu in routes.items()}
+            if want_routes:
+                ipr.link("set", index=index, mtu=max(want_routes.values()))
             want_addrs = {ipaddress.ip_interface(a) for a in addresses}
             have_addrs = {
                 ipaddress.ip_interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
@@ -176,18 +180,21 @@ class TunDevice:
                 ipr.addr("add", index=index, address=str(interface.ip),
                          prefixlen=interface.network.prefixlen)
             ipr.link("set", index=index, state="up")
-            want_routes = {ipaddress.ip_network(r) for r in routes}
-            have_routes = set()
+            have_routes: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None] = {}
             for family in (socket.AF_INET, socket.AF_INET6):
                 for m in ipr.get_routes(family=family, oif=index, table=254):
                     # Only routes we add; the kernel's own (local, link-local) stay.
                     if m["proto"] == _RTPROT_STATIC and m.get_attr("RTA_DST"):
-                        have_routes.add(ipaddress.ip_network(
-                            f"{m.get_attr('RTA_DST')}/{m['dst_len']}"))
-            for network in have_routes - want_routes:
+                        metrics = m.get_attr("RTA_METRICS")
+                        have_routes[ipaddress.ip_network(
+                            f"{m.get_attr('RTA_DST')}/{m['dst_len']}")] = (
+                            metrics.get_attr("RTAX_MTU") if metrics else None)
+            for network in have_routes.keys() - want_routes.keys():
                 ipr.route("del", dst=str(network), oif=index)
-            for network in want_routes - have_routes:
-                ipr.route("add", dst=str(network), oif=index, proto=_RTPROT_STATIC)
+            for network, mtu in want_routes.items():
+                if have_routes.get(network) != mtu:
+                    ipr.route("replace", dst=str(network), oif=index, proto=_RTPROT_STATIC,
+                              metrics={"mtu": mtu})
 
     def close(self) -> None:
         if self._fd >= 0:
