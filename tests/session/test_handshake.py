@@ -53,3 +53,16 @@ def test_tampered_messages_fail():
 def test_tai64n_is_wireguards_label_and_orders():
     assert tai64n(0.0).hex() == "400000000000000a00000000"
     assert tai64n(2.5) > tai64n(2.25) > tai64n(0.9)
+
+
+def test_initial_chaining_key_and_hash_are_wireguards_known_values():
+    """Known-answer values every WireGuard implementation shares: the chaining key is
+    BLAKE2s(construction), the hash mixes in the identifier, then the responder's static
+    key (here 09 00..00, as wireguard-go-derived tests use)."""
+    responder_public = bytes([9]) + bytes(31)
+    init = InitiatorHandshake(bytes(range(32)), responder_public, bytes(range(32, 64)))
+    symmetric = init._conn.noise_protocol.handshake_state.symmetric_state
+    assert symmetric.ck.hex() == (
+        "60e26daef327efc02ec335e2a025d2d016eb4206f87277f52d38d1988b78cd36")
+    assert symmetric.h.hex() == (
+        "575bad75a5a30f85f58df113422a55d41873e357b40a3a2ea91f456c9508211a")

@@ -33,17 +33,15 @@ from ..mesh.cache import CacheError, LkgCache
 from ..mesh.controller import Contact, MeshController, StoredRecord
 from ..mesh.gossip import GossipNode
 from ..mesh.records import MAX_ENDPOINTS
-from ..multipath.link import TRAILER_SIZE
 from ..nat import relay
 from ..nat.driver import run_port_mapping
 from ..nat.portmap import Mapping
 from ..nat.traversal import Traversal
 from ..session.engine import Engine, MultipathConfig
-from ..session.peer import Peer
 from ..session.timers import REKEY_TIMEOUT_S
 from ..tun.device import TunDevice
 from ..wire import control as wire_control
-from . import addresses, control, metrics, nat, udp
+from . import addresses, control, metrics, nat, routes, udp
 from .logs import log_event
 from .peers import NotInMesh, own_node, peer_specs
 from .sockets import Sockets
@@ -88,18 +86,9 @@ class Agent:
         self._applied_mtus: dict[str, int] = {}  # peer name -> its route's MTU
         self._device_mtu = mesh.mtu
 
-    def _tunnel_mtu(self, peer: Peer) -> int:
-        """What one peer's session carries: its multipath link's MTU (the minimum over
-        usable paths, probed, less the trailer) once that routes; before, the mesh's,
-        less the trailer when we announce paths (the link will route soon)."""
-        mtu = peer.mp.mtu if peer.mp is not None else None
-        if mtu is not None:
-            return mtu
-        return self.mesh.mtu - (TRAILER_SIZE if peer.mp is not None and self.me.interfaces
-                                else 0)
-
     def _peer_mtus(self) -> dict[str, int]:
-        return {peer.name: self._tunnel_mtu(peer) for peer in self.engine.peers.values()}
+        return routes.peer_mtus(self.engine.peers.values(), self.mesh.mtu,
+                                announcing=bool(self.me.interfaces))
 
     def _node_ids(self) -> dict[bytes, bytes]:
         """Static (X25519) key -> node ID of every other whalescale node."""
@@ -153,15 +142,13 @@ class Agent:
             raise
 
     def _configure_tun(self) -> None:
-        """Addresses, and a route per mesh prefix (the mesh's MTU) and per peer (its own)."""
+        """Our addresses, and the routes with each peer's MTU (routes.py)."""
         assert self._tun is not None
         mtus = self._peer_mtus()
-        routes = {str(net): self.mesh.mtu for net in self.mesh.prefixes}
-        for peer in self.engine.peers.values():
-            routes.update((str(net), mtus[peer.name]) for net in peer.spec.allowed_ips)
-        self._tun.configure([f"{a}/{a.max_prefixlen}" for a in self.me.addresses], routes)
+        wanted = routes.routes(self.mesh, self.engine.peers.values(), mtus)
+        self._tun.configure([f"{a}/{a.max_prefixlen}" for a in self.me.addresses], wanted)
         self._applied_mtus = mtus
-        self._device_mtu = max(routes.values(), default=self.mesh.mtu)
+        self._device_mtu = max(wanted.values(), default=self.mesh.mtu)
 
     def _follow_tunnel_mtus(self) -> None:
         """Paths came, went or were probed: give each peer's route its session's MTU."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from ..config import Mesh, Node
+from ..config.load import DEFAULT_KEEPALIVE_S
 from ..identity import Identity, x25519_public_from_ed25519
 from ..session.engine import PeerSpec
 
@@ -28,14 +29,18 @@ def _host_networks(addresses: tuple) -> tuple:
 
 
 def peer_specs(mesh: Mesh, me: Node) -> list[PeerSpec]:
-    """Every other node and every vanilla WireGuard peer, as the engine needs them."""
+    """Every other node and every vanilla WireGuard peer, as the engine needs them.
+
+    Anchors keep each other alive even in a mesh without keepalives (`keepalive_s = 0`):
+    they are where everyone else recovers, so their sessions must never lapse."""
     specs = [
         PeerSpec(
             name=node.name,
             static_public=x25519_public_from_ed25519(node.public_key),
             allowed_ips=_host_networks(node.addresses),
             endpoints=tuple((e.host, e.port) for e in node.endpoints),
-            keepalive_s=float(mesh.keepalive_s),
+            keepalive_s=float(mesh.keepalive_s
+                              or (DEFAULT_KEEPALIVE_S if me.anchor and node.anchor else 0)),
             whalescale=True,
             anchor=node.anchor,
         )

@@ -297,7 +297,8 @@ def report(result: Result) -> str:
     conv = "never" if result.convergence_s is None else f"{result.convergence_s:.2f} s"
     return "\n".join([
         f"nodes {result.nodes}, churn {result.churned} nodes at t=0, seed {result.seed}",
-        f"  converged (every node sees every new endpoint): {conv}, {result.hops} hops",
+        f"  converged (every node sees every new endpoint): {conv}, {result.hops} rounds "
+        "(hops: the longest chain of messages that carried news)",
         f"  half the nodes by {result.converged_at[len(result.converged_at) // 2]:.2f} s",
         f"  gossip bytes/node/s, first 30 s: {result.bytes_per_node_s_first_30s:.0f}"
         f" (busiest node {result.busiest_node_bytes_s_first_30s:.0f}),"
