@@ -50,7 +50,7 @@ def main() -> None:
     rogue = read_key_file(rogue_key)
     victim_static = x25519_public_from_ed25519(decode_key(victim_pub))
     victim = PeerSpec("victim", victim_static, (ipaddress.ip_network("100.96.0.0/16"),),
-                      ((victim_host, int(port)),), whalescale=True)
+                      ((victim_host, int(port)),), node_id=decode_key(victim_pub))
     engine = Engine(rogue.x25519_private, rogue.x25519_public, [victim],
                     random_bytes=os.urandom, wall_offset=time.time())
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

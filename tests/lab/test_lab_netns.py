@@ -78,10 +78,10 @@ def test_teardown_removes_namespaces_processes_and_files() -> None:
     sleeper = hosts["bob"].spawn("sleep", "60")
     assert len(lab_namespaces(lab.prefix)) == 3
 
-    lab.teardown()
+    lab.close()
     assert_torn_down(lab, [sleeper.pid])
     assert not etc.exists()
-    lab.teardown()  # idempotent
+    lab.close()  # idempotent
 
 
 def test_an_exception_inside_the_block_still_tears_down() -> None:
@@ -106,7 +106,7 @@ def test_two_labs_at_once_do_not_collide() -> None:
         second_hosts = second.star(["alice", "bob"])
         # Both labs chose the same addresses; each lives in its own namespaces.
         assert first_hosts["bob"].addr() == second_hosts["bob"].addr()
-        second.teardown()
+        second.close()
         assert lab_namespaces(second.prefix) == []
         assert len(lab_namespaces(first.prefix)) == 3
         assert first_hosts["alice"].ping(first_hosts["bob"].addr())

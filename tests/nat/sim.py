@@ -98,12 +98,11 @@ class Internet:
             specs = [PeerSpec(name=o.name, static_public=o.ident.x25519_public,
                               allowed_ips=(ipaddress.ip_network(f"{o.tunnel}/32"),),
                               endpoints=(o.local,) if o.anchor else (), keepalive_s=5.0,
-                              whalescale=True, anchor=o.anchor) for o in others]
+                              node_id=o.ident.public, anchor=o.anchor) for o in others]
             node.engine = Engine(node.ident.x25519_private, node.ident.x25519_public, specs,
                                  random_bytes=self._rng.randbytes, wall_offset=1.8e9)
             node.traversal = Traversal(
-                node.engine, {o.ident.x25519_public: o.ident.public for o in others},
-                [o.ident.public for o in self.nodes.values() if o.anchor],
+                node.engine, [o.ident.public for o in self.nodes.values() if o.anchor],
                 me=node.ident.public, is_anchor=node.anchor,
                 random_bytes=self._rng.randbytes, now=self.now)
         for node in self.nodes.values():

@@ -26,10 +26,13 @@ def ip_packet(src: str, dst: str, payload: bytes = b"hello") -> bytes:
 
 def make_engine(me: Identity, peers: list[tuple[str, Identity, str, tuple]], seed: int,
                 *, spec_kw: dict | None = None, **kw) -> Engine:
+    """`spec_kw` may say `whalescale=True`: the peers are then whalescale nodes."""
     rng = random.Random(seed)
+    spec_kw = dict(spec_kw or {})
+    whalescale = spec_kw.pop("whalescale", False)
     specs = [PeerSpec(name=name, static_public=ident.x25519_public,
                       allowed_ips=(ipaddress.ip_network(f"{tunnel}/32"),), endpoints=endpoints,
-                      **(spec_kw or {}))
+                      node_id=ident.public if whalescale else None, **spec_kw)
              for name, ident, tunnel, endpoints in peers]
     return Engine(me.x25519_private, me.x25519_public, specs, random_bytes=rng.randbytes,
                   wall_offset=WALL, **kw)

@@ -277,7 +277,7 @@ def test_a_vanilla_peer_never_gets_control_messages_nor_sends_them():
                                 control.Kind.GOSSIP, b"x", pair.now)
     # a vanilla peer's control-looking plaintext is dropped and counted
     pair.bob.peers[pair.alice_id.x25519_public].spec = attrs.evolve(
-        pair.bob.peers[pair.alice_id.x25519_public].spec, whalescale=False)
+        pair.bob.peers[pair.alice_id.x25519_public].spec, node_id=None)
     pair.bob.peers[pair.alice_id.x25519_public].send([control.encode(control.Kind.GOSSIP,
                                                                      b"y")], pair.now)
     pair.pump()

@@ -90,11 +90,6 @@ class Agent:
         return routes.peer_mtus(self.engine.peers.values(), self.mesh.mtu,
                                 announcing=bool(self.me.interfaces))
 
-    def _node_ids(self) -> dict[bytes, bytes]:
-        """Static (X25519) key -> node ID of every other whalescale node."""
-        return {x25519_public_from_ed25519(n.public_key): n.public_key for n in self.mesh.nodes
-                if n is not self.me}
-
     def _open_mesh_state(self) -> None:
         """The LKG cache (a broken one is moved aside, never fatal), gossip, the controller."""
         self._cache = LkgCache.open(self.state_dir / CACHE_FILE, recover=True)
@@ -106,8 +101,8 @@ class Agent:
                   for node in self.mesh.nodes if node is not self.me}
         gossip = GossipNode(self.identity, [n.public_key for n in self.mesh.nodes],
                             random_bytes=os.urandom, next_seq=self._cache.next_self_seq)
-        self.mesh_controller = MeshController(self.engine, gossip, self._node_ids(), cached)
-        self.traversal = Traversal(self.engine, self._node_ids(), self._anchor_ids(),
+        self.mesh_controller = MeshController(self.engine, gossip, cached)
+        self.traversal = Traversal(self.engine, self._anchor_ids(),
                                    me=self.identity.public, is_anchor=self.me.anchor,
                                    random_bytes=os.urandom, now=0.0)
         known = sum(1 for endpoints in cached.values() if endpoints)
@@ -192,9 +187,9 @@ class Agent:
         for cached in self._cache.peers():
             if cached.peer_id not in kept:  # out of the mesh: forget where it was
                 self._cache.forget_peer(cached.peer_id)
-        self.mesh_controller.set_nodes(self._node_ids())
+        self.mesh_controller.set_nodes()
         assert self.traversal is not None
-        self.traversal.set_nodes(self._node_ids(), self._anchor_ids())
+        self.traversal.set_nodes(self._anchor_ids())
         try:
             self._configure_tun()
         except OSError as exc:

@@ -41,7 +41,7 @@ def peer_specs(mesh: Mesh, me: Node) -> list[PeerSpec]:
             endpoints=tuple((e.host, e.port) for e in node.endpoints),
             keepalive_s=float(mesh.keepalive_s
                               or (DEFAULT_KEEPALIVE_S if me.anchor and node.anchor else 0)),
-            whalescale=True,
+            node_id=node.public_key,
             anchor=node.anchor,
         )
         for node in mesh.nodes

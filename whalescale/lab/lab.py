@@ -23,8 +23,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
+from whalescale.lab.closing import Closing
 from whalescale.lab.errors import LabError
 from whalescale.lab.netns import Host, Link
 from whalescale.lab.proc import run
@@ -62,7 +62,7 @@ def _sigint_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-class Lab:
+class Lab(Closing):
     """A set of hosts and links; use as `with Lab() as lab:` so it always tears down."""
 
     def __init__(self, prefix: str | None = None) -> None:
@@ -76,17 +76,6 @@ class Lab:
         self.tempdir = Path(tempfile.mkdtemp(prefix=f"whalescale-lab-{prefix}"))
         self._used_v4: list[ipaddress.IPv4Network] = []
         self._next_auto_subnet = 1
-
-    def __enter__(self) -> Lab:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.teardown()
 
     def host(self, name: str) -> Host:
         """A new host in namespace `<prefix><name>`: loopback up, forwarding off."""
@@ -181,7 +170,7 @@ class Lab:
         )
         return names
 
-    def teardown(self) -> None:
+    def close(self) -> None:
         """Stop our processes, delete our namespaces and files; safe to call repeatedly.
 
         Every step is tried even when an earlier one fails; failures are raised together.

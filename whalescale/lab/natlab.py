@@ -23,8 +23,8 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from types import TracebackType
 
+from .closing import Closing
 from .errors import LabError
 from .lab import Lab
 from .netns import Host, Link
@@ -131,7 +131,7 @@ class Site:
         self.flush_conntrack()
 
 
-class NatLab:
+class NatLab(Closing):
     """The topology on a `Lab`; `close` stops miniupnpd (the lab tears down the rest)."""
 
     def __init__(self, lab: Lab) -> None:
@@ -145,17 +145,6 @@ class NatLab:
         except BaseException:
             self.close()
             raise
-
-    def __enter__(self) -> NatLab:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         for site in self.sites.values():

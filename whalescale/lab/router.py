@@ -20,8 +20,8 @@ import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 
+from whalescale.lab.closing import Closing
 from whalescale.lab.errors import LabError
 from whalescale.lab.lab import Lab
 from whalescale.lab.netns import Host, Link
@@ -98,7 +98,7 @@ def miniupnpd_config(
 
 
 @dataclass
-class Router:
+class Router(Closing):
     """A running miniupnpd gateway; `close` (or leaving `with`) stops it and flushes."""
 
     gateway: Host
@@ -107,17 +107,6 @@ class Router:
     stun: Proc
     miniupnpd: Proc
     procs_started: list[Proc] = field(default_factory=list)
-
-    def __enter__(self) -> Router:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def wan_addr(self) -> str:

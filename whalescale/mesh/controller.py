@@ -67,33 +67,30 @@ def gossip_endpoint(addr: Addr) -> GossipEndpoint:
 
 
 class MeshController:
-    def __init__(self, engine: Engine, gossip: GossipNode, node_ids: dict[bytes, bytes],
+    def __init__(self, engine: Engine, gossip: GossipNode,
                  cached: dict[bytes, list[Addr]] | None = None) -> None:
-        """`node_ids` maps each other whalescale node's static (X25519) key to its node ID
-        (Ed25519 key); `cached` holds LKG cache endpoints by node ID."""
+        """The engine's whalescale peers are the mesh's other nodes (PeerSpec.node_id);
+        `cached` holds LKG cache endpoints by node ID."""
         self.engine = engine
         self.gossip = gossip
         self.cache_ops: list[CacheOp] = []
         self._cached: dict[bytes, list[Addr]] = dict(cached or {})
         self._applied_seq: dict[bytes, int] = {}
         self._hints_seen: dict[bytes, int] = {}
-        self.set_nodes(node_ids)
+        self.set_nodes()
 
-    def set_nodes(self, node_ids: dict[bytes, bytes]) -> None:
-        """The whalescale nodes of the (re)loaded mesh file."""
-        self._id_of = dict(node_ids)
-        self._static_of = {ed: static for static, ed in node_ids.items()}
-        self.gossip.set_members(node_ids.values())
-        for node_id in self._static_of:
+    def set_nodes(self) -> None:
+        """The engine's peers are those of a (re)loaded mesh file."""
+        self.gossip.set_members(self.engine.node_ids)
+        for node_id in self.engine.node_ids:
             self._refresh_candidates(node_id, now=None)
 
     def _peer(self, node_id: bytes) -> Peer | None:
-        static = self._static_of.get(node_id)
-        return None if static is None else self.engine.peers.get(static)
+        return self.engine.peer_by_id(node_id)
 
     def _node_id(self, peer_name: str) -> tuple[bytes, Peer] | None:
         peer = self.engine.peer_named(peer_name)
-        node_id = None if peer is None else self._id_of.get(peer.spec.static_public)
+        node_id = None if peer is None else peer.spec.node_id
         return None if peer is None or node_id is None else (node_id, peer)
 
     # ----- from the engine ------------------------------------------------
@@ -129,11 +126,11 @@ class MeshController:
 
     def _update_neighbours(self, now: float) -> None:
         self.gossip.set_neighbours(
-            {self._id_of[static] for static, peer in self.engine.peers.items()
-             if static in self._id_of and peer.current is not None}, now)
+            {p.spec.node_id for p in self.engine.peers.values()
+             if p.spec.node_id is not None and p.current is not None}, now)
 
     def gossip_message(self, peer: Peer, body: bytes, now: float) -> None:
-        node_id = self._id_of.get(peer.spec.static_public)
+        node_id = peer.spec.node_id
         if node_id is None:
             return  # a vanilla peer cannot send these: the engine drops them first
         self.gossip.receive(node_id, body, now)
@@ -148,7 +145,7 @@ class MeshController:
     # ----- after each batch -------------------------------------------------
 
     def pump(self, now: float) -> None:
-        for node_id in self._static_of:
+        for node_id in self.engine.node_ids:
             record = self.gossip.current(node_id)
             hints = self.gossip.hints(node_id)
             if (record is not None and record.seq != self._applied_seq.get(node_id)) or \
@@ -172,10 +169,9 @@ class MeshController:
     def record_seqs(self) -> dict[str, int]:
         """Peer name -> seq of its self-attested record we hold (for status)."""
         seqs = {}
-        for static, node_id in self._id_of.items():
-            record = self.gossip.current(node_id)
-            peer = self.engine.peers.get(static)
-            if record is not None and peer is not None:
+        for peer in self.engine.peers.values():
+            record = None if peer.spec.node_id is None else self.gossip.current(peer.spec.node_id)
+            if record is not None:
                 seqs[peer.name] = record.seq
         return seqs
 

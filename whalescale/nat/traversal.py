@@ -74,10 +74,9 @@ class _Punching:
 
 
 class Traversal:
-    def __init__(self, engine: Engine, node_ids: dict[bytes, bytes], anchors: Iterable[bytes],
-                 *, me: bytes, is_anchor: bool, random_bytes: Callable[[int], bytes],
-                 now: float) -> None:
-        """`node_ids`: static (X25519) key -> node ID of every other whalescale node;
+    def __init__(self, engine: Engine, anchors: Iterable[bytes], *, me: bytes,
+                 is_anchor: bool, random_bytes: Callable[[int], bytes], now: float) -> None:
+        """The engine's whalescale peers are the mesh's other nodes (PeerSpec.node_id);
         `anchors`: the node IDs of the anchors."""
         self.engine = engine
         self.me = me
@@ -106,21 +105,19 @@ class Traversal:
         self._next_probe = now
         self._last_facts = NatInfo()
         self._second_look: dict[bytes, float] = {}  # relayed peer -> when to try direct
-        self.set_nodes(node_ids, anchors)
+        self.set_nodes(anchors)
 
-    def set_nodes(self, node_ids: dict[bytes, bytes], anchors: Iterable[bytes]) -> None:
-        self._id_of = dict(node_ids)
-        self._static_of = {node_id: static for static, node_id in node_ids.items()}
+    def set_nodes(self, anchors: Iterable[bytes]) -> None:
+        """The engine's peers are those of a (re)loaded mesh file."""
         self.anchors = frozenset(anchors) - {self.me}
-        members = set(self._static_of) | {self.me}
+        members = set(self.engine.node_ids) | {self.me}
         self.coordinator.set_members(members)
         self.relays.members = frozenset(members)
 
     # ----- lookups ----------------------------------------------------------------
 
     def _peer(self, node_id: bytes) -> Peer | None:
-        static = self._static_of.get(node_id)
-        return None if static is None else self.engine.peers.get(static)
+        return self.engine.peer_by_id(node_id)
 
     def _live(self, peer: Peer, now: float) -> bool:
         return peer.current is not None and reachable(peer.last_received_at, now,
@@ -135,7 +132,7 @@ class Traversal:
         return [a for a in self.anchors if (p := self._peer(a)) is not None and self._live(p, now)]
 
     def _accept_relay(self, node_id: bytes) -> bool:
-        return node_id in self._static_of
+        return self.engine.peer_by_id(node_id) is not None
 
     # ----- what we know of ourselves --------------------------------------------------
 
@@ -251,7 +248,7 @@ class Traversal:
         self.outbox += self.lan.hellos(port)
 
     def _lan_hello(self, data: bytes, source: Addr, now: float) -> None:
-        node_id = self.lan.receive(data, source, self._static_of, now)
+        node_id = self.lan.receive(data, source, self.engine.node_ids, now)
         peer = None if node_id is None else self._peer(node_id)
         if peer is None or (peer.endpoint == source and self._live(peer, now)):
             return
@@ -266,7 +263,7 @@ class Traversal:
     # ----- control messages --------------------------------------------------------------
 
     def control(self, peer: Peer, body: bytes, now: float) -> None:
-        node_id = self._id_of.get(peer.spec.static_public)
+        node_id = peer.spec.node_id
         if node_id is None or not body:
             self.counters["bad_control"] += 1
             return
@@ -288,7 +285,7 @@ class Traversal:
             if not isinstance(event, events.HandshakeCompleted):
                 continue
             peer = self.engine.peer_named(event.peer)
-            node_id = None if peer is None else self._id_of.get(peer.spec.static_public)
+            node_id = None if peer is None else peer.spec.node_id
             if node_id is None or relay.channel_of_alias(event.endpoint):
                 continue
             if self.puncher.state(node_id) not in (None, PunchState.DIRECT):
@@ -318,7 +315,7 @@ class Traversal:
         facts = attrs.evolve(info, candidates=tuple(
             c for c in info.candidates if c.kind is not CandidateKind.OBSERVED))
         retry_relayed, self._last_facts = facts != self._last_facts, facts
-        for node_id in self._static_of:
+        for node_id in self.engine.node_ids:
             second_look = self._second_look.get(node_id, float("inf")) <= now
             if second_look:
                 del self._second_look[node_id]
@@ -457,7 +454,7 @@ class Traversal:
 
     def status(self, now: float) -> dict[str, object]:
         peers = {}
-        for node_id in self._static_of:
+        for node_id in self.engine.node_ids:
             peer = self._peer(node_id)
             punch, relayed = self.puncher.state(node_id), self.relay_client.state(node_id)
             if peer is not None and (punch or relayed):

@@ -77,8 +77,15 @@ class PeerSpec:
     allowed_ips: tuple[IPNetwork, ...]
     endpoints: tuple[Addr, ...] = ()
     keepalive_s: float = 0.0
-    whalescale: bool = False  # a whalescale node (control messages); else vanilla WireGuard
+    # A whalescale node's ID (its Ed25519 key: gossip, traversal and the LKG cache name
+    # peers by it; control messages and multipath are for these only); None: a vanilla
+    # WireGuard peer.
+    node_id: bytes | None = None
     anchor: bool = False
+
+    @property
+    def whalescale(self) -> bool:
+        return self.node_id is not None
 
 
 class Engine:
@@ -121,6 +128,7 @@ class Engine:
         self.peers: dict[bytes, Peer] = {}
         self._hosts: dict[bytes, Peer] = {}  # packed host address -> peer
         self._networks: list[tuple[IPNetwork, Peer]] = []
+        self._by_node_id: dict[bytes, Peer] = {}
         for spec in peers:
             self.add_peer(spec)
 
@@ -131,7 +139,7 @@ class Engine:
             raise ValueError(f"peer {spec.name}: static key already present")
         peer = Peer(spec, self)
         self.peers[spec.static_public] = peer
-        self._build_routes()
+        self._reindex()
         return peer
 
     def update_peers(self, specs: Iterable[PeerSpec]) -> PeerChanges:
@@ -153,10 +161,13 @@ class Engine:
                 changes.changed.append(spec.name)
             else:
                 changes.unchanged.append(spec.name)
-        self._build_routes()
+        self._reindex()
         return changes
 
-    def _build_routes(self) -> None:
+    def _reindex(self) -> None:
+        """The peers by node ID, and the cryptokey routing table."""
+        self._by_node_id = {p.spec.node_id: p for p in self.peers.values()
+                            if p.spec.node_id is not None}
         self._hosts = {}
         self._networks = []
         for peer in self.peers.values():
@@ -165,6 +176,14 @@ class Engine:
                     self._hosts[net.network_address.packed] = peer
                 else:
                     self._networks.append((net, peer))
+
+    @property
+    def node_ids(self) -> list[bytes]:
+        """The node IDs of the whalescale peers."""
+        return list(self._by_node_id)
+
+    def peer_by_id(self, node_id: bytes) -> Peer | None:
+        return self._by_node_id.get(node_id)
 
     def peer_named(self, name: str) -> Peer | None:
         """The peer the mesh file calls `name` (events and commands name peers)."""
