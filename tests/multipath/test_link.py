@@ -129,6 +129,14 @@ def test_ipv6_paths_are_not_probed_above_the_mesh_mtu():
     assert a.mtu == MESH_MTU - TRAILER_SIZE  # 1500 - 40 - 8 - 32 = the mesh's 1420
 
 
+def test_ipv6_pairs_are_probed_first():
+    a, _ = links([("10.0.0.1", 51820), ("fd00:1::1", 51820)], B)
+    announced = [("10.0.0.2", 51820), ("fd00:1::2", 51820), ("10.0.1.2", 51820)]
+    probes = a.on_announce(encode_announce(announced), 0.0)
+    remotes = list(dict.fromkeys(out.remote for out in probes))
+    assert remotes == [("fd00:1::2", 51820), ("10.0.0.2", 51820), ("10.0.1.2", 51820)]
+
+
 def test_no_mtu_before_a_path_is_validated():
     a, _ = links()
     assert a.mtu is None

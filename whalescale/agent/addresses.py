@@ -26,7 +26,8 @@ def local_interfaces(exclude: str) -> list[Interface]:
 
 
 def addresses_of(names: tuple[str, ...]) -> list[tuple[str, Interface]]:
-    """(interface name, address) of the named interfaces, in the order named."""
+    """(interface name, address) of the named interfaces: IPv6 first (multipath tries
+    those paths first), then in the order named."""
     with IPRoute() as ipr:
         by_index = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         found = []
@@ -35,7 +36,7 @@ def addresses_of(names: tuple[str, ...]) -> list[tuple[str, Interface]]:
             interface = ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
             if name in names and not interface.ip.is_link_local:
                 found.append((name, interface))
-    return sorted(found, key=lambda f: (names.index(f[0]), f[1].version == 4, str(f[1])))
+    return sorted(found, key=lambda f: (f[1].version == 4, names.index(f[0]), str(f[1])))
 
 
 def is_lan(host: str, interfaces: list[Interface]) -> bool:

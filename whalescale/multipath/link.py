@@ -60,6 +60,7 @@ MAX_ANNOUNCED = 8
 _NONCE_SIZE = 8  # a PATH_PROBE's body, echoed by its reply
 _HEARTBEAT = struct.Struct(">BIQ")
 _PROBE_TIMEOUT_S = 2.0
+_MAX_PENDING_PROBES = 96  # 3 a pair (path MTU sizes): 32 pairs at once
 _ANNOUNCE_EVERY_S = 1.0
 _MAX_ANNOUNCEMENTS = 30
 # The link MTU a path is probed for, and what a datagram adds to its plaintext:
@@ -192,11 +193,11 @@ class MultipathLink:
             return []
         locals_: list[Local] = list(self.local_addrs) or [None]
         out = []
-        for remote in remotes:
+        for remote in sorted(remotes, key=lambda addr: _family(addr[0]) == 4):  # IPv6 first
             for local in locals_:
                 if local is not None and _family(local[0]) != _family(remote[0]):
                     continue
-                if (local, remote) in self._path_of or len(self._probes) >= 96:
+                if (local, remote) in self._path_of or len(self._probes) >= _MAX_PENDING_PROBES:
                     continue
                 largest = PROBED_LINK_MTU - _OVERHEAD[_family(remote[0])]
                 for size in sorted({MIN_PATH_MTU, self._base_mtu(), largest}):
