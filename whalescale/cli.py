@@ -291,7 +291,7 @@ def cmd_bench_multipath(args: argparse.Namespace) -> int:
     from .bench.multipath import run_multipath_bench
 
     return run_multipath_bench(args.out, seconds=args.seconds, scenarios=args.scenario,
-                               variants=args.variant)
+                               variants=args.variant, congestion=args.congestion)
 
 
 DEFAULT_STATE_DIR = Path("/var/lib/whalescale")
@@ -476,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "lossy, dies, flapping")
     p.add_argument("--variant", action="append", metavar="NAME",
                    help="run only this scheduler (repeat; default: all): wrr, lowrtt, blest")
+    p.add_argument("--congestion", metavar="NAME",
+                   help="TCP congestion control of every flow, tunnelled or not (e.g. cubic; "
+                   "default: the machine's, net.ipv4.tcp_congestion_control)")
     p.set_defaults(func=cmd_bench_multipath)
     return parser
 

@@ -63,9 +63,9 @@ def test_scenarios_that_would_measure_the_emulator_are_refused() -> None:
 def test_cli_takes_scenarios_and_variants() -> None:
     args = build_parser().parse_args(["bench", "multipath", "--out", "x", "--seconds", "3",
                                       "--scenario", "equal", "--scenario", "dies",
-                                      "--variant", "wrr"])
-    assert (args.out, args.seconds, args.scenario, args.variant) == (
-        Path("x"), 3.0, ["equal", "dies"], ["wrr"])
+                                      "--variant", "wrr", "--congestion", "cubic"])
+    assert (args.out, args.seconds, args.scenario, args.variant, args.congestion) == (
+        Path("x"), 3.0, ["equal", "dies"], ["wrr"], "cubic")
 
 
 def test_one_short_scenario_writes_a_sane_report(lab_skip_reason: None, tmp_path: Path,
@@ -81,7 +81,7 @@ def test_one_short_scenario_writes_a_sane_report(lab_skip_reason: None, tmp_path
     monkeypatch.setattr(links, "Lab", RecordedLab)  # measure_ceiling's own lab
     out = tmp_path / "report"
     options = Options(seconds=SECONDS, scenarios=("equal",), variants=("wrr",),
-                      references=(REF_TCP, REF_WS), ceiling_seconds=1.0)
+                      references=(REF_TCP, REF_WS), ceiling_seconds=1.0, congestion="cubic")
     data = run_bench(out, options, log=lambda _: None)
     assert len(prefixes) == 2  # the ceiling's and the scenario's
     assert not [ns for ns in namespaces() if ns.startswith(tuple(prefixes))]  # torn down
@@ -90,6 +90,7 @@ def test_one_short_scenario_writes_a_sane_report(lab_skip_reason: None, tmp_path
     assert "## equal" in report
     assert "| of ws alone |" in report
     assert "emulator ceiling" in report
+    assert "TCP congestion control of every flow (the sender's): cubic" in report
     for png in ("goodput.png", "throughput.png"):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(data))
@@ -107,6 +108,7 @@ def test_one_short_scenario_writes_a_sane_report(lab_skip_reason: None, tmp_path
         assert row["of_sum"] == pytest.approx(row["goodput_mbit"] / total)
         assert 0 < row["of_best"] < 2.5
         assert row["retransmits"] >= 0
+        assert row["congestion"] == "cubic", name  # tunnelled flows too
         assert 0 <= row["max_stall_s"] <= SECONDS
         assert len(row["intervals_mbit"]) >= SECONDS / INTERVAL_S - 1
     for name in ("whalescale WRR", "whalescale best path alone"):

@@ -149,6 +149,7 @@ class Row:
     kind: str  # "variant" or one of REFERENCES
     goodput_mbit: float | None = None
     retransmits: int | None = None
+    congestion: str | None = None  # the sender's TCP congestion control, as iperf3 saw it
     intervals_mbit: list[float] = attrs.Factory(list)
     max_stall_s: float | None = None
     of_sum: float | None = None
@@ -218,6 +219,7 @@ def _tcp_into(row: Row, report: dict[str, Any]) -> None:
     end = report["end"]
     row.goodput_mbit = end["sum_received"]["bits_per_second"] / 1e6
     row.retransmits = int(end["sum_sent"].get("retransmits", 0))
+    row.congestion = end.get("sender_tcp_congestion")
     # The receiver's intervals when the server sent them (what arrived when, not what
     # the sender pushed into its socket buffer), else the sender's.
     server = report.get("server_output_json") or {}
@@ -349,17 +351,18 @@ class WhalescalePair:
 
 
 def _ws_row(pair: WhalescalePair, scenario: Scenario, row: Row, paths: list[int],
-            scheduler: str | None, seconds: float, udp: bool) -> None:
+            scheduler: str | None, seconds: float, options: Options) -> None:
     bench = pair.bench
     with pair.running(paths, scheduler):
         with _events(bench, scenario, seconds):
-            report = _iperf(bench.left, bench.right, pair.right.tunnel_addr, seconds)
+            report = _iperf(bench.left, bench.right, pair.right.tunnel_addr, seconds,
+                            *options.tcp_args)
         _tcp_into(row, report)
         mp = pair.status()
         row.multipath = {k: v for k, v in mp.items() if v is not None}
         receiver = mp.get("right")
         row.reorder = dict(receiver.get("reorder") or {}) if receiver else None
-        if udp:
+        if options.udp:
             rate = UDP_SHARE * sum(bench.links[k].spec.rate_mbit or 0 for k in paths)
             udp_seconds = max(3.0, seconds / 2)
             with _events(bench, scenario, udp_seconds):
@@ -380,6 +383,13 @@ class Options:
     udp: bool = True
     ceiling_seconds: float = 2.0
     seed: int = 1
+    # The TCP congestion control of every flow (plain, tunnelled, MPTCP), set on the
+    # sending socket (iperf3 -C); None: the machine's default.
+    congestion: str | None = None
+
+    @property
+    def tcp_args(self) -> tuple[str, ...]:
+        return ("-C", self.congestion) if self.congestion else ()
 
 
 def _guarded(row: Row, what: str, action: Any) -> None:
@@ -406,7 +416,8 @@ def run_scenario(scenario: Scenario, options: Options, with_scheduler: bool,
 
                 def tcp(k: int = k, row: Row = row, addr: str = link.right_addr) -> None:
                     with _events(bench, scenario, seconds):
-                        _tcp_into(row, _iperf(bench.left, bench.right, addr, seconds))
+                        _tcp_into(row, _iperf(bench.left, bench.right, addr, seconds,
+                                              *options.tcp_args))
 
                 _guarded(row, "iperf3", tcp)
                 singles[k] = row.goodput_mbit
@@ -424,7 +435,7 @@ def run_scenario(scenario: Scenario, options: Options, with_scheduler: bool,
             log(f"  {scenario.name}: whalescale on path{k} alone")
             row = Row("whalescale best path alone", REF_WS)
             _guarded(row, "whalescale", lambda row=row, k=k: _ws_row(
-                pair, scenario, row, [k], None, seconds, options.udp))
+                pair, scenario, row, [k], None, seconds, options))
             result.rows.append(row)
         for variant in options.variants:
             log(f"  {scenario.name}: whalescale {variant} over {n} paths")
@@ -432,7 +443,7 @@ def run_scenario(scenario: Scenario, options: Options, with_scheduler: bool,
             if not with_scheduler:
                 row.note = "agent has no --scheduler: ran its default"
             _guarded(row, "whalescale", lambda row=row, variant=variant: _ws_row(
-                pair, scenario, row, list(range(n)), variant, seconds, options.udp))
+                pair, scenario, row, list(range(n)), variant, seconds, options))
             result.rows.append(row)
         if REF_MPTCP in options.references:
             row = Row("kernel MPTCP", REF_MPTCP)
@@ -447,6 +458,7 @@ def run_scenario(scenario: Scenario, options: Options, with_scheduler: bool,
                     with _events(bench, scenario, seconds):
                         _tcp_into(row, _iperf(bench.left, bench.right,
                                               bench.links[0].right_addr, seconds,
+                                              *options.tcp_args,
                                               wrapper=(MPTCPIZE, "run"), port=MPTCP_PORT,
                                               bind=False))
 
@@ -481,8 +493,10 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    congestion = Path("/proc/sys/net/ipv4/tcp_congestion_control")
     return {"host": platform.node(), "kernel": platform.release(), "cpu": cpu,
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "congestion": congestion.read_text().strip() if congestion.exists() else None}
 
 
 def run_bench(out: Path, options: Options, log: Any = print) -> dict[str, Any]:
@@ -551,6 +565,8 @@ def report_md(data: dict[str, Any]) -> str:
         f"- each flow: {o['seconds']:g} s, iperf3 TCP single flow left -> right, "
         f"{INTERVAL_S:g} s intervals; UDP at {UDP_SHARE:.0%} of the rates used "
         f"({'on' if o['udp'] else 'off'})",
+        f"- TCP congestion control of every flow (the sender's): "
+        f"{o.get('congestion') or m.get('congestion') or 'the machine default'}",
         f"- emulator ceiling (measured first, one link, no delay): "
         f"**{c['mbit']:.0f} Mbit/s** (UDP {c['udp_mbit']:.0f} Mbit/s = "
         f"{c['udp_pps'] / 1000:.0f} kpps, TCP {c['tcp_mbit']:.0f} Mbit/s); with "
@@ -654,7 +670,8 @@ def plot(data: dict[str, Any], out: Path) -> None:
 
 
 def run_multipath_bench(out: Path, seconds: float = 10.0, scenarios: list[str] | None = None,
-                        variants: list[str] | None = None) -> int:
+                        variants: list[str] | None = None, congestion: str | None = None
+                        ) -> int:
     """The CLI's entry: 0 on a report, 2 when the bench cannot or must not run."""
     reason = lab_available() or (None if _has("iperf3") else "no iperf3")
     if reason:
@@ -665,8 +682,13 @@ def run_multipath_bench(out: Path, seconds: float = 10.0, scenarios: list[str] |
         print(f"whalescale bench multipath: unknown variant(s) {', '.join(bad)}; "
               f"known: {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
+    available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
+    if congestion and congestion not in available.read_text().split():
+        print(f"whalescale bench multipath: congestion control {congestion!r} is not "
+              f"available here ({available.read_text().strip()})", file=sys.stderr)
+        return 2
     options = Options(seconds=seconds, scenarios=tuple(scenarios or SCENARIOS),
-                      variants=tuple(variants or VARIANTS))
+                      variants=tuple(variants or VARIANTS), congestion=congestion)
     try:
         run_bench(out, options, log=lambda m: print(m, flush=True))
     except BenchError as exc:
