@@ -140,7 +140,7 @@ class Agent:
         """Our addresses, and the routes with each peer's MTU (routes.py)."""
         assert self._tun is not None
         mtus = self._peer_mtus()
-        wanted = routes.routes(self.mesh, self.engine.peers.values(), mtus)
+        wanted = routes.table(self.mesh, self.engine.peers.values(), mtus)
         self._tun.configure([f"{a}/{a.max_prefixlen}" for a in self.me.addresses], wanted)
         self._applied_mtus = mtus
         self._device_mtu = max(wanted.values(), default=self.mesh.mtu)

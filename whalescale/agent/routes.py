@@ -27,7 +27,7 @@ def peer_mtus(peers: Iterable[Peer], mesh_mtu: int, announcing: bool) -> dict[st
     return {peer.name: tunnel_mtu(peer, mesh_mtu, announcing) for peer in peers}
 
 
-def routes(mesh: Mesh, peers: Iterable[Peer], mtus: dict[str, int]) -> dict[str, int]:
+def table(mesh: Mesh, peers: Iterable[Peer], mtus: dict[str, int]) -> dict[str, int]:
     """Network -> MTU, as TunDevice.configure takes them."""
     out = {str(net): mesh.mtu for net in mesh.prefixes}
     for peer in peers:
