@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from whalescale.multipath.link import (
     MIN_PATH_MTU,
+    REPROBE_EVERY_S,
     TRAILER_SIZE,
     MalformedPathMessage,
     MultipathLink,
@@ -19,7 +20,9 @@ from whalescale.multipath.link import (
     encode_announce,
     unwrap32,
 )
+from whalescale.multipath.paths import PathState
 from whalescale.multipath.reorder import ReorderBuffer
+from whalescale.multipath.sender import PathStateChanged
 from whalescale.wire import control
 
 A = [("10.0.0.1", 51820), ("10.0.1.1", 51820)]
@@ -135,6 +138,59 @@ def test_ipv6_pairs_are_probed_first():
     probes = a.on_announce(encode_announce(announced), 0.0)
     remotes = list(dict.fromkeys(out.remote for out in probes))
     assert remotes == [("fd00:1::2", 51820), ("10.0.0.2", 51820), ("10.0.1.2", 51820)]
+
+
+def probe_round(a: MultipathLink, b: MultipathLink, now: float, max_plaintext: int
+                ) -> list[Outgoing]:
+    """a's timer at `now`: the probes it sends cross to b (those that fit), the replies
+    come back; then a's timer once the round is over. (Feedback is not modelled here, so
+    health fails the paths meanwhile: the tests read each path's own MTU.)"""
+    outgoing, _ = a.on_timer(now, B[0])
+    probes = [out for out in outgoing
+              if control.decode(out.plaintexts[0])[0] is control.Kind.PATH_PROBE]
+    deliver(deliver(probes, b, now, max_plaintext=max_plaintext), a, now + 0.01)
+    a.on_timer(now + 2.5, B[0])
+    return probes
+
+
+def path_mtus(link: MultipathLink) -> list[int]:
+    return sorted(p["mtu"] for p in link.status("wrr")["paths"])
+
+
+def test_a_path_that_narrows_later_is_found_at_the_next_round():
+    a, b = links()
+    discover(a, b)
+    assert a.mtu == 1428
+    probes = probe_round(a, b, REPROBE_EVERY_S + 0.1, max_plaintext=1340)
+    assert len(probes) == 6  # three sizes on each of the two paths
+    assert path_mtus(a) == [MIN_PATH_MTU, MIN_PATH_MTU]
+    assert a.counters["path_mtu_lowered"] == 2
+
+
+def test_a_path_that_widens_later_is_raised_at_the_next_round():
+    a, b = links()
+    discover(a, b, max_plaintext=MESH_MTU)
+    assert path_mtus(a) == [MESH_MTU, MESH_MTU]
+    probe_round(a, b, REPROBE_EVERY_S + 0.1, max_plaintext=1440)
+    assert path_mtus(a) == [1440, 1440]
+
+
+def test_a_round_nobody_answers_leaves_the_mtu_alone():
+    a, b = links()
+    discover(a, b)
+    probe_round(a, b, REPROBE_EVERY_S + 0.1, max_plaintext=0)  # the paths are down
+    assert path_mtus(a) == [1440, 1440]
+
+
+def test_a_path_back_from_failure_is_probed_again_at_once():
+    a, b = links()
+    discover(a, b)
+    a.sender.events.append(PathStateChanged(1, PathState.FAILED, 5.0))
+    a.on_timer(5.0, B[0])
+    a.sender.events.append(PathStateChanged(1, PathState.DEGRADED, 9.0))
+    probes = probe_round(a, b, 9.0, max_plaintext=1340)
+    assert {out.local for out in probes} == {A[1]}  # only the path that came back
+    assert path_mtus(a) == [MIN_PATH_MTU, 1440]
 
 
 def test_no_mtu_before_a_path_is_validated():

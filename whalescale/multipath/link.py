@@ -23,7 +23,11 @@ Theory of operation (sans-I/O; the session's Peer drives it):
   a 1500-byte link allows for its family (1440 over IPv4, 1420 over IPv6).
   Path sockets set DF, so a probe too large is lost rather than fragmented.
   The first reply validates the path; its MTU is the largest probe that came
-  back, so a narrow link never black-holes full-size packets. `mtu` is the
+  back, so a narrow link never black-holes full-size packets. The same round
+  runs again every 10 minutes (RFC 8899's PMTU_RAISE_TIMER) and when a path
+  comes back from FAILED; when a round ends, the path takes the largest size it
+  answered (lower or higher), or keeps its MTU if none came back (then its
+  health speaks). `mtu` is the
   session's inner MTU: the minimum over usable paths less the trailer
   (anti-patterns 2.10); the shell puts it on the route to the peer.
 - The receiver sends MP_FEEDBACK on each of its paths every 50 ms; the sender
@@ -59,7 +63,8 @@ TRAILER_SIZE = TRAILER.size
 MAX_ANNOUNCED = 8
 _NONCE_SIZE = 8  # a PATH_PROBE's body, echoed by its reply
 _HEARTBEAT = struct.Struct(">BIQ")
-_PROBE_TIMEOUT_S = 2.0
+_PROBE_TIMEOUT_S = 2.0  # also the length of a probe round
+REPROBE_EVERY_S = 600.0
 _MAX_PENDING_PROBES = 96  # 3 a pair (path MTU sizes): 32 pairs at once
 _ANNOUNCE_EVERY_S = 1.0
 _MAX_ANNOUNCEMENTS = 30
@@ -137,6 +142,10 @@ class MultipathLink:
         # nonce -> (local, remote, sent at, plaintext size)
         self._probes: dict[bytes, tuple[Local, Addr, float, int]] = {}
         self._remotes: set[Addr] = set()
+        # probe rounds: pair -> (when it ends, the largest size answered so far)
+        self._rounds: dict[tuple[Local, Addr], tuple[float, int]] = {}
+        self._reprobe_at: dict[int, float] = {}  # by our path id
+        self._failed: set[int] = set()
         self._next_feedback = now
         # Announcements are repeated until the peer shows (by its heartbeats and data)
         # that it found a path to each of our addresses: the first may be lost while
@@ -197,12 +206,18 @@ class MultipathLink:
             for local in locals_:
                 if local is not None and _family(local[0]) != _family(remote[0]):
                     continue
-                if (local, remote) in self._path_of or len(self._probes) >= _MAX_PENDING_PROBES:
-                    continue
-                largest = PROBED_LINK_MTU - _OVERHEAD[_family(remote[0])]
-                for size in sorted({MIN_PATH_MTU, self._base_mtu(), largest}):
-                    out.append(self._probe(local, remote, size, now))
+                if (local, remote) not in self._path_of:
+                    out += self._probe_round(local, remote, now)
         return out
+
+    def _probe_round(self, local: Local, remote: Addr, now: float) -> list[Outgoing]:
+        """The probe sizes for one pair, at once; the round ends a probe timeout later."""
+        if len(self._probes) >= _MAX_PENDING_PROBES:
+            return []
+        largest = PROBED_LINK_MTU - _OVERHEAD[_family(remote[0])]
+        self._rounds[(local, remote)] = (now + _PROBE_TIMEOUT_S, 0)
+        return [self._probe(local, remote, size, now)
+                for size in sorted({MIN_PATH_MTU, self._base_mtu(), largest})]
 
     def _probe(self, local: Local, remote: Addr, size: int, now: float) -> Outgoing:
         """A PATH_PROBE padded to `size` bytes of plaintext (zeros after the body, as
@@ -225,8 +240,11 @@ class MultipathLink:
             self.counters["unexpected_probe_reply"] += 1
             return
         size = sent[3]
+        if (local, remote) in self._rounds:
+            ends, best = self._rounds[(local, remote)]
+            self._rounds[(local, remote)] = (ends, max(best, size))
         if (local, remote) in self._path_of:
-            # the other probe of this pair, or a second round (both ends announced)
+            # another probe of this round, or a new round: larger now shows at once
             path = self.sender.paths[self._path_of[(local, remote)]]
             path.mtu = max(path.mtu, size)
             return
@@ -238,6 +256,7 @@ class MultipathLink:
         self._path_of[(local, remote)] = path_id
         self._remotes.add(remote)
         path = self.sender.add_path(path_id, local or ("", 0), remote, size, now)
+        self._reprobe_at[path_id] = now + REPROBE_EVERY_S
         path.on_rtt_sample(now - sent[2])
         path.on_heard(now)
         self.reorder.set_latency(*self.sender.latency())
@@ -285,7 +304,9 @@ class MultipathLink:
     # ----- time ------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         deadlines = [self.sender.next_deadline(), self._next_feedback if self.received else None,
-                     self.reorder.next_deadline(), self._announce_at]
+                     self.reorder.next_deadline(), self._announce_at,
+                     min((ends for ends, _ in self._rounds.values()), default=None),
+                     min(self._reprobe_at.values(), default=None)]
         return min((d for d in deadlines if d is not None and d != float("inf")), default=None)
 
     def on_timer(self, now: float, endpoint: Addr | None) -> tuple[list[Outgoing], list[bytes]]:
@@ -302,7 +323,12 @@ class MultipathLink:
         for event in self.sender.events:
             if event.state is PathState.FAILED:
                 self.counters["path_failed"] += 1
+                self._failed.add(event.path_id)
+            elif event.path_id in self._failed:  # back: the way it takes may have changed
+                self._failed.discard(event.path_id)
+                self._reprobe_at[event.path_id] = now
         self.sender.events.clear()
+        out += self._path_mtus(now)
         if self.received and now >= self._next_feedback:
             self._next_feedback = now + fb.FEEDBACK_INTERVAL_S
             out += self._feedback(now)
@@ -311,6 +337,25 @@ class MultipathLink:
             del self._probes[nonce]
             self.counters["probe_timed_out"] += 1
         return out, self.reorder.handle_timer(now)  # type: ignore[return-value]
+
+    def _path_mtus(self, now: float) -> list[Outgoing]:
+        """End the probe rounds that are over; start the re-probes that are due."""
+        for pair, (ends, best) in list(self._rounds.items()):
+            if now < ends:
+                continue
+            del self._rounds[pair]
+            path_id = self._path_of.get(pair)
+            if path_id is not None and best:
+                path = self.sender.paths[path_id]
+                if best < path.mtu:
+                    self.counters["path_mtu_lowered"] += 1
+                path.mtu = best
+        out = []
+        for path_id, due in list(self._reprobe_at.items()):
+            if now >= due:
+                self._reprobe_at[path_id] = now + REPROBE_EVERY_S
+                out += self._probe_round(*self._pair_of[path_id], now)
+        return out
 
     def _feedback(self, now: float) -> list[Outgoing]:
         reports = tuple(
