@@ -51,6 +51,18 @@ def wait_for_route_mtu(mesh: LabMesh, expected: int) -> None:
         time.sleep(0.2)
 
 
+def wait_for_path_mtus(mesh: LabMesh, expected: list[int]) -> dict:
+    """Left's multipath status once its paths' MTUs are `expected` (sorted): a path is up
+    with its first probe answered, the larger ones follow within milliseconds."""
+    deadline = time.monotonic() + 10
+    while True:
+        status = multipath_status(mesh, "left")
+        if sorted(p["mtu"] for p in status["paths"]) == expected:
+            return status
+        assert time.monotonic() < deadline, status["paths"]
+        time.sleep(0.2)
+
+
 def multipath_status(mesh: LabMesh, name: str) -> dict:
     node = mesh.nodes[name]
     out = node.host.run(sys.executable, "-m", "whalescale", "status", "--json", "--state-dir",
@@ -61,10 +73,10 @@ def multipath_status(mesh: LabMesh, name: str) -> dict:
 def test_one_tcp_flow_uses_both_paths(lab):
     _, mesh = two_path_mesh(lab, [20, 20])
     left, right = mesh.nodes["left"], mesh.nodes["right"]
-    status = multipath_status(mesh, "left")
-    assert status["active"] and [p["state"] for p in status["paths"]] == ["healthy"] * 2
     # 1500-byte IPv4 links: 1440 bytes of plaintext a path, less the 12-byte trailer
-    assert [p["mtu"] for p in status["paths"]] == [1440, 1440] and status["mtu"] == 1428
+    status = wait_for_path_mtus(mesh, [1440, 1440])
+    assert status["active"] and [p["state"] for p in status["paths"]] == ["healthy"] * 2
+    assert status["mtu"] == 1428
     wait_for_route_mtu(mesh, 1428)
     result = iperf_tcp(left.host, right.host, right.tunnel_addr, 5)
     sent = [p["tx_packets"] for p in multipath_status(mesh, "left")["paths"]]
@@ -103,9 +115,8 @@ def test_a_narrow_link_lowers_the_tunnel_mtu_and_nothing_is_black_holed(lab):
     # path1's link carries 1400-byte frames: the mesh's 1420 bytes of plaintext do not fit
     bench, mesh = two_path_mesh(lab, [20, 20], mtus=(1500, 1400))
     left, right = mesh.nodes["left"], mesh.nodes["right"]
-    status = multipath_status(mesh, "left")
     # 1400 - 20 - 8 - 32 = 1340 bytes of plaintext: the 1292-byte probe came back
-    assert sorted(p["mtu"] for p in status["paths"]) == [1292, 1440], status["paths"]
+    wait_for_path_mtus(mesh, [1292, 1440])
     wait_for_route_mtu(mesh, 1280)
     result = iperf_tcp(left.host, right.host, right.tunnel_addr, 4)
     sent = [p["tx_bytes"] for p in multipath_status(mesh, "left")["paths"]]
