@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import identity
 from .multipath.scheduler import SCHEDULERS
@@ -214,13 +215,10 @@ def _ask(state_dir: Path, req: dict[str, object]) -> dict[str, object] | int:
         return EXIT_NO_AGENT
 
 
-def _show_status(args: argparse.Namespace, view: str,
+def _show_status(args: argparse.Namespace, printer: Callable[[dict[str, Any]], None],
                  keys: tuple[str, ...] | None = None) -> int:
-    """The running agent's status: as JSON (only `keys` when given), or for people with
-    `agent.show`'s printer named `view`."""
+    """The running agent's status: as JSON (only `keys` when given), or by `printer`."""
     import json
-
-    from .agent import show
 
     reply = _ask(args.state_dir, {"command": "status"})
     if isinstance(reply, int):
@@ -229,16 +227,20 @@ def _show_status(args: argparse.Namespace, view: str,
     if args.json:
         print(json.dumps(status if keys is None else {k: status[k] for k in keys}, indent=2))
     else:
-        getattr(show, view)(status)
+        printer(status)
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return _show_status(args, "print_status")
+    from .agent import show  # rich: imported only by the commands that print tables
+
+    return _show_status(args, show.print_status)
 
 
 def cmd_netcheck(args: argparse.Namespace) -> int:
-    return _show_status(args, "print_netcheck",
+    from .agent import show
+
+    return _show_status(args, show.print_netcheck,
                         ("node", "port", "anchor", "addresses", "published", "nat"))
 
 
