@@ -682,10 +682,10 @@ def run_multipath_bench(out: Path, seconds: float = 10.0, scenarios: list[str] |
         print(f"whalescale bench multipath: unknown variant(s) {', '.join(bad)}; "
               f"known: {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
-    available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
-    if congestion and congestion not in available.read_text().split():
+    available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    if congestion and congestion not in available:
         print(f"whalescale bench multipath: congestion control {congestion!r} is not "
-              f"available here ({available.read_text().strip()})", file=sys.stderr)
+              f"available here ({' '.join(available)})", file=sys.stderr)
         return 2
     options = Options(seconds=seconds, scenarios=tuple(scenarios or SCENARIOS),
                       variants=tuple(variants or VARIANTS), congestion=congestion)
