@@ -293,7 +293,8 @@ def cmd_bench_multipath(args: argparse.Namespace) -> int:
     from .bench.multipath import run_multipath_bench
 
     return run_multipath_bench(args.out, seconds=args.seconds, scenarios=args.scenario,
-                               variants=args.variant, congestion=args.congestion)
+                               variants=args.variant, congestion=args.congestion,
+                               repeat=args.repeat)
 
 
 DEFAULT_STATE_DIR = Path("/var/lib/whalescale")
@@ -466,21 +467,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("multipath", help="multipath schedulers vs single path and MPTCP",
                          description="iperf3 TCP (and UDP) through two whalescale nodes joined "
                          "by several emulated links, per scenario (equal paths, 2:1 rates, "
-                         "20 vs 200 ms RTT, a lossy path, a path that dies, a flapping path) "
-                         "and scheduler variant, with whalescale on the best single path, "
-                         "plain TCP on each link and kernel MPTCP as references. Writes "
-                         "report.md, results.json and PNG plots to --out. Needs root.")
+                         "20 vs 200 ms RTT, a lossy path, a path that dies, a flapping path, "
+                         "Wi-Fi + cellular pairs of RTT ratios 1:2 to 1:10, with jitter, "
+                         "the slower path the wider, a cellular rate that changes) and "
+                         "scheduler variant, with whalescale on the best single path, "
+                         "plain TCP on each link and kernel MPTCP as references, and ICMP "
+                         "echo RTTs idle and beside each flow. Writes report.md, "
+                         "results.json and PNG plots to --out. Needs root.")
     p.add_argument("--out", type=Path, default=Path("bench-multipath"),
                    help="folder for the report (default: ./bench-multipath)")
     p.add_argument("--seconds", type=float, default=10, help="duration of each flow")
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help="run only this scenario (repeat; default: all): equal, ratio, rtt, "
-                   "lossy, dies, flapping")
+                   "lossy, dies, flapping, rtt-1-2, wifi-lte, wifi-lte-jitter, rtt-1-6, "
+                   "rtt-1-10, slow-wide, lte-varies")
     p.add_argument("--variant", action="append", metavar="NAME",
                    help="run only this scheduler (repeat; default: all): wrr, lowrtt, blest")
     p.add_argument("--congestion", metavar="NAME",
                    help="TCP congestion control of every flow, tunnelled or not (e.g. cubic; "
                    "default: the machine's, net.ipv4.tcp_congestion_control)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run each scenario N times in a row (default 1); the report shows "
+                   "medians and each run's goodput, results.json every run")
     p.set_defaults(func=cmd_bench_multipath)
     return parser
 

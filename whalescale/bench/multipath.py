@@ -1,8 +1,9 @@
 """`whalescale bench multipath`: scheduler variants against references on emulated paths.
 
 Each scenario is data: the links (`LinkSpec`s) and the events of a run (a path dies, a
-path flaps). For a scenario, one lab holds `left` and `right` joined by the scenario's
-`EmulatedLinks`; on those same links, in one sitting, run in turn:
+path flaps, a path's rate changes: `RateChange`). For a scenario, one lab holds `left`
+and `right` joined by the scenario's `EmulatedLinks`; on those same links, in one
+sitting, run in turn:
 
 - plain TCP on each link alone (the single-path references; the best of them is the
   "best single path" every goodput is also compared with);
@@ -15,7 +16,14 @@ stall shows) and the scenario's events replayed by a timer thread from the flow'
 every whalescale row also carries one UDP flow at 90% of the sum of the path rates. After
 each whalescale run both agents' `status --json` is read: the receiver's (right's)
 reorder statistics (gaps skipped, late drops, added delay) and the paths as each side
-sees them. An agent without multipath reports `"multipath": null` (shown as n/a).
+sees them. An agent without multipath reports `"multipath": null` (shown as n/a). Every
+row also pings, from left, right's address that its TCP flow uses (whalescale: the
+tunnel's): 20 echoes before the flow (idle) and one every 0.1 s beside it (under load);
+p50/p95 RTT and the echoes lost. `rtt-ratio.png` plots goodput against the paths' RTT
+ratio.
+
+With `repeat` > 1 each scenario runs that many times in a row; results.json keeps every
+run, the report and plots show medians (`aggregate`) and each run's goodput.
 
 The emulator's ceiling is measured first, in a lab of its own, and every scenario is
 held to `CEILING_SHARE` of it (`ceiling_problems`): a scenario that would measure the
@@ -27,8 +35,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -51,6 +61,7 @@ from .links import (
     LinkSpec,
     ceiling_problems,
     measure_ceiling,
+    ping_rtts_ms,
 )
 from .mptcp import MPTCP_PORT, MPTCPIZE, configure_mptcp, mptcp_available
 
@@ -66,6 +77,11 @@ STALL_SHARE = 0.1  # an interval below this share of the flow's mean counts as s
 UDP_SHARE = 0.9  # the UDP flow's rate, as a share of the sum of path rates
 UDP_LEN = 1200  # UDP payload bytes: fits the tunnel MTU with room for multipath trailers
 IPERF_PORT = 5231
+PING_IDLE_COUNT = 20  # echoes before the flow ...
+PING_IDLE_INTERVAL_MS = 50.0  # ... this far apart
+PING_LOAD_INTERVAL_S = 0.1  # echoes beside the flow, this far apart (plus their RTT)
+PING_LOAD_BATCH = 10  # echoes per linkemu ping process beside the flow
+PING_TIMEOUT_S = 1.0  # an echo without answer this long is lost
 WS_PORT = 51820
 
 
@@ -82,6 +98,16 @@ class Event:
 
 
 @attrs.frozen
+class RateChange:
+    """At `at_s` seconds from the flow's start, path `path`'s rate becomes `rate_mbit` (its
+    tbf, live; delay, jitter and loss stay the scenario's)."""
+
+    at_s: float
+    path: int
+    rate_mbit: float
+
+
+@attrs.frozen
 class Scenario:
     name: str
     title: str
@@ -90,10 +116,29 @@ class Scenario:
     # down for down_s every period_s (in seconds, whatever the run's length).
     events: tuple[Event, ...] = ()
     flap: tuple[int, float, float] | None = None
+    # (path, period_s, rates): every period_s the path's rate becomes the next of `rates`,
+    # round and round (a cellular link whose rate varies); the links' own rates are the
+    # nominal ones (sums, shares, the UDP flow's rate).
+    rate_cycle: tuple[int, float, tuple[float, ...]] | None = None
 
     @property
     def sum_mbit(self) -> float:
         return sum(s.rate_mbit or 0.0 for s in self.links)
+
+    @property
+    def has_events(self) -> bool:
+        return bool(self.events or self.flap or self.rate_cycle)
+
+    @property
+    def peak_links(self) -> tuple[LinkSpec, ...]:
+        """The links at the highest rate each reaches during a run (for the ceiling)."""
+        if self.rate_cycle is None:
+            return self.links
+        path, _, rates = self.rate_cycle
+        spec = self.links[path]
+        peak = max((spec.rate_mbit or 0.0, *rates))
+        return tuple(attrs.evolve(s, rate_mbit=peak) if k == path else s
+                     for k, s in enumerate(self.links))
 
     def timeline(self, seconds: float) -> list[tuple[float, int, bool]]:
         """(seconds from the flow's start, path, up) in time order."""
@@ -105,6 +150,22 @@ class Scenario:
                 out += [(t, path, False), (min(t + down, seconds), path, True)]
                 t += period
         return sorted(out)
+
+    def rate_timeline(self, seconds: float) -> list[RateChange]:
+        """The run's rate changes in time order, ending at `seconds` with every changed
+        path back to its nominal rate."""
+        if self.rate_cycle is None:
+            return []
+        path, period, rates = self.rate_cycle
+        out = []
+        t, i = period, 0
+        while t < seconds:
+            out.append(RateChange(t, path, rates[i % len(rates)]))
+            t, i = t + period, i + 1
+        nominal = self.links[path].rate_mbit
+        if out and nominal is not None:
+            out.append(RateChange(seconds, path, nominal))
+        return out
 
     def down_spans(self, seconds: float) -> list[tuple[int, float, float]]:
         """(path, from, to) in seconds: when a path is down during the run (for plots)."""
@@ -135,6 +196,25 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              _paths(LinkSpec(20, 5), LinkSpec(20, 5)), events=(Event(0.4, 1, False),)),
     Scenario("flapping", "path 1 down 1 s in every 4 s (2 x 20 Mbit/s, RTT 10 ms)",
              _paths(LinkSpec(20, 5), LinkSpec(20, 5)), flap=(1, 4.0, 1.0)),
+    # Wi-Fi + cellular pairs: the second path is the cellular one.
+    Scenario("rtt-1-2", "10 ms vs 20 ms RTT (2 x 20 Mbit/s)",
+             _paths(LinkSpec(20, 5), LinkSpec(20, 10))),
+    Scenario("wifi-lte", "Wi-Fi + LTE: 10 ms vs 40 ms RTT (2 x 20 Mbit/s)",
+             _paths(LinkSpec(20, 5), LinkSpec(20, 20))),
+    Scenario("wifi-lte-jitter", "Wi-Fi + LTE with jitter: 30 Mbit/s RTT 8 ms + 20 Mbit/s "
+             "RTT 50 ms, jitter 4 ms",
+             _paths(LinkSpec(30, 4), LinkSpec(20, 25, jitter_ms=4))),
+    Scenario("rtt-1-6", "10 ms vs 60 ms RTT, jitter 3 ms on the slow path (2 x 20 Mbit/s)",
+             _paths(LinkSpec(20, 5), LinkSpec(20, 30, jitter_ms=3))),
+    Scenario("rtt-1-10", "10 ms vs 100 ms RTT (2 x 20 Mbit/s)",
+             _paths(LinkSpec(20, 5), LinkSpec(20, 50))),
+    Scenario("slow-wide", "the slower path is the wider (15 Mbit/s RTT 10 ms + 30 Mbit/s "
+             "RTT 40 ms)",
+             _paths(LinkSpec(15, 5), LinkSpec(30, 20))),
+    Scenario("lte-varies", "LTE rate changes every 3 s: 20 -> 8 -> 30 -> 12 Mbit/s, RTT "
+             "50 ms, jitter 4 ms (+ 20 Mbit/s RTT 10 ms)",
+             _paths(LinkSpec(20, 5), LinkSpec(20, 25, jitter_ms=4)),
+             rate_cycle=(1, 3.0, (8, 30, 12, 20))),
 )}  # fmt: skip
 
 
@@ -162,6 +242,16 @@ class Row:
     udp_loss: float | None = None
     reorder: dict[str, Any] | None = None  # the receiver's reorder statistics
     multipath: dict[str, Any] = attrs.Factory(dict)  # node -> its "multipath" status
+    # ICMP echoes left -> right to the row's address (whalescale: right's tunnel address)
+    # before the flow (idle) and beside it (load); RTTs in ms, None: lost.
+    ping_idle_p50_ms: float | None = None
+    ping_idle_p95_ms: float | None = None
+    ping_idle_lost: int | None = None
+    ping_idle_rtts_ms: list[float | None] = attrs.Factory(list)
+    ping_load_p50_ms: float | None = None
+    ping_load_p95_ms: float | None = None
+    ping_load_lost: int | None = None
+    ping_load_rtts_ms: list[float | None] = attrs.Factory(list)
     note: str = ""
 
 
@@ -174,6 +264,7 @@ class ScenarioResult:
     best_single_mbit: float | None = None
     best_path: int = 0
     rows: list[Row] = attrs.Factory(list)
+    run: int = 0  # 0 .. repeat - 1: results.json keeps every run of a scenario
 
 
 # -- iperf3 ----------------------------------------------------------------------------------
@@ -239,23 +330,37 @@ def _udp_into(row: Row, report: dict[str, Any]) -> None:
 
 @contextmanager
 def _events(bench: EmulatedLinks, scenario: Scenario, seconds: float) -> Iterator[None]:
-    """Replay the scenario's events from now on, in a thread; every path is up again at the
-    end of the run window (so the flows' closing exchanges get through) and on exit."""
-    timeline = scenario.timeline(seconds) + [(seconds, k, True) for k in
-                                             range(len(bench.links))]
+    """Replay the scenario's events (downs, ups, rate changes) from now on, in a thread;
+    every path is up again and at its nominal spec at the end of the run window (so the
+    flows' closing exchanges get through) and on exit."""
+    nominal = list(scenario.links)
+
+    def set_link(path: int, up: bool) -> None:
+        if up and bench.links[path].down:
+            bench.set_up(path)
+        elif not up and not bench.links[path].down:
+            bench.set_down(path)
+
+    def set_rate(path: int, rate_mbit: float) -> None:
+        bench.update(path, attrs.evolve(nominal[path], rate_mbit=rate_mbit))
+
+    actions: list[tuple[float, int, Any]] = [
+        (at, 0, lambda path=path, up=up: set_link(path, up))
+        for at, path, up in scenario.timeline(seconds)]
+    actions += [(c.at_s, 1, lambda c=c: set_rate(c.path, c.rate_mbit))
+                for c in scenario.rate_timeline(seconds)]
+    actions += [(seconds, 2, lambda k=k: set_link(k, True)) for k in range(len(bench.links))]
+    actions.sort(key=lambda a: a[:2])
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def replay() -> None:
         start = time.monotonic()
-        for at, path, up in timeline:
+        for at, _, action in actions:
             if stop.wait(max(0.0, start + at - time.monotonic())):
                 return
             try:
-                if up and bench.links[path].down:
-                    bench.set_up(path)
-                elif not up and not bench.links[path].down:
-                    bench.set_down(path)
+                action()
             except BaseException as exc:  # reported by the bench thread
                 errors.append(exc)
                 return
@@ -268,10 +373,83 @@ def _events(bench: EmulatedLinks, scenario: Scenario, seconds: float) -> Iterato
         stop.set()
         thread.join(10)
         for k, link in enumerate(bench.links):
+            if link.spec != nominal[k]:
+                bench.update(k, nominal[k])
             if link.down:
                 bench.set_up(k)
     if errors:
         raise BenchError(f"scenario {scenario.name}: an event failed: {errors[0]}")
+
+
+# -- pings beside the flows ------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The nearest-rank `q` percentile (0 < q <= 100) of `values`; None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _ping_into(row: Row, when: str, rtts: list[float | None]) -> None:
+    """Row's ping_<when>_* fields from echo RTTs (None: lost)."""
+    answered = [r for r in rtts if r is not None]
+    setattr(row, f"ping_{when}_rtts_ms", list(rtts))
+    setattr(row, f"ping_{when}_p50_ms", percentile(answered, 50))
+    setattr(row, f"ping_{when}_p95_ms", percentile(answered, 95))
+    setattr(row, f"ping_{when}_lost", len(rtts) - len(answered))
+
+
+def _note(row: Row, note: str) -> None:
+    row.note = f"{row.note}; {note}" if row.note else note
+
+
+def _idle_ping(row: Row, src: Host, addr: str) -> None:
+    """PING_IDLE_COUNT echoes at PING_IDLE_INTERVAL_MS before the flow; a failure is noted
+    on the row (the flow still runs)."""
+    try:
+        _ping_into(row, "idle", ping_rtts_ms(src, addr, PING_IDLE_COUNT,
+                                             PING_IDLE_INTERVAL_MS, PING_TIMEOUT_S))
+    except Exception as exc:
+        _note(row, f"idle ping failed: {str(exc).splitlines()[0][:120] if str(exc) else exc!r}")
+
+
+@contextmanager
+def _load_ping(row: Row, src: Host, addr: str, seconds: float) -> Iterator[None]:
+    """Echoes every PING_LOAD_INTERVAL_S (plus each one's RTT: linkemu's ping waits for the
+    answer) from now for `seconds`, in a thread, in batches of PING_LOAD_BATCH; into row on
+    exit."""
+    rtts: list[float | None] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    deadline = time.monotonic() + seconds
+
+    def pinger() -> None:
+        interval_ms = 1000 * PING_LOAD_INTERVAL_S
+        while not stop.is_set():
+            count = min(PING_LOAD_BATCH, int((deadline - time.monotonic()) /
+                                             PING_LOAD_INTERVAL_S))
+            if count < 1:
+                return
+            try:
+                rtts.extend(ping_rtts_ms(src, addr, count, interval_ms, PING_TIMEOUT_S))
+            except BaseException as exc:  # noted on the row by the bench thread
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=pinger, name="load-ping", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()  # heeded between batches: a flow that ended early ends it soon too
+        thread.join(seconds + 30)
+    if errors:
+        error = str(errors[0]).splitlines()[0][:120] if str(errors[0]) else repr(errors[0])
+        _note(row, f"load ping failed: {error}")
+    if rtts:
+        _ping_into(row, "load", rtts)
 
 
 # -- whalescale runs -------------------------------------------------------------------------
@@ -354,9 +532,10 @@ def _ws_row(pair: WhalescalePair, scenario: Scenario, row: Row, paths: list[int]
             scheduler: str | None, seconds: float, options: Options) -> None:
     bench = pair.bench
     with pair.running(paths, scheduler):
-        with _events(bench, scenario, seconds):
-            report = _iperf(bench.left, bench.right, pair.right.tunnel_addr, seconds,
-                            *options.tcp_args)
+        addr = pair.right.tunnel_addr
+        _idle_ping(row, bench.left, addr)
+        with _events(bench, scenario, seconds), _load_ping(row, bench.left, addr, seconds):
+            report = _iperf(bench.left, bench.right, addr, seconds, *options.tcp_args)
         _tcp_into(row, report)
         mp = pair.status()
         row.multipath = {k: v for k, v in mp.items() if v is not None}
@@ -386,6 +565,7 @@ class Options:
     # The TCP congestion control of every flow (plain, tunnelled, MPTCP), set on the
     # sending socket (iperf3 -C); None: the machine's default.
     congestion: str | None = None
+    repeat: int = 1  # runs of each scenario, one after the other (the report: medians)
 
     @property
     def tcp_args(self) -> tuple[str, ...]:
@@ -415,9 +595,12 @@ def run_scenario(scenario: Scenario, options: Options, with_scheduler: bool,
                 row = Row(f"TCP path{k} alone", REF_TCP)
 
                 def tcp(k: int = k, row: Row = row, addr: str = link.right_addr) -> None:
-                    with _events(bench, scenario, seconds):
-                        _tcp_into(row, _iperf(bench.left, bench.right, addr, seconds,
-                                              *options.tcp_args))
+                    _idle_ping(row, bench.left, addr)
+                    with (_events(bench, scenario, seconds),
+                          _load_ping(row, bench.left, addr, seconds)):
+                        report = _iperf(bench.left, bench.right, addr, seconds,
+                                        *options.tcp_args)
+                    _tcp_into(row, report)
 
                 _guarded(row, "iperf3", tcp)
                 singles[k] = row.goodput_mbit
@@ -455,12 +638,14 @@ def run_scenario(scenario: Scenario, options: Options, with_scheduler: bool,
 
                 def mptcp(row: Row = row) -> None:
                     configure_mptcp(bench)
-                    with _events(bench, scenario, seconds):
-                        _tcp_into(row, _iperf(bench.left, bench.right,
-                                              bench.links[0].right_addr, seconds,
-                                              *options.tcp_args,
-                                              wrapper=(MPTCPIZE, "run"), port=MPTCP_PORT,
-                                              bind=False))
+                    addr = bench.links[0].right_addr
+                    _idle_ping(row, bench.left, addr)
+                    with (_events(bench, scenario, seconds),
+                          _load_ping(row, bench.left, addr, seconds)):
+                        report = _iperf(bench.left, bench.right, addr, seconds,
+                                        *options.tcp_args, wrapper=(MPTCPIZE, "run"),
+                                        port=MPTCP_PORT, bind=False)
+                    _tcp_into(row, report)
 
                 _guarded(row, "MPTCP", mptcp)
             result.rows.append(row)
@@ -479,7 +664,7 @@ def check_scenarios(names: list[str] | tuple[str, ...], ceiling: EmulatorCeiling
     """Why the named scenarios cannot run against this ceiling (empty: they can)."""
     problems = []
     for name in names:
-        for problem in ceiling_problems(list(SCENARIOS[name].links), ceiling):
+        for problem in ceiling_problems(list(SCENARIOS[name].peak_links), ceiling):
             problems.append(f"scenario {name}: {problem}")
     return problems
 
@@ -520,8 +705,12 @@ def run_bench(out: Path, options: Options, log: Any = print) -> dict[str, Any]:
         log("  note: this agent has no --scheduler (multipath not wired in yet)")
     results = []
     for name in options.scenarios:
-        log(f"scenario {name}: {SCENARIOS[name].title}")
-        results.append(run_scenario(SCENARIOS[name], options, with_scheduler, log))
+        for run in range(options.repeat):
+            log(f"scenario {name}: {SCENARIOS[name].title}"
+                + (f" (run {run + 1} of {options.repeat})" if options.repeat > 1 else ""))
+            result = run_scenario(SCENARIOS[name], options, with_scheduler, log)
+            result.run = run
+            results.append(result)
     data = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
@@ -540,6 +729,85 @@ def run_bench(out: Path, options: Options, log: Any = print) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------------
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _median(values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def aggregate_row(runs: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """One row of the report from the same row in each run (None: not in that run): every
+    number the median over the runs that have it (a ratio's median is of the ratios of
+    each run), the reorder statistics likewise key by key; lists and the rest from the
+    first run; `goodputs_mbit` lists each run's goodput (None: not measured)."""
+    present = [r for r in runs if r is not None]
+    out = dict(present[0])
+    for key, first in present[0].items():
+        values = [r.get(key) for r in present]
+        if any(_is_number(v) for v in values):
+            out[key] = _median(values)
+        elif key == "reorder" and isinstance(first, dict):
+            dicts = [v for v in values if isinstance(v, dict)]
+            out[key] = {k: _median([d.get(k) for d in dicts]) if _is_number(v) else v
+                        for k, v in first.items()}
+    out["goodputs_mbit"] = [r.get("goodput_mbit") if r else None for r in runs]
+    out["note"] = "; ".join(dict.fromkeys(r["note"] for r in present if r.get("note")))
+    return out
+
+
+def aggregate(scenarios: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """results.json's runs, one entry per scenario (in first-run order) with `runs` (how
+    many), the median best single path and `aggregate_row`'s rows."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in scenarios:
+        groups.setdefault(s["scenario"], []).append(s)
+    out = []
+    for runs in groups.values():
+        agg = {k: v for k, v in runs[0].items() if k != "rows"}
+        agg["runs"] = len(runs)
+        agg["best_single_mbit"] = _median([r["best_single_mbit"] for r in runs])
+        names = list(dict.fromkeys(row["name"] for r in runs for row in r["rows"]))
+        agg["rows"] = [aggregate_row([next((row for row in r["rows"] if row["name"] == name),
+                                           None) for r in runs]) for name in names]
+        out.append(agg)
+    return out
+
+
+def rtt_ratio(s: dict[str, Any]) -> float | None:
+    """The RTT ratio (slowest path's / fastest's) of a two-path scenario without events
+    whose delays differ, or 1 for "equal"; None for any other scenario."""
+    scenario = SCENARIOS.get(s["scenario"])
+    delays = [ln["delay_ms"] for ln in s["links"]]
+    if scenario is None or scenario.has_events or len(delays) != 2 or min(delays) <= 0:
+        return None
+    ratio = max(delays) / min(delays)
+    return ratio if ratio != 1 or s["scenario"] == "equal" else None
+
+
+def rtt_ratio_points(scenarios: list[dict[str, Any]]) -> dict[str, list[tuple[float, float,
+                                                                               str]]]:
+    """Line label -> (RTT ratio, goodput / best single path, scenario) by ratio, from
+    `aggregate`'s scenarios: whalescale's WRR row (else its first variant row) and kernel
+    MPTCP."""
+    lines: dict[str, list[tuple[float, float, str]]] = {}
+    for s in scenarios:
+        ratio = rtt_ratio(s)
+        if ratio is None:
+            continue
+        variants = [r for r in s["rows"] if r["kind"] == "variant"]
+        ws = next((r for r in variants if r["name"] == f"whalescale {VARIANT_LABELS['wrr']}"),
+                  variants[0] if variants else None)
+        mptcp = next((r for r in s["rows"] if r["kind"] == REF_MPTCP), None)
+        for row in (ws, mptcp):
+            if row is not None and row.get("of_best") is not None:
+                lines.setdefault(row["name"], []).append((ratio, row["of_best"],
+                                                          s["scenario"]))
+    return {label: sorted(points) for label, points in lines.items()}
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -555,8 +823,47 @@ def _reorder(row: dict[str, Any], key: str, fmt: str = "{:g}") -> str:
     return fmt.format(reorder[key])
 
 
+def _ping(row: dict[str, Any], when: str) -> str:
+    p50, p95 = row.get(f"ping_{when}_p50_ms"), row.get(f"ping_{when}_p95_ms")
+    return "n/a" if p50 is None else f"{p50:.1f} / {_num(p95)}"
+
+
+def _ping_lost(row: dict[str, Any]) -> str:
+    def one(when: str) -> str:
+        lost, sent = row.get(f"ping_{when}_lost"), len(row.get(f"ping_{when}_rtts_ms") or ())
+        return "n/a" if lost is None else f"{lost:.0f}/{sent}"
+
+    return f"{one('idle')}, {one('load')}"
+
+
+def congestion_text(data: dict[str, Any]) -> str:
+    """The congestion control asked for (or the machine's default) and what the senders'
+    iperf3 reported."""
+    o, m = data["options"], data["machine"]
+    asked = o.get("congestion") or m.get("congestion") or "the machine default"
+    seen = sorted({r["congestion"] for s in data["scenarios"] for r in s["rows"]
+                   if r.get("congestion")})
+    return f"{asked} (iperf3 reported: {', '.join(seen)})" if seen else asked
+
+
+def _links_text(s: dict[str, Any]) -> str:
+    text = ", ".join(
+        f"path{k}: {ln['rate_mbit']:g} Mbit/s, RTT {2 * ln['delay_ms']:g} ms"
+        + (f", jitter {ln['jitter_ms']:g} ms" if ln.get("jitter_ms") else "")
+        + (f", loss {100 * ln['loss']:g}%" if ln["loss"] else "")
+        for k, ln in enumerate(s["links"]))
+    scenario = SCENARIOS.get(s["scenario"])
+    if scenario is not None and scenario.rate_cycle is not None:
+        path, period, rates = scenario.rate_cycle
+        steps = " -> ".join(f"{r:g}" for r in (s["links"][path]["rate_mbit"], *rates))
+        text += f"; path{path}'s rate every {period:g} s: {steps} ... Mbit/s"
+    return text
+
+
 def report_md(data: dict[str, Any]) -> str:
     c, m, o = data["ceiling"], data["machine"], data["options"]
+    scenarios = aggregate(data["scenarios"])
+    repeat = max((s["runs"] for s in scenarios), default=1)
     lines = [
         "# whalescale multipath bench", "",
         f"- date: {data['date']}",
@@ -565,8 +872,7 @@ def report_md(data: dict[str, Any]) -> str:
         f"- each flow: {o['seconds']:g} s, iperf3 TCP single flow left -> right, "
         f"{INTERVAL_S:g} s intervals; UDP at {UDP_SHARE:.0%} of the rates used "
         f"({'on' if o['udp'] else 'off'})",
-        f"- TCP congestion control of every flow (the sender's): "
-        f"{o.get('congestion') or m.get('congestion') or 'the machine default'}",
+        f"- TCP congestion control of every flow (the sender's): {congestion_text(data)}",
         f"- emulator ceiling (measured first, one link, no delay): "
         f"**{c['mbit']:.0f} Mbit/s** (UDP {c['udp_mbit']:.0f} Mbit/s = "
         f"{c['udp_pps'] / 1000:.0f} kpps, TCP {c['tcp_mbit']:.0f} Mbit/s); with "
@@ -576,55 +882,75 @@ def report_md(data: dict[str, Any]) -> str:
         "- scheduler variants: " + ("chosen with --scheduler" if data["scheduler_flag"] else
                                     "**this agent has no --scheduler: every variant ran its "
                                     "default**"),
+    ]
+    if repeat > 1:
+        lines.append(f"- {repeat} runs of each scenario, one after the other: every figure "
+                     "is the median over the runs (a share's median is of each run's "
+                     "share); \"Mbit/s per run\" lists each run's goodput")
+    lines += [
         "",
         "Columns: goodput; as a share of the sum of the path rates, of the best single "
         "path (plain TCP, measured on the same links in the same run) and of whalescale on "
         "that path alone (the same tunnel, so the same overhead); inner-TCP "
         "retransmits; the longest stall (intervals under 10% of the flow's mean); the "
         "receiver's reorder buffer (gaps skipped, late drops, added delay mean/max) from "
-        "`whalescale status --json`; the UDP flow's goodput and loss. n/a: not measured "
-        "or not reported (an agent without multipath reports none).",
+        "`whalescale status --json`; the UDP flow's goodput and loss; ICMP echo RTT p50 / "
+        f"p95 left -> right to the row's address (whalescale: the tunnel's), idle "
+        f"({PING_IDLE_COUNT} echoes {PING_IDLE_INTERVAL_MS:g} ms apart before the flow) "
+        f"and under load (one every {PING_LOAD_INTERVAL_S:g} s plus its RTT, beside the "
+        f"TCP flow), and the echoes lost of those sent (no answer in {PING_TIMEOUT_S:g} s). "
+        "n/a: not measured or not reported (an agent without multipath reports none).",
         "", "![goodput](goodput.png)", "", "![throughput over time](throughput.png)", "",
+        "Goodput against the paths' RTT ratio (two-path scenarios without events), as a "
+        "multiple of the best single path (plain TCP on the best link); congestion control "
+        f"{congestion_text(data)}:", "", "![goodput vs RTT ratio](rtt-ratio.png)", "",
     ]
-    for s in data["scenarios"]:
-        links = ", ".join(
-            f"path{k}: {ln['rate_mbit']:g} Mbit/s, RTT {2 * ln['delay_ms']:g} ms"
-            + (f", loss {100 * ln['loss']:g}%" if ln["loss"] else "")
-            for k, ln in enumerate(s["links"]))
+    per_run = repeat > 1
+    for s in scenarios:
         lines += [f"## {s['scenario']}: {s['title']}", "",
-                  f"{links}; sum {s['sum_mbit']:g} Mbit/s; best single path: "
-                  f"path{s['best_path']} ({_num(s['best_single_mbit'])} Mbit/s)", "",
-                  "| row | Mbit/s | of sum | of best | of ws alone | retrans | max stall s "
-                  "| gaps skipped | late drops | added delay ms | UDP Mbit/s | UDP loss | note |",
-                  "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+                  f"{_links_text(s)}; sum {s['sum_mbit']:g} Mbit/s; best single path: "
+                  f"path{s['best_path']} ({_num(s['best_single_mbit'])} Mbit/s"
+                  + (f", median of {s['runs']} runs" if s["runs"] > 1 else "") + ")", "",
+                  "| row | Mbit/s " + ("| Mbit/s per run " if per_run else "")
+                  + "| of sum | of best | of ws alone | retrans | max stall s "
+                  "| gaps skipped | late drops | added delay ms | UDP Mbit/s | UDP loss "
+                  "| ping idle p50 / p95 ms | ping load p50 / p95 ms | pings lost idle, load "
+                  "| note |",
+                  "|---|--:|" + ("--:|" if per_run else "")
+                  + "--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
         for r in s["rows"]:
             delay = (f"{_reorder(r, 'added_delay_mean_ms', '{:.1f}')} / "
                      f"{_reorder(r, 'added_delay_max_ms', '{:.1f}')}")
+            runs = (" / ".join(_num(g) for g in r["goodputs_mbit"]) + " | ") if per_run else ""
             lines.append(
-                f"| {r['name']} | {_num(r['goodput_mbit'])} | {_pct(r['of_sum'])} | "
+                f"| {r['name']} | {_num(r['goodput_mbit'])} | {runs}{_pct(r['of_sum'])} | "
                 f"{_pct(r['of_best'])} | {_pct(r['of_ws_single'])} | "
-                f"{_num(r['retransmits'], '{:d}')} | "
+                f"{_num(r['retransmits'], '{:.0f}')} | "
                 f"{_num(r['max_stall_s'], '{:.1f}')} | {_reorder(r, 'gaps_skipped')} | "
                 f"{_reorder(r, 'late_drops')} | {delay} | "
-                f"{_num(r['udp_goodput_mbit'])} | {_pct(r['udp_loss'])} | {r['note']} |")
+                f"{_num(r['udp_goodput_mbit'])} | {_pct(r['udp_loss'])} | "
+                f"{_ping(r, 'idle')} | {_ping(r, 'load')} | {_ping_lost(r)} | {r['note']} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def plot(data: dict[str, Any], out: Path) -> None:
-    """goodput.png (share of the sum per scenario and row) and throughput.png (each
-    scenario's flows over time, path outages shaded)."""
+    """goodput.png (share of the sum per scenario and row), throughput.png (each
+    scenario's flows over time in its first run, path outages shaded, rate changes as
+    dashed lines) and rtt-ratio.png (`rtt_ratio_points`). Medians over repeated runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = data["scenarios"]
+    scenarios = aggregate(data["scenarios"])
     names = []  # row names in first-seen order; the per-link TCP rows stay apart
     for s in scenarios:
         for r in s["rows"]:
             if r["name"] not in names:
                 names.append(r["name"])
+    repeat = max((s["runs"] for s in scenarios), default=1)
+    medians = f", median of {repeat} runs" if repeat > 1 else ""
     fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(scenarios) + 2), 4.5))
     width = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
@@ -638,7 +964,7 @@ def plot(data: dict[str, Any], out: Path) -> None:
     ax.set_xticks(range(len(scenarios)), [s["scenario"] for s in scenarios])
     ax.set_ylabel("TCP goodput, % of the sum of path rates")
     ax.axhline(100, color="grey", lw=0.8, ls=":")
-    ax.set_title(f"single-flow goodput, {data['options']['seconds']:g} s per flow")
+    ax.set_title(f"single-flow goodput, {data['options']['seconds']:g} s per flow{medians}")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out / "goodput.png", dpi=110)
@@ -653,13 +979,19 @@ def plot(data: dict[str, Any], out: Path) -> None:
             for i, (path, t0, t1) in enumerate(scenario.down_spans(seconds)):
                 ax.axvspan(t0, t1, color="red", alpha=0.12,
                            label=f"path{path} down" if i == 0 else None)
+            for i, change in enumerate(scenario.rate_timeline(seconds)[:-1]):
+                ax.axvline(change.at_s, color="purple", lw=0.8, ls="--",
+                           label=f"path{change.path} rate change" if i == 0 else None)
+                ax.annotate(f"{change.rate_mbit:g}", (change.at_s, 0), fontsize=6,
+                            color="purple", xytext=(2, 2), textcoords="offset points")
         for r in s["rows"]:
             ys = r["intervals_mbit"]
             if ys:
                 ax.stairs(ys, [INTERVAL_S * i for i in range(len(ys) + 1)],
                           label=r["name"], lw=1.2)
         ax.axhline(s["sum_mbit"], color="grey", lw=0.8, ls=":")
-        ax.set_title(s["title"], fontsize=9)
+        ax.set_title(s["title"] + (f" (run 1 of {s['runs']})" if s["runs"] > 1 else ""),
+                     fontsize=9)
         ax.set_ylabel("Mbit/s")
         ax.set_xlim(0, seconds)
         ax.legend(fontsize=6, ncol=3, loc="lower left")
@@ -668,10 +1000,49 @@ def plot(data: dict[str, Any], out: Path) -> None:
     fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)
 
+    fig, ax = plt.subplots(figsize=(8, 5))
+    lines = rtt_ratio_points(scenarios)
+    ratios = sorted({x for points in lines.values() for x, _, _ in points})
+    ax.axhline(1.0, color="black", lw=1.2, ls="--",
+               label="best single path (plain TCP on the best link)")
+    # Each scenario a marker, labelled (whalescale's on the right, MPTCP's on the left);
+    # the line goes through the mean of the scenarios of one ratio.
+    styles = (("tab:blue", 6, "left"), ("tab:orange", -6, "right"))
+    for (label, points), (color, dx, ha) in zip(lines.items(), styles, strict=False):
+        by_ratio: dict[float, list[float]] = {}
+        for x, y, _ in points:
+            by_ratio.setdefault(x, []).append(y)
+        xs = sorted(by_ratio)
+        ax.plot(xs, [statistics.fmean(by_ratio[x]) for x in xs], lw=1.8, color=color,
+                label=label)
+        ax.plot([x for x, _, _ in points], [y for _, y, _ in points], "o", color=color)
+        for x, y, name in points:
+            ax.annotate(name, (x, y), fontsize=7, color=color, xytext=(dx, 0),
+                        textcoords="offset points", ha=ha, va="center")
+    if ratios:
+        ax.set_xscale("log")
+        ticks = sorted({round(r) for r in ratios})
+        ax.set_xticks(ticks, [f"1:{t}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlim(min(ratios) / 1.6, max(ratios) * 1.6)
+    else:
+        ax.text(0.5, 0.5, "no two-path scenario without events in this run",
+                ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("RTT ratio, fastest path : slowest path")
+    ax.set_ylabel("goodput / best single path")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"multipath goodput vs RTT ratio, TCP {congestion_text(data)}, "
+                 f"{seconds:g} s flows{medians}", fontsize=9)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "rtt-ratio.png", dpi=110)
+    plt.close(fig)
+
 
 def run_multipath_bench(out: Path, seconds: float = 10.0, scenarios: list[str] | None = None,
-                        variants: list[str] | None = None, congestion: str | None = None
-                        ) -> int:
+                        variants: list[str] | None = None, congestion: str | None = None,
+                        repeat: int = 1) -> int:
     """The CLI's entry: 0 on a report, 2 when the bench cannot or must not run."""
     reason = lab_available() or (None if _has("iperf3") else "no iperf3")
     if reason:
@@ -682,20 +1053,24 @@ def run_multipath_bench(out: Path, seconds: float = 10.0, scenarios: list[str] |
         print(f"whalescale bench multipath: unknown variant(s) {', '.join(bad)}; "
               f"known: {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
+    if repeat < 1:
+        print(f"whalescale bench multipath: --repeat {repeat}: at least 1", file=sys.stderr)
+        return 2
     available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
     if congestion and congestion not in available:
         print(f"whalescale bench multipath: congestion control {congestion!r} is not "
               f"available here ({' '.join(available)})", file=sys.stderr)
         return 2
     options = Options(seconds=seconds, scenarios=tuple(scenarios or SCENARIOS),
-                      variants=tuple(variants or VARIANTS), congestion=congestion)
+                      variants=tuple(variants or VARIANTS), congestion=congestion,
+                      repeat=repeat)
     try:
         run_bench(out, options, log=lambda m: print(m, flush=True))
     except BenchError as exc:
         print(f"whalescale bench multipath: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'goodput.png'}, "
-          f"{out / 'throughput.png'}")
+          f"{out / 'throughput.png'}, {out / 'rtt-ratio.png'}")
     return 0
 
 
