@@ -230,3 +230,41 @@ def test_announce_round_trip():
     assert decode_announce(encode_announce(addrs)) == addrs
     with pytest.raises(MalformedPathMessage):
         decode_announce(encode_announce(addrs) + b"x")
+
+
+def ipv4(proto: int, payload: bytes) -> bytes:
+    total = 20 + len(payload)
+    return (bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(5) + bytes([proto])
+            + bytes(2) + bytes([10, 9, 0, 1, 10, 9, 0, 2]) + payload)
+
+
+def tcp(flags: int, data: bytes = b"") -> bytes:
+    return ipv4(6, bytes(12) + bytes([5 << 4, flags]) + bytes(6) + data)
+
+
+def test_pings_and_pure_acks_skip_the_hold_and_the_buffer_data_waits_for_the_slow_path():
+    a, b = links()
+    discover(a, b)
+    for pid, rtt in ((0, 0.010), (1, 0.040)):  # Wi-Fi and cellular
+        path = a.sender.paths[pid]
+        path.srtt = path.min_rtt = rtt
+        path.on_heard(1.0)
+    ping, ack = ipv4(1, b"\x08\x00" + bytes(30)), tcp(0x10)
+    data = [tcp(0x18, bytes([i]) * 500) for i in range(6)]
+    out = a.route([ping, data[0], ack, *data[1:]], 1.0)
+    prompt = [o for o in out if ping in o.plaintexts]
+    assert prompt == [Outgoing((ping, ack), A[0], B[0])]  # the fast path, as they are
+    now_on = [o for o in out if o not in prompt]
+    assert {o.local for o in now_on} == {A[1]}  # the slow path's share leaves at once
+    # The fast path's share waits 15 ms, then leaves with its trailers.
+    assert a.sender.delay_line.next_deadline() == pytest.approx(1.015)
+    assert a.next_deadline() <= 1.015
+    later, _ = a.on_timer(1.015, B[0])
+    held = [o for o in later if o.local == A[0] and o.plaintexts[0][0] == 0x45]
+    assert len(held) == 1 and all(p[-TRAILER_SIZE] == 0xA5 for p in held[0].plaintexts)
+    # Released in the order they came, whichever path came first.
+    released = []
+    for o in [*held, *now_on]:
+        for plain in o.plaintexts:
+            released += b.on_data(plain[:-TRAILER_SIZE], plain[-TRAILER_SIZE:], 1.03)
+    assert released == data

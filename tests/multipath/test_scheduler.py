@@ -40,7 +40,7 @@ def estimator_with(weights_mbit: dict[int, float]) -> BandwidthEstimator:
 def run(sched, n: int, now0: float = 0.0, gap: float = 1e-4) -> Counter:
     picks = Counter()
     for i in range(n):
-        picks[sched.pick(1400, now0 + i * gap)] += 1
+        picks[sched.pick(1400, now0 + i * gap)[0]] += 1
     return picks
 
 
@@ -85,76 +85,82 @@ def saturate(path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["wrr", "blest"])
 def test_reorder_depth_constraint_holds(name):
-    # 100 ms vs 200 ms RTT: owd 50 vs 100 ms. At 1 packet per 0.1 ms on the fast
-    # path (10k packets/s), a slow-path packet would be overtaken by ~500.
-    paths = paths_with({0: 0.1, 1: 0.2})
-    saturate(paths[0])  # so that the harm rule lets the depth constraint decide
+    # Equal base delay (100 ms RTT), but path 1 has a standing queue of 100 ms RTT: a
+    # packet on it arrives 50 ms after one sent on path 0 at the same time. At 1 packet
+    # per 0.1 ms on the fast path (10k packets/s), ~500 would overtake it.
+    paths = paths_with({0: 0.1, 1: 0.1})
+    paths[1].srtt = 0.2
     sched = SCHEDULERS[name](paths, estimator_with({0: 112, 1: 112}))
     budget = SchedulerParams().depth_budget
     picks = run(sched, 5000, gap=1e-4)
-    # Once rates are measured the slow path is only used when it stays in budget.
+    # Once rates are measured the queued path is only used when it stays in budget.
     later = Counter()
     for i in range(5000):
         now = 0.5 + i * 1e-4
-        pid = sched.pick(1400, now)
+        pid, _ = sched.pick(1400, now)
         later[pid] += 1
         if pid == 1:
             usable = sched.usable()
-            assert sched.overtakers(paths[1], usable, now, by_capacity=(name == "blest")) <= budget
+            assert sched.overtakers(paths[1], usable, now, sched.target_delay(usable),
+                                    by_capacity=(name == "blest")) <= budget
     assert picks[0] > 0 and later[0] > later[1]
 
 
-def test_slow_path_is_left_out_while_the_fast_one_has_room():
-    # 100 packets/s: the slow path would keep the buffer within budget, but every one
-    # of its packets would hold the flow 90 ms for nothing the fast path cannot carry.
+def holds(sched, now: float = 0.0) -> dict[int, float]:
+    """Path -> the hold of the packets the scheduler puts on it."""
+    out = {}
+    for i in range(50):
+        pid, hold = sched.pick(1400, now + i * 1e-3)
+        out[pid] = hold
+    return out
+
+
+def test_a_slower_path_carries_its_share_from_the_first_packet_and_the_fast_one_is_held():
+    # Wi-Fi 10 ms and cellular 40 ms RTT: 15 ms more one way. Both carry their weight's
+    # share at once (no waiting for the fast path to fill), and what goes on the fast
+    # path is held 15 ms, so that both deliver at the cellular path's 20 ms.
+    paths = paths_with({0: 0.010, 1: 0.040})
+    sched = WeightedRoundRobin(paths, estimator_with({0: 20, 1: 10}))
+    assert run(sched, 300, gap=0.01)[1] == pytest.approx(100, abs=2)
+    assert holds(sched, 3.0) == {0: pytest.approx(0.015), 1: 0.0}
+
+
+def test_a_path_more_than_50_ms_slower_one_way_is_left_out():
+    # 20 vs 200 ms RTT: 90 ms more one way. Every held flow would live at its delay.
     paths = paths_with({0: 0.02, 1: 0.2})
     sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
-    assert run(sched, 200, gap=0.01)[1] == 0
+    assert run(sched, 100, gap=0.01)[1] == 0
+    assert holds(sched, 1.0) == {0: 0.0}  # nothing to wait for
+    # 10 vs 100 ms (45 ms more one way) is within the limit.
+    paths = paths_with({0: 0.01, 1: 0.1})
+    sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
+    assert run(sched, 100, gap=0.01)[1] == pytest.approx(50, abs=2)
+    assert holds(sched, 1.0) == {0: pytest.approx(0.045), 1: 0.0}
 
 
-def test_slow_path_helps_once_the_fast_one_is_full_at_a_low_rate():
-    paths = paths_with({0: 0.04, 1: 0.1})  # 30 ms more one way, within the fast RTT
-    saturate(paths[0])
-    est = estimator_with({0: 10, 1: 10})
-    est.on_acked(0, 140_000, 0.5)  # it carries 100 packets/s: 3 would wait 30 ms
-    sched = WeightedRoundRobin(paths, est)
-    picks = run(sched, 90, now0=0.5, gap=0.01)
-    assert picks[1] == pytest.approx(45, abs=2)
-
-
-def test_slow_path_is_left_out_when_its_extra_delay_exceeds_the_fast_rtt():
-    # 90 ms more one way than a 20 ms RTT: the inner flow's RTT would grow tenfold.
-    paths = paths_with({0: 0.02, 1: 0.2})
-    saturate(paths[0])
-    est = estimator_with({0: 10, 1: 10})
-    est.on_acked(0, 140_000, 0.5)
-    sched = WeightedRoundRobin(paths, est)
-    assert run(sched, 90, now0=0.5, gap=0.01)[1] == 0
-
-
-def test_slow_path_is_left_out_when_the_fast_ones_capacity_would_overflow_the_buffer():
-    paths = paths_with({0: 0.1, 1: 0.2})
-    saturate(paths[0])
-    est = estimator_with({0: 40, 1: 40})
-    est.on_acked(0, int(40 * MBIT), 0.5)  # 3571 packets/s x 50 ms = 179 > 96
-    sched = WeightedRoundRobin(paths, est)
-    assert run(sched, 90, now0=0.5, gap=0.01)[1] == 0  # within the estimator's 1 s window
-
-
-def test_paths_of_similar_delay_share_without_saturating():
-    paths = paths_with({0: 0.020, 1: 0.028})  # 4 ms more one way: within the buffer's floor
+def test_paths_of_similar_delay_share_and_a_hold_under_2_ms_is_none():
+    paths = paths_with({0: 0.020, 1: 0.023})  # 1.5 ms more one way: measurement noise
     sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
     assert run(sched, 200, gap=0.01)[1] == pytest.approx(100, abs=2)
+    assert holds(sched, 2.0) == {0: 0.0, 1: 0.0}
 
 
-def test_path_beyond_the_extra_delay_limit_is_skipped():
-    paths = paths_with({0: 0.02, 1: 0.8})  # 390 ms more one way
+def test_a_backup_path_is_used_only_while_no_other_path_is_usable():
+    paths = paths_with({0: 0.02, 1: 0.01})
+    paths[1].backup = True  # faster, but metered
     sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
-    assert run(sched, 100, gap=0.1)[1] == 0
+    assert run(sched, 100, gap=0.01)[1] == 0
+    assert sched.fastest_usable() == 0
+    paths[0].state = PathState.FAILED
+    sched.on_path_state(0, PathState.FAILED, 1.0)
+    assert run(sched, 100, now0=1.0, gap=0.01)[1] == 100
+    assert sched.fastest_usable() == 1
 
 
 def test_lowrtt_fills_the_fastest_first():
-    paths = paths_with({0: 0.05, 1: 0.02})
+    # Equal base delays (no hold); path 0 has the longer queue, so path 1 is fastest.
+    paths = paths_with({0: 0.02, 1: 0.02})
+    paths[0].srtt = 0.05
     saturate(paths[1])  # full, so that the slower path may take the overflow
     sched = SCHEDULERS["lowrtt"](paths, estimator_with({0: 10, 1: 10}))
     # 1 packet per ms = 1.4 MB/s: path 1 takes its 1.25 MB/s, path 0 the rest.
@@ -192,12 +198,20 @@ def test_new_path_starts_at_minimum_weight_and_ramps():
     assert weights[-1] == pytest.approx(50 * MBIT, rel=0.2)
 
 
+def sent(sender: MultipathSender, now: float, n: int = 1):
+    """Send n packets now; the `Send`s of those that left (not held)."""
+    out = []
+    for _ in range(n):
+        out += [s.send for s in sender.send(b"x", 1400, now)]
+    return out
+
+
 def test_sender_numbers_packets_and_counts_bad_feedback():
     sender = MultipathSender(0.0)
     sender.add_path(0, ("l", 0), ("r", 0), 1420, 0.0)
     sender.add_path(1, ("l", 1), ("r", 1), 1280, 0.0)
     assert sender.mtu == 1280
-    sends = [sender.send(1400, 0.0) for _ in range(4)]
+    sends = sent(sender, 0.0, 4)
     assert [s.counter for s in sends] == [0, 1, 2, 3]
     assert sorted(s.path_seq for s in sends if s.path_id == 0) == list(
         range(sum(s.path_id == 0 for s in sends)))
@@ -211,17 +225,72 @@ def test_sender_names_a_path_in_data_paths_while_its_last_packet_may_be_under_wa
         path = sender.add_path(pid, ("l", pid), ("r", pid), 1420, 0.0)
         path.on_rtt_sample(0.02)
         path.rttvar = 0.0
-    assert {sender.send(1400, 0.0).path_id for _ in range(4)} == {0, 1}
+    assert {s.path_id for s in sent(sender, 0.0, 4)} == {0, 1}
     # Path 1 turns out 200 ms RTT: the harm rule leaves it out from now on.
     slow = sender.paths[1]
     slow.srtt = slow.min_rtt = 0.2
     # Its last packet left at 0: owd 100 ms, less the fast path's 10, plus the margin.
     holdover = 0.1 - 0.01 + HOLDOVER_MARGIN_S
-    assert sender.send(1400, holdover - 0.001).data_paths == 0b11
-    sent = sender.send(1400, holdover + 0.001)
-    assert (sent.path_id, sent.data_paths) == (0, 0b01)
+    assert sent(sender, holdover - 0.001)[0].data_paths == 0b11
+    (last,) = sent(sender, holdover + 0.001)
+    assert (last.path_id, last.data_paths) == (0, 0b01)
     slow.state = PathState.FAILED
-    assert sender.send(1400, holdover + 0.002).data_paths == 0b01
+    assert sent(sender, holdover + 0.002)[0].data_paths == 0b01
+
+
+def steady_sender() -> MultipathSender:
+    """Wi-Fi (10 ms RTT) and cellular (40 ms), equal weights: path 0's packets are
+    held 15 ms."""
+    sender = MultipathSender(0.0, estimator=EstimatorParams(min_weight_bps=10 * MBIT))
+    for pid, rtt in ((0, 0.010), (1, 0.040)):
+        path = sender.add_path(pid, ("l", pid), ("r", pid), 1420, 0.0)
+        path.on_rtt_sample(rtt)
+        path.rttvar = 0.0
+    return sender
+
+
+def test_held_packets_leave_at_their_release_time_in_the_order_they_came():
+    sender = steady_sender()
+    now = [s for s in sender.send("a", 1400, 0.0)] + [s for s in sender.send("b", 1400, 0.0)]
+    # One goes on the slow path at once, one waits 15 ms for the fast path.
+    assert [(s.item, s.send.path_id, s.send.counter) for s in now] == [("b", 1, 1)] or \
+        [(s.item, s.send.path_id, s.send.counter) for s in now] == [("a", 1, 0)]
+    held_item = "a" if now[0].item == "b" else "b"
+    assert sender.next_deadline() == pytest.approx(0.015)
+    assert sender.release(0.0149) == []
+    (late,) = sender.release(0.015)
+    assert (late.item, late.send.path_id, late.send.path_seq) == (held_item, 0, 0)
+    assert late.send.counter == (0 if held_item == "a" else 1)
+    # While path 0 has packets held, every packet names it in data_paths: they are
+    # older data it will still deliver.
+    sender.send("c", 1400, 0.02)
+    slow = [s.send for s in sender.send("d", 1400, 0.02)]
+    assert all(s.data_paths & 0b01 for s in slow)
+
+
+def test_held_packets_of_a_failed_path_leave_at_once_on_another():
+    sender = steady_sender()
+    for i in range(6):
+        sender.send(i, 1400, 0.0)
+    assert len(sender.delay_line) == 3
+    fast = sender.paths[0]
+    fast.last_heard = -1.0  # silent for 4 heartbeat intervals: FAILED at the next look
+    sender.handle_timer(0.001)
+    assert fast.state is PathState.FAILED
+    out = sender.release(0.001)
+    assert [s.item for s in out] == [0, 2, 4] or [s.item for s in out] == [1, 3, 5]
+    assert {s.send.path_id for s in out} == {1}
+    assert len(sender.delay_line) == 0
+
+
+def test_a_heartbeat_marks_below_the_packets_its_path_still_holds():
+    sender = steady_sender()
+    for i in range(4):
+        sender.send(i, 1400, 0.0)
+    first_held = sender.delay_line.first_counter(0)
+    beats = {b.path_id: b for b in sender.handle_timer(0.101)}  # nothing left for 0.1 s
+    assert beats[0].counter_mark == first_held < sender.next_counter
+    assert beats[1].counter_mark == sender.next_counter
 
 
 def carry(est: BandwidthEstimator, pid: int, t0: float, t1: float,

@@ -40,3 +40,19 @@ def test_cli_prints_a_row_per_scheduler(capsys):
     assert main(["--scenario", "equal_udp"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in out[1:]] == ["wrr", "lowrtt", "blest", "best1"]
+
+
+@pytest.mark.parametrize(("name", "floor"), [("wifi_lte", 1.5), ("wifi_lte_jitter", 1.3),
+                                             ("rtt_1_10", 1.3)])
+def test_unequal_delays_aggregate_well_beyond_the_fast_path_alone(name, floor):
+    # Wi-Fi + cellular (10 vs 40 ms RTT; 8 vs 50 ms with 8 ms of jitter; 10 vs 100 ms):
+    # the steady delay lets one flow use both. Before it, the fast path alone (1.0x).
+    sc = SCENARIOS[name]
+    result = simulate(sc, "wrr", seed=1)
+    assert result.goodput_Bps >= floor * best_single_path(sc, seed=1).goodput_Bps
+    assert result.reorder.late_drops == 0
+
+
+def test_a_constant_rate_flow_over_unequal_delays_loses_under_5_percent():
+    result = simulate(SCENARIOS["wifi_lte_udp"], "wrr", seed=1)
+    assert result.fraction >= 0.95 * SCENARIOS["wifi_lte_udp"].udp_rate_fraction

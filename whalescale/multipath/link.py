@@ -50,9 +50,10 @@ import attrs
 
 from ..wire import control
 from . import feedback as fb
+from . import traffic
 from .paths import PathReceiveStats, PathState
 from .reorder import ReorderBuffer, ReorderParams
-from .sender import MultipathSender
+from .sender import MultipathSender, Sent
 
 Addr = tuple[str, int]
 Local = Addr | None  # None: the node's default (wildcard) socket
@@ -263,16 +264,28 @@ class MultipathLink:
 
     # ----- data ----------------------------------------------------------------
     def route(self, packets: list[bytes], now: float) -> list[Outgoing]:
-        """A path and a trailer for each data packet; runs per path keep their order."""
-        by_path: dict[int, list[bytes]] = {}
+        """A path and a trailer for each data packet; runs per path keep their order.
+        Packets the sender holds (the steady delay, scheduler.py) leave from `on_timer`."""
+        sent: list[Sent] = []
+        prompt: list[bytes] = []
         for packet in packets:
-            sent = self.sender.send(len(packet), now)
-            if sent is None:
-                self.counters["no_usable_path"] += 1
-                continue
-            trailer = TRAILER.pack(TRAILER_MARKER, sent.path_id, sent.data_paths,
-                                   sent.path_seq % _SEQ32, sent.counter % _SEQ32)
-            by_path.setdefault(sent.path_id, []).append(packet + trailer)
+            if traffic.prompt(packet):
+                prompt.append(packet)
+            else:
+                sent += self.sender.send(packet, len(packet), now)
+        out = self._with_trailers(sent)
+        fastest = self.sender.scheduler.fastest_usable() if prompt else None
+        if fastest is not None:
+            # No trailer: the receiver delivers them at once, ahead of any gap.
+            out.append(Outgoing(tuple(prompt), *self._pair_of[fastest]))
+        return out
+
+    def _with_trailers(self, sent: list[Sent]) -> list[Outgoing]:
+        by_path: dict[int, list[bytes]] = {}
+        for s in sent:
+            trailer = TRAILER.pack(TRAILER_MARKER, s.send.path_id, s.send.data_paths,
+                                   s.send.path_seq % _SEQ32, s.send.counter % _SEQ32)
+            by_path.setdefault(s.send.path_id, []).append(s.item + trailer)  # type: ignore[operator]
         return [Outgoing(tuple(plain), *self._pair_of[path_id])
                 for path_id, plain in by_path.items()]
 
@@ -328,6 +341,7 @@ class MultipathLink:
                 self._failed.discard(event.path_id)
                 self._reprobe_at[event.path_id] = now
         self.sender.events.clear()
+        out += self._with_trailers(self.sender.release(now))
         out += self._path_mtus(now)
         if self.received and now >= self._next_feedback:
             self._next_feedback = now + fb.FEEDBACK_INTERVAL_S

@@ -132,6 +132,9 @@ class Path:
     mtu: int
     created_at: float
     params: HealthParams = HealthParams()
+    # Used only while no other path is usable (a metered link); its health is still
+    # watched (heartbeats), so it takes over as soon as the others fail.
+    backup: bool = False
     state: PathState = PathState.HEALTHY
     srtt: float | None = None
     rttvar: float = 0.0

@@ -1,52 +1,53 @@
 """Which path the next packet of a session takes.
 
 Every scheduler has the same shape (`Scheduler`): `pick(packet_len, now)`
-returns a path id, or None when no path is usable; `on_ack(feedback, now)` and
-`on_path_state(path_id, state, now)` tell it what the sender learned. The
+returns a path id and how long to hold the packet before it leaves (the
+steady delay, below), or None when no path is usable; `fastest_usable()` is
+where a packet goes that must not wait; `on_ack(feedback,
+now)` and `on_path_state(path_id, state, now)` tell it what the sender learned. The
 sender (sender.py) owns the paths and the bandwidth estimator and updates them
 first; schedulers read them.
 
 Rules all of them follow (multipath brief, anti-patterns 1.6, 1.7, 2.8, 2.11):
 - packet-level: any packet may take any usable path; no flow pinning;
 - a FAILED path gets nothing; a DEGRADED one `degraded_factor` of its weight;
-- no retransmission and no rate limiting: `pick` never holds a packet back. If
-  every rule says no, the packet still goes, on the fastest usable path.
+- no retransmission and no rate limiting: a hold delays a packet by a fixed
+  time, the same for every packet on its path, so the path's rate is what the
+  inner flow sends (the hold is latency, never a rate cap). If every rule says
+  no, the packet still goes, on the fastest usable path.
+
+The steady delay. Over paths of different base one-way delay (half their min
+RTT) a packet is held before it leaves (sender.py's delay line) by `hold_s`:
+the slowest used path's base delay less its own path's. Every path then
+delivers at the same one-way delay, so packets arrive nearly in order and the
+inner flow sees one delay from its first packet to its last, whatever share
+each path carries. Unequal delays are then a matter of weights alone; this
+replaced a harm rule that left a slower path out unless the fast ones were
+saturated and the extra delay under the fast path's min RTT, which kept every
+Wi-Fi + cellular pair on the fast path alone (the inner delay then rose
+mid-flow whenever the slow path came in: BBR, which keeps its min RTT for
+10 s and a window of two BDPs at it, collapsed below the fast path alone).
+Packets `traffic.prompt` names (ICMP, pure ACKs) are not held: they take the
+fastest path (`fastest_usable`) and skip the reorder buffer (link.py).
 
 The reordering-depth constraint (sender side). A packet put on path p arrives
-about owd_p after now (owd: half the smoothed RTT, queueing included). Every
-packet sent after it on a faster path q during the difference overtakes it and
+about owd_p + hold_p after now (owd: half the smoothed RTT, queueing included).
+Every packet sent after it on a path q that arrives sooner overtakes it and
 waits in the receiver's buffer, so
 
-    overtakers(p) = sum over faster q of rate_q * (owd_p - owd_q)   [packets]
+    overtakers(p) = sum over sooner q of rate_q * (arrival_p - arrival_q)   [packets]
 
 with rate_q the packets per second q carries now (measured over the last
 `rate_window_s`). p may take the packet only if overtakers(p) <= depth_budget
-(96: three quarters of the receiver's 128, leaving room for jitter). This is
-"a fast path may not run more than D packets ahead of what a slow path will
-deliver", enforced where it can be: by not feeding the slow path.
+(96: three quarters of the receiver's 128, leaving room for jitter). With the
+delays equalized only queueing differences are left for it to bound.
 
-The harm rule. A packet on a path whose base one-way delay (half its min RTT:
-propagation, not queueing) exceeds the fastest path's by `extra` holds every
-later packet of the faster paths in the receiver's buffer for `extra`: the
-inner flow then lives at the slow path's RTT, with at most 128 packets in
-flight across the gap. So a path more than `similar_delay_s` slower (the
-buffer's floor wait, below which paths count as equal) is used only when it
-can help:
-- every faster path is saturated (sender.py: loss or a standing queue; as
-  MPTCP's default scheduler, the slow path takes only what the fast ones
-  cannot), and
-- what the faster paths carry at capacity (the estimator's 1 s ACKed rate)
-  over `extra` fits the depth budget: otherwise the buffer overflows and the
-  flow gets less than the fast paths alone;
-- `extra` is at most the fastest path's min RTT: a delay-based inner TCP
-  (BBR, Linux's default here) keeps about two BDPs in flight at its min RTT,
-  so a flow whose RTT grows by more than that is window-limited below what
-  the fast path alone gives it; loss-based TCPs recover that much slower too;
-- and never beyond `max_extra_delay_s` (250 ms, the reorder buffer's timeout
-  ceiling): its packets would arrive after the receiver gave up on them.
-On 20 ms vs 200 ms RTT the slow path is left out (90 ms more one way than a
-20 ms RTT) and the flow gets the fast path alone. The depth constraint then
-bounds, packet by packet, what the faster paths send meanwhile.
+The harm rule. A path more than `max_extra_delay_s` (50 ms one way) slower
+than the fastest usable one is left out: every held flow would live at its
+delay, and a TCP's slow start, loss recovery and every short transfer pay an
+RTT more than 100 ms longer for a second path's bandwidth (20 ms vs 200 ms RTT:
+the flow gets the fast path alone). A `backup` path is left out while any
+other path is usable (a metered link: it is heard, not used).
 
 The three schedulers:
 - `WeightedRoundRobin` (default): credit-based, each path earns credit in
@@ -76,7 +77,9 @@ from .reorder import MAX_REORDERING_DEPTH
 
 
 class Scheduler(Protocol):
-    def pick(self, packet_len: int, now: float) -> PathId | None: ...
+    def pick(self, packet_len: int, now: float) -> tuple[PathId, float] | None: ...
+
+    def fastest_usable(self) -> PathId | None: ...
 
     def on_ack(self, feedback: Feedback, now: float) -> None: ...
 
@@ -88,8 +91,10 @@ class SchedulerParams:
     degraded_factor: float = 0.25
     loss_tolerance: float = 0.002
     depth_budget: float = 0.75 * MAX_REORDERING_DEPTH
-    max_extra_delay_s: float = 0.25
-    similar_delay_s: float = 0.005  # reorder.ReorderParams.min_timeout_s
+    max_extra_delay_s: float = 0.05
+    # Holds shorter than this are not worth a timer: the reorder buffer's 2 ms base
+    # wait absorbs them (equal paths differ by measurement noise alone).
+    min_hold_s: float = 0.002
     rate_window_s: float = 0.1
     credit_cap_bytes: int = 16 * 1500  # what an idle or skipped path may bank
 
@@ -138,8 +143,10 @@ class _PathScheduler:
 
     # ----- shared measurements ---------------------------------------------------
     def usable(self) -> list[Path]:
-        return [p for p in self.paths.values() if p.usable]
-
+        """The usable paths; the backups only while no other path is usable."""
+        usable = [p for p in self.paths.values() if p.usable]
+        primary = [p for p in usable if not p.backup]
+        return primary or usable
     def weight(self, path: Path, now: float) -> float:
         """The estimator's weight, cut for loss and for a DEGRADED state.
 
@@ -188,52 +195,67 @@ class _PathScheduler:
         # Unmeasured paths sort last: they have yet to show their delay.
         return min(paths, key=lambda p: (p.srtt is None, p.srtt or 0.0, p.path_id))
 
-    def overtakers(self, path: Path, usable: list[Path], now: float,
+    def target_delay(self, usable: list[Path]) -> float:
+        """The one-way delay held packets are equalized to: the slowest base delay among
+        the paths the harm rule allows (0 while none is measured)."""
+        return max((p.base_one_way_delay for p in usable if p.base_one_way_delay is not None
+                    and not self.harmful(p, usable)), default=0.0)
+
+    def hold_s(self, path: Path, target: float) -> float:
+        """How long a packet for `path` is held so that it arrives at `target`."""
+        owd = path.base_one_way_delay
+        hold = 0.0 if owd is None else target - owd
+        return hold if hold >= self.params.min_hold_s else 0.0
+
+    def overtakers(self, path: Path, usable: list[Path], now: float, target: float,
                    by_capacity: bool = False, packet_len: int = 1400) -> float:
         """Packets later than one sent on `path` now that would arrive before it."""
-        owd = path.one_way_delay
-        if owd is None:
+        if path.one_way_delay is None:
             return 0.0
+        arrives = path.one_way_delay + self.hold_s(path, target)
         total = 0.0
         for q in usable:
-            q_owd = q.one_way_delay
-            if q is path or q_owd is None or q_owd >= owd:
+            if q is path or q.one_way_delay is None:
+                continue
+            q_arrives = q.one_way_delay + self.hold_s(q, target)
+            if q_arrives >= arrives:
                 continue
             rate = (self.weight(q, now) / packet_len if by_capacity
                     else self.send_rate(q.path_id, now)[0])
-            total += rate * (owd - q_owd)
+            total += rate * (arrives - q_arrives)
         return total
 
-    def harmful(self, path: Path, usable: list[Path], now: float, packet_len: int) -> bool:
-        """The harm rule (module docstring): would this slower path cost more than it adds?"""
-        p = self.params
+    def harmful(self, path: Path, usable: list[Path]) -> bool:
+        """The harm rule (module docstring): too much slower than the fastest path."""
         owd = path.base_one_way_delay
-        if owd is None:
-            return False  # not measured yet: its first RTT sample comes with its probe
-        faster = [q for q in usable if q.base_one_way_delay is not None
-                  and q.base_one_way_delay < owd - p.similar_delay_s]
-        if not faster:
-            return False
-        fastest = min(faster, key=lambda q: q.base_one_way_delay or 0.0)
-        extra = owd - (fastest.base_one_way_delay or 0.0)
-        if (extra > min(p.max_extra_delay_s, fastest.min_rtt or 0.0)
-                or not all(q.saturated for q in faster)):
-            return True
-        capacity_pps = sum(self.estimator.estimate_bps(q.path_id, now) for q in faster) / packet_len
-        return capacity_pps * extra > p.depth_budget
+        floor = min((q.base_one_way_delay for q in usable if q.base_one_way_delay is not None),
+                    default=None)
+        return owd is not None and floor is not None and owd - floor > self.params.max_extra_delay_s
 
-    def eligible(self, usable: list[Path], now: float, by_capacity: bool = False,
+    def eligible(self, usable: list[Path], now: float, target: float, by_capacity: bool = False,
                  depth: bool = True, packet_len: int = 1400) -> list[Path]:
         """The usable paths the harm rule and (if `depth`) the depth constraint allow."""
-        out = []
-        for p in usable:
-            if self.harmful(p, usable, now, packet_len):
-                continue
-            if depth and self.overtakers(p, usable, now, by_capacity,
-                                         packet_len) > self.params.depth_budget:
-                continue
-            out.append(p)
-        return out
+        return [p for p in usable if not self.harmful(p, usable) and not (
+            depth and self.overtakers(p, usable, now, target, by_capacity, packet_len)
+            > self.params.depth_budget)]
+
+    def pick(self, packet_len: int, now: float) -> tuple[PathId, float] | None:
+        """(path, hold) for the next data packet, or None when no path is usable."""
+        usable = self.usable()
+        if not usable:
+            return None
+        target = self.target_delay(usable)
+        path = self.choose(usable, now, target, packet_len)
+        self.note_sent(path.path_id, packet_len, now)
+        return path.path_id, self.hold_s(path, target)
+
+    def fastest_usable(self) -> PathId | None:
+        """Where a packet goes that must not wait (traffic.prompt)."""
+        usable = self.usable()
+        return self.fastest(usable).path_id if usable else None
+
+    def choose(self, usable: list[Path], now: float, target: float, packet_len: int) -> Path:
+        raise NotImplementedError
 
 
 class WeightedRoundRobin(_PathScheduler):
@@ -247,11 +269,9 @@ class WeightedRoundRobin(_PathScheduler):
         super().on_path_state(path_id, state, now)
         self._credit.pop(path_id, None)
 
-    def pick(self, packet_len: int, now: float) -> PathId | None:
-        usable = self.usable()
-        if not usable:
-            return None
-        candidates = self.eligible(usable, now, packet_len=packet_len) or [self.fastest(usable)]
+    def choose(self, usable: list[Path], now: float, target: float, packet_len: int) -> Path:
+        candidates = (self.eligible(usable, now, target, packet_len=packet_len)
+                      or [self.fastest(usable)])
         weights = {p.path_id: self.weight(p, now) for p in candidates}
         total = sum(weights.values())
         cap = self.params.credit_cap_bytes
@@ -259,8 +279,7 @@ class WeightedRoundRobin(_PathScheduler):
             self._credit[pid] = min(cap, self._credit.get(pid, 0.0) + packet_len * w / total)
         best = max(weights, key=lambda pid: (self._credit[pid], -pid))
         self._credit[best] = max(-cap, self._credit[best] - packet_len)
-        self.note_sent(best, packet_len, now)
-        return best
+        return self.paths[best]
 
 
 class LowestRttFirst(_PathScheduler):
@@ -269,24 +288,19 @@ class LowestRttFirst(_PathScheduler):
     name = "lowrtt"
     use_depth_constraint = False
 
-    def pick(self, packet_len: int, now: float) -> PathId | None:
-        usable = self.usable()
-        if not usable:
-            return None
-        candidates = (self.eligible(usable, now, by_capacity=True,
+    def choose(self, usable: list[Path], now: float, target: float, packet_len: int) -> Path:
+        candidates = (self.eligible(usable, now, target, by_capacity=True,
                                     depth=self.use_depth_constraint, packet_len=packet_len)
                       or [self.fastest(usable)])
-        candidates.sort(key=lambda p: (p.srtt is None, p.srtt or 0.0, p.path_id))
-        chosen = None
+        # Held packets all arrive at the target: the order among them is by queueing.
+        candidates.sort(key=lambda p: (p.srtt is None, (p.srtt or 0.0) / 2
+                                       + self.hold_s(p, target), p.path_id))
         for p in candidates:
             if self.send_rate(p.path_id, now)[1] < self.weight(p, now):
-                chosen = p
-                break
-        if chosen is None:  # all at capacity: the one with most headroom
-            chosen = min(candidates,
-                         key=lambda p: self.send_rate(p.path_id, now)[1] / self.weight(p, now))
-        self.note_sent(chosen.path_id, packet_len, now)
-        return chosen.path_id
+                return p
+        # all at capacity: the one with most headroom
+        return min(candidates,
+                   key=lambda p: self.send_rate(p.path_id, now)[1] / self.weight(p, now))
 
 
 class Blest(LowestRttFirst):

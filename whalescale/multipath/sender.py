@@ -1,9 +1,16 @@
 """The sending side of a multipath session: paths, estimator, scheduler, health.
 
 Theory of operation (aioquic's shape):
-- `send(packet_len, now)` numbers one data packet: the session counter, the
-  path the scheduler picked, that path's seq and the set of paths that may
-  still deliver older data (`Send`), or None when no path is usable (counted
+- `send(item, packet_len, now)` routes one data packet: the scheduler picks
+  its path and how long it is held (scheduler.py, the steady delay), and it
+  takes the session counter (the order packets came in, which the receiver
+  restores). A held packet waits in the delay line (delayline.py) and comes
+  out of `release(now)` at `next_deadline()`; one not held leaves at once.
+  What leaves is a `Sent`: the item and its `Send` (the counter, the path,
+  that path's seq and the set of paths that may still deliver older data).
+  The per-path seq is taken on the wire, so RTT samples measure the path, not
+  the hold, and each path is FIFO in counter order (a path's held packets
+  leave in the order they came). No usable path: nothing is sent (counted
   under `no_usable_path`). A usable path stays in that set while its last data
   packet may not have arrived yet: for as long as that packet's one-way delay
   (srtt / 2 + 2 rttvar, RFC 6298's margin halved) exceeds the fastest path's
@@ -29,6 +36,7 @@ from collections import Counter
 import attrs
 
 from . import feedback as fb
+from .delayline import DelayLine
 from .estimator import BandwidthEstimator, EstimatorParams
 from .paths import Address, HealthParams, Path, PathId, PathState, tunnel_mtu
 from .scheduler import SCHEDULERS, SchedulerParams
@@ -49,6 +57,12 @@ class Send:
 # within an RTT, faster than srtt follows: with 5 ms the simulation's equal paths
 # saw late drops (a gap taken for lost while its packet was still queued), with 20 none.
 HOLDOVER_MARGIN_S = 0.02
+
+
+@attrs.frozen(slots=True)
+class Sent:
+    send: Send
+    item: object
 
 
 @attrs.frozen(slots=True)
@@ -79,12 +93,14 @@ class MultipathSender:
         self.next_counter = first_counter
         self.counters: Counter[str] = Counter()
         self.events: list[PathStateChanged] = []
+        self.delay_line = DelayLine()
         self._last_data_at: dict[PathId, float] = {}
 
     # ----- path set --------------------------------------------------------------
     def add_path(self, path_id: PathId, local: Address, remote: Address, mtu: int,
-                 now: float) -> Path:
-        path = Path(path_id, local, remote, mtu, created_at=now, params=self.health)
+                 now: float, backup: bool = False) -> Path:
+        path = Path(path_id, local, remote, mtu, created_at=now, params=self.health,
+                    backup=backup)
         self.paths[path_id] = path
         self.estimator.add_path(path_id, now)
         return path
@@ -93,6 +109,7 @@ class MultipathSender:
         self.paths.pop(path_id, None)
         self.estimator.remove_path(path_id)
         self._last_data_at.pop(path_id, None)
+        self.delay_line.expedite(path_id, now)
         self.scheduler.on_path_state(path_id, PathState.FAILED, now)
 
     @property
@@ -100,16 +117,45 @@ class MultipathSender:
         return tunnel_mtu(self.paths.values())
 
     # ----- data ----------------------------------------------------------------------
-    def send(self, packet_len: int, now: float) -> Send | None:
-        path_id = self.scheduler.pick(packet_len, now)
-        if path_id is None:
+    def send(self, item: object, packet_len: int, now: float) -> list[Sent]:
+        """Route one data packet: [] while it is held (or no path is usable), else it,
+        sent now. Its counter is taken now, in the order packets come."""
+        picked = self.scheduler.pick(packet_len, now)
+        if picked is None:
             self.counters["no_usable_path"] += 1
-            return None
+            return []
+        path_id, hold = picked
         counter = self.next_counter
         self.next_counter += 1
+        # A packet that needs no hold still queues behind its path's held ones (the
+        # hold target moved): a path carries its packets in counter order.
+        if hold or self.delay_line.waiting(path_id):
+            if self.delay_line.push(path_id, counter, item, packet_len, now + hold):
+                return []
+            self.counters["delay_line_full"] += 1
+        return [Sent(self._on_wire(counter, path_id, packet_len, now), item)]
+
+    def release(self, now: float) -> list[Sent]:
+        """The held packets that are due, sent now; one whose path is no longer usable
+        goes on the path the scheduler picks now, without a hold."""
+        out = []
+        for held in self.delay_line.due(now):
+            path_id = held.path_id
+            if path_id not in self.paths or not self.paths[path_id].usable:
+                picked = self.scheduler.pick(held.nbytes, now)
+                if picked is None:
+                    self.counters["no_usable_path"] += 1
+                    continue
+                path_id = picked[0]
+            out.append(Sent(self._on_wire(held.counter, path_id, held.nbytes, now), held.item))
+        return out
+
+    def _on_wire(self, counter: int, path_id: PathId, packet_len: int, now: float) -> Send:
+        """A packet leaves on its path: its per-path seq and the data_paths it carries."""
         self._last_data_at[path_id] = now
-        self.paths[path_id].sent_bytes += packet_len
-        return Send(counter, path_id, self.paths[path_id].on_send(now), self._data_paths(now))
+        path = self.paths[path_id]
+        path.sent_bytes += packet_len
+        return Send(counter, path_id, path.on_send(now), self._data_paths(now))
 
     def _data_paths(self, now: float) -> int:
         usable = [p for p in self.paths.values() if p.usable]
@@ -117,6 +163,9 @@ class MultipathSender:
                     default=0.0)
         mask = 0
         for p in usable:
+            if self.delay_line.waiting(p.path_id):  # its held packets are still to come
+                mask |= 1 << p.path_id
+                continue
             sent_at = self._last_data_at.get(p.path_id)
             if sent_at is None:
                 continue
@@ -159,6 +208,7 @@ class MultipathSender:
                 continue
             if new is PathState.FAILED:
                 self.estimator.restart_path(path.path_id, now)  # back later at min weight
+                self.delay_line.expedite(path.path_id, now)  # sent on another path now
             self.events.append(PathStateChanged(path.path_id, new, now))
             self.scheduler.on_path_state(path.path_id, new, now)
 
@@ -166,6 +216,9 @@ class MultipathSender:
         deadlines = [p.next_health_deadline() for p in self.paths.values()
                      if p.state is not PathState.FAILED]
         deadlines += [self._heartbeat_due(p) for p in self.paths.values()]
+        held = self.delay_line.next_deadline()
+        if held is not None:
+            deadlines.append(held)
         return min(deadlines, default=float("inf"))
 
     def _heartbeat_due(self, path: Path) -> float:
@@ -176,7 +229,10 @@ class MultipathSender:
         due = []
         for path in self.paths.values():
             if now >= self._heartbeat_due(path):
-                due.append(Heartbeat(path.path_id, path.on_send(now), self.next_counter))
+                # what the path carried is below the mark; its held packets are not yet
+                held = self.delay_line.first_counter(path.path_id)
+                mark = self.next_counter if held is None else held
+                due.append(Heartbeat(path.path_id, path.on_send(now), mark))
         return due
 
     def latency(self) -> tuple[float, float]:

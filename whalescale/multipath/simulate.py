@@ -48,7 +48,7 @@ from .feedback import FEEDBACK_INTERVAL_S
 from .paths import PathReceiveStats
 from .reorder import ReorderBuffer, ReorderStats
 from .scheduler import SCHEDULERS
-from .sender import MultipathSender
+from .sender import MultipathSender, Sent
 
 MSS = 1400  # inner packet bytes
 HEARTBEAT_BYTES = 40
@@ -96,6 +96,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("flapping", (LinkSpec(10 * MBIT, 0.015),
                           LinkSpec(10 * MBIT, 0.015, down=_flap(5.0, 4.0, 1.0, 1e3)))),
     Scenario("equal_udp", (LinkSpec(10 * MBIT, 0.015), LinkSpec(10 * MBIT, 0.015)), flow="udp"),
+    # Wi-Fi + cellular: unequal delays, the cellular path with jitter
+    Scenario("wifi_lte", (LinkSpec(10 * MBIT, 0.005), LinkSpec(10 * MBIT, 0.020))),
+    Scenario("wifi_lte_jitter", (LinkSpec(15 * MBIT, 0.004),
+                                 LinkSpec(10 * MBIT, 0.025, jitter_s=0.008))),
+    Scenario("rtt_1_10", (LinkSpec(10 * MBIT, 0.005), LinkSpec(10 * MBIT, 0.050))),
+    Scenario("wifi_lte_udp", (LinkSpec(15 * MBIT, 0.004),
+                              LinkSpec(10 * MBIT, 0.025, jitter_s=0.008)), flow="udp"),
 )}
 
 
@@ -313,14 +320,15 @@ class _Sim:
 
     # sending end
     def tunnel_send(self, packet: tuple, now: float) -> None:
-        send = self.sender.send(MSS, now)
-        if send is None:
-            return
-        arrival = self.fwd[send.path_id].transmit(MSS, now)
-        if arrival is not None:
-            self.at(arrival, self._arrive, send.counter, send.path_id, send.path_seq,
-                    send.data_paths, packet)
+        self._transmit(self.sender.send(packet, MSS, now), now)
         self._arm_sender_timer(now)
+
+    def _transmit(self, sent: list[Sent], now: float) -> None:
+        for s in sent:
+            arrival = self.fwd[s.send.path_id].transmit(MSS, now)
+            if arrival is not None:
+                self.at(arrival, self._arrive, s.send.counter, s.send.path_id,
+                        s.send.path_seq, s.send.data_paths, s.item)
 
     def _udp_tick(self, now: float) -> None:
         total = sum(s.rate_Bps for s in self.sc.paths)
@@ -341,6 +349,7 @@ class _Sim:
             arrival = self.fwd[hb.path_id].transmit(HEARTBEAT_BYTES, now)
             if arrival is not None:
                 self.at(arrival, self._heartbeat, hb.path_id, hb.path_seq, hb.counter_mark)
+        self._transmit(self.sender.release(now), now)
         self._arm_sender_timer(now)
 
     def _feedback_arrives(self, data: bytes, path_id: int, now: float) -> None:
