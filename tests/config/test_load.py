@@ -313,3 +313,26 @@ def test_tunnel_address_outside_the_prefixes_is_an_error_at_the_address() -> Non
     assert [(line, col, key) for line, col, key, _ in found] == [
         (19, 26, "node[1].address[1]"), (27, 11, "wireguard[0].address")]
     assert "outside the mesh prefixes (100.96.0.0/24)" in found[1][3]
+
+
+def test_backup_interfaces_are_read_apart_from_the_interfaces() -> None:
+    text = edit('interfaces = ["eth0", "wlan0"]',
+                'interfaces = ["wlan0"]\nbackup_interfaces = ["wwan0"]')
+    node = parse_mesh(text, "mesh.toml").nodes[0]
+    assert (node.interfaces, node.backup_interfaces) == (("wlan0",), ("wwan0",))
+    assert parse_mesh(VALID, "mesh.toml").nodes[0].backup_interfaces == ()
+
+
+def test_an_interface_both_used_and_backup_is_an_error_at_the_backup_entry() -> None:
+    text = edit('interfaces = ["eth0", "wlan0"]',
+                'interfaces = ["eth0", "wlan0"]\nbackup_interfaces = ["wwan0", "wlan0"]')
+    ((line, col, key, message),) = problems(text)
+    assert (line, col, key) == (14, 31, "node[0].backup_interfaces[1]")
+    assert "'wlan0' is also in `interfaces`" in message
+
+
+def test_backup_interfaces_without_interfaces_is_an_error() -> None:
+    text = edit('interfaces = ["eth0", "wlan0"]', 'backup_interfaces = ["wwan0"]')
+    ((line, _, key, message),) = problems(text)
+    assert (line, key) == (13, "node[0].backup_interfaces")
+    assert "need `interfaces` too" in message

@@ -268,3 +268,37 @@ def test_pings_and_pure_acks_skip_the_hold_and_the_buffer_data_waits_for_the_slo
         for plain in o.plaintexts:
             released += b.on_data(plain[:-TRAILER_SIZE], plain[-TRAILER_SIZE:], 1.03)
     assert released == data
+
+
+def test_a_backup_address_is_announced_apart_and_its_paths_carry_data_only_when_needed():
+    rng = random.Random(5)
+    a = MultipathLink(A, scheduler="wrr", now=0.0, random_bytes=rng.randbytes,
+                      base_mtu=lambda: MESH_MTU)
+    b = MultipathLink(B, scheduler="wrr", now=0.0, random_bytes=rng.randbytes,
+                      base_mtu=lambda: MESH_MTU, backup_addrs=frozenset({B[1]}))
+    kinds = [control.decode(o.plaintexts[0])[0] for o in b.announce(A[0], 0.0)]
+    assert kinds == [control.Kind.PATH_ANNOUNCE, control.Kind.PATH_ANNOUNCE_BACKUP]
+    # The peer (a) learns B[1] is a backup; b knows its own.
+    for sender, receiver in ((a, b), (b, a)):
+        probes = []
+        for out in sender.announce(receiver.local_addrs[0], 0.0):
+            kind, body = control.decode(out.plaintexts[0])
+            probes += receiver.on_announce(body, 0.0,
+                                           backup=kind is control.Kind.PATH_ANNOUNCE_BACKUP)
+        deliver(deliver(probes, sender, 0.001), receiver, 0.002)
+    for link, backup_remote in ((a, B[1]), (b, None)):
+        flags = {(p["local"], p["remote"]): p["backup"] for p in link.status("wrr")["paths"]}
+        assert flags, "paths were found"
+        for (local, remote), backup in flags.items():
+            expected = remote == f"{backup_remote[0]}:{backup_remote[1]}" if backup_remote \
+                else local == f"{B[1][0]}:{B[1][1]}"
+            assert backup is expected
+    packets = [bytes([0x60 + i % 16]) * 100 for i in range(20)]
+    assert {o.remote for o in a.route(packets, 0.01)} == {B[0]}  # the backup stays idle
+    primary = next(p for p in a.sender.paths.values() if not p.backup)
+    primary.last_heard = -5.0  # silent: fails at the next look
+    backup = next(p for p in a.sender.paths.values() if p.backup)
+    backup.on_heard(0.02)
+    a.on_timer(0.02, B[0])
+    assert primary.state is PathState.FAILED and not backup.standby
+    assert {o.remote for o in a.route(packets, 0.03)} == {B[1]}

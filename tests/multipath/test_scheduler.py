@@ -14,7 +14,7 @@ from whalescale.multipath.paths import (
     PathState,
 )
 from whalescale.multipath.scheduler import SCHEDULERS, SchedulerParams, WeightedRoundRobin
-from whalescale.multipath.sender import HOLDOVER_MARGIN_S, MultipathSender
+from whalescale.multipath.sender import HOLDOVER_MARGIN_S, RELEASE_EARLY_S, MultipathSender
 
 MBIT = 125_000.0
 
@@ -257,8 +257,8 @@ def test_held_packets_leave_at_their_release_time_in_the_order_they_came():
         [(s.item, s.send.path_id, s.send.counter) for s in now] == [("a", 1, 0)]
     held_item = "a" if now[0].item == "b" else "b"
     assert sender.next_deadline() == pytest.approx(0.015)
-    assert sender.release(0.0149) == []
-    (late,) = sender.release(0.015)
+    assert sender.release(0.015 - RELEASE_EARLY_S - 1e-6) == []
+    (late,) = sender.release(0.015 - RELEASE_EARLY_S)  # due this soon: batched with now
     assert (late.item, late.send.path_id, late.send.path_seq) == (held_item, 0, 0)
     assert late.send.counter == (0 if held_item == "a" else 1)
     # While path 0 has packets held, every packet names it in data_paths: they are

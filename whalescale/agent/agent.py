@@ -405,15 +405,21 @@ class Agent:
             task_status.started()
 
     def _open_sockets(self) -> None:
-        self._sockets.open(self.me.port, self.me.interfaces)
+        backup_interfaces = self.me.backup_interfaces
+        self._sockets.open(self.me.port, self.me.interfaces + backup_interfaces)
         paths = tuple(self._sockets.paths)
-        if self.me.interfaces:
-            log.info("multipath: sockets on %s (scheduler %s)",
-                     ", ".join(f"{h}:{p}" for h, p in paths) or "none found", self.scheduler)
-        self.engine.multipath = MultipathConfig(paths, self.scheduler)
+        backups = frozenset(a for a, dev in self._sockets.device_of.items()
+                            if dev in backup_interfaces)
+        if self.me.interfaces or backup_interfaces:
+            log.info("multipath: sockets on %s%s (scheduler %s)",
+                     ", ".join(f"{h}:{p}" for h, p in paths) or "none found",
+                     f"; backups {', '.join(f'{h}:{p}' for h, p in sorted(backups))}"
+                     if backups else "", self.scheduler)
+        self.engine.multipath = MultipathConfig(paths, self.scheduler, backups)
         for peer in self.engine.peers.values():
             if peer.mp is not None:
                 peer.mp.local_addrs = list(paths)
+                peer.mp.backup_addrs = backups
 
     async def _tun_reader(self) -> None:
         assert self._tun is not None

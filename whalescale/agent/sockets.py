@@ -21,6 +21,7 @@ class Sockets:
     def __init__(self) -> None:
         self.default: dict[int, socket.socket] = {}  # by family
         self.paths: dict[Addr, socket.socket] = {}  # by local address
+        self.device_of: dict[Addr, str] = {}  # a path socket's interface
 
     def open(self, port: int, interfaces: tuple[str, ...]) -> None:
         """Bind them all; OSError (a busy port, a missing interface) says what failed."""
@@ -35,6 +36,7 @@ class Sockets:
             local = (str(interface.ip), port)
             family = socket.AF_INET6 if interface.version == 6 else socket.AF_INET
             self.paths[local] = udp.open_udp(local[0], local[1], family, device=name)
+            self.device_of[local] = name
 
     def send(self, groups: Iterable[tuple[Addr, Addr | None, list[bytes]]],
              drops: Counter[str]) -> None:
@@ -58,3 +60,4 @@ class Sockets:
             sock.close()
         self.default.clear()
         self.paths.clear()
+        self.device_of.clear()

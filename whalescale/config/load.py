@@ -58,6 +58,8 @@ _NODE_FIELDS = {
     "anchor": _Field(fields.boolean, False),
     "port": _Field(fields.port, None),
     "interfaces": _Field(fields.list_of(fields.interface), ()),
+    # Used only while no other path to a peer works (a metered LTE link); still watched.
+    "backup_interfaces": _Field(fields.list_of(fields.interface), ()),
     "relay": _Field(fields.boolean, False),
     # Prometheus metrics of this node's agent, off unless set ("127.0.0.1:9586").
     "metrics": _Field(fields.listen_address, None),
@@ -160,6 +162,8 @@ class _Reader:
             for i, t in enumerate(self.array_of_tables(document, "wireguard"))
         ]
         self.across_entries(document, nodes, peers)
+        for i, node in enumerate(nodes):
+            self.backup_interfaces(document, ("node", i), node)
         self.inside_prefixes(document, settings.get("prefixes", ()), nodes, peers)
         if self.problems:
             return None
@@ -269,6 +273,19 @@ class _Reader:
             ),
         )
 
+    def backup_interfaces(self, document: dict[str, Any], path: Path,
+                          node: dict[str, Any]) -> None:
+        if node.get("backup_interfaces") and not node.get("interfaces"):
+            self.problem((*path, "backup_interfaces"),
+                         "backup interfaces need `interfaces` too, expected the interfaces "
+                         "used while they work (e.g. interfaces = [\"wlan0\"])")
+        both = set(node.get("interfaces", ())) & set(node.get("backup_interfaces", ()))
+        for j, name in enumerate(node.get("backup_interfaces", ())):
+            if name in both:
+                self.problem(_element_path(document, (*path, "backup_interfaces"), j),
+                             f"interface {name!r} is also in `interfaces`, expected it in "
+                             f"one of the two (a backup is used only when the others fail)")
+
     def inside_prefixes(self, document: dict[str, Any], prefixes: tuple[Network, ...],
                         nodes: list[dict[str, Any]], peers: list[dict[str, Any]]) -> None:
         if not prefixes:
@@ -327,6 +344,7 @@ def _node(fields_: dict[str, Any], mesh_port: int) -> Node:
         anchor=fields_["anchor"],
         port=port,
         interfaces=fields_["interfaces"],
+        backup_interfaces=fields_["backup_interfaces"],
         relay=fields_["relay"],
         metrics=Endpoint(*fields_["metrics"]) if fields_["metrics"] else None,
     )

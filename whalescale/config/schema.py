@@ -39,6 +39,7 @@ class Node:
     interfaces: tuple[str, ...]
     relay: bool
     metrics: Endpoint | None = None  # where its agent serves Prometheus metrics, if anywhere
+    backup_interfaces: tuple[str, ...] = ()  # multipath: used only while the others fail
 
 
 @attrs.frozen

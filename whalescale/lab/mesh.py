@@ -46,6 +46,7 @@ class MeshNode:
     # The local interfaces it may use (`interfaces = [...]`: one UDP socket per address of
     # each, for multipath); empty: the mesh file says nothing and the agent uses all.
     interfaces: tuple[str, ...] = ()
+    backup_interfaces: tuple[str, ...] = ()  # used only while the others fail
     # Its static endpoint "IP:port" when not its host's first address (LabMesh.endpoint).
     endpoint: str | None = None
 
@@ -154,6 +155,8 @@ class LabMesh:
                         if node.static_endpoint else []),
                       *([f"interfaces = {json.dumps(list(node.interfaces))}"]
                         if node.interfaces else []),
+                      *([f"backup_interfaces = {json.dumps(list(node.backup_interfaces))}"]
+                        if node.backup_interfaces else []),
                       f"anchor = {'true' if node.anchor else 'false'}",
                       *([f'metrics = "{node.metrics}"'] if node.metrics else []), ""]
         for wg in self.wireguard.values():

@@ -1,10 +1,13 @@
 """One peer's multipath state inside a session: path discovery, path choice, reordering.
 
 Theory of operation (sans-I/O; the session's Peer drives it):
-- A node announces its socket addresses (PATH_ANNOUNCE) when a session comes
-  up. The other side probes every same-family pair (its socket, an announced
-  address) with PATH_PROBE, answered by PATH_PROBE_REPLY on the same pair; a
+- A node announces its socket addresses (PATH_ANNOUNCE; those of its
+  `backup_interfaces` in PATH_ANNOUNCE_BACKUP) when a session comes up. The
+  other side probes every same-family pair (its socket, an announced address)
+  with PATH_PROBE, answered by PATH_PROBE_REPLY on the same pair; a
   reply makes the pair one of *its* sending paths. Path ids are the sender's.
+  A pair with a backup address at either end is a backup path: the scheduler
+  uses it only while no other path is usable, and heartbeats keep it measured.
 - With two or more usable paths the link is `active`: `route(packets)` gives
   each data packet the path the scheduler picks and a trailer after the inner
   IP packet: `0xA5 | path_id | data_paths u16 | path_seq u32 | mp_seq u32`
@@ -130,8 +133,10 @@ def unwrap32(low: int, near: int) -> int:
 
 class MultipathLink:
     def __init__(self, local_addrs: list[Addr], *, scheduler: str, now: float,
-                 random_bytes: Callable[[int], bytes], base_mtu: Callable[[], int]) -> None:
+                 random_bytes: Callable[[int], bytes], base_mtu: Callable[[], int],
+                 backup_addrs: frozenset[Addr] = frozenset()) -> None:
         self.local_addrs = list(local_addrs)
+        self.backup_addrs = backup_addrs  # of local_addrs: used only while others fail
         self._base_mtu = base_mtu  # plaintext bytes any path is assumed to carry
         self.sender = MultipathSender(now, scheduler)
         self.reorder = ReorderBuffer(ReorderParams())
@@ -143,6 +148,8 @@ class MultipathLink:
         # nonce -> (local, remote, sent at, plaintext size)
         self._probes: dict[bytes, tuple[Local, Addr, float, int]] = {}
         self._remotes: set[Addr] = set()
+        self._remote_backups: set[Addr] = set()  # what the peer announced as backups
+        self._standby_feedback_at: dict[int, float] = {}
         # probe rounds: pair -> (when it ends, the largest size answered so far)
         self._rounds: dict[tuple[Local, Addr], tuple[float, int]] = {}
         self._reprobe_at: dict[int, float] = {}  # by our path id
@@ -189,18 +196,27 @@ class MultipathLink:
             return []
         self._announcements += 1
         self._announce_at = now + _ANNOUNCE_EVERY_S
-        body = control.encode(control.Kind.PATH_ANNOUNCE, encode_announce(self.local_addrs))
-        return [Outgoing((body,), None, endpoint)]
+        out = []
+        for kind, backup in ((control.Kind.PATH_ANNOUNCE, False),
+                             (control.Kind.PATH_ANNOUNCE_BACKUP, True)):
+            addrs = [a for a in self.local_addrs if (a in self.backup_addrs) is backup]
+            if addrs:
+                body = control.encode(kind, encode_announce(addrs))
+                out.append(Outgoing((body,), None, endpoint))
+        return out
 
     def _peer_has_our_paths(self) -> bool:
         return len(self.received) >= len(self.local_addrs)
 
-    def on_announce(self, body: bytes, now: float) -> list[Outgoing]:
+    def on_announce(self, body: bytes, now: float, backup: bool = False) -> list[Outgoing]:
+        """The peer's addresses (`backup`: those it uses only while the others fail)."""
         try:
             remotes = decode_announce(body)
         except MalformedPathMessage:
             self.counters["malformed_announce"] += 1
             return []
+        if backup:
+            self._remote_backups.update(remotes)
         locals_: list[Local] = list(self.local_addrs) or [None]
         out = []
         for remote in sorted(remotes, key=lambda addr: _family(addr[0]) == 4):  # IPv6 first
@@ -256,7 +272,8 @@ class MultipathLink:
         self._pair_of[path_id] = (local, remote)
         self._path_of[(local, remote)] = path_id
         self._remotes.add(remote)
-        path = self.sender.add_path(path_id, local or ("", 0), remote, size, now)
+        backup = local in self.backup_addrs or remote in self._remote_backups
+        path = self.sender.add_path(path_id, local or ("", 0), remote, size, now, backup)
         self._reprobe_at[path_id] = now + REPROBE_EVERY_S
         path.on_rtt_sample(now - sent[2])
         path.on_heard(now)
@@ -377,8 +394,17 @@ class MultipathLink:
                           max(0.0, now - s.highest_seq_at) if s.highest_seq >= 0 else 0.0)
             for path_id, s in sorted(self.received.items())[: fb.MAX_PATHS])
         body = control.encode(control.Kind.MP_FEEDBACK, fb.encode(fb.Feedback(reports)))
-        # on every path of ours, so that the sender hears each of its own
-        return [Outgoing((body,), local, remote) for local, remote in self._pair_of.values()]
+        # On every path of ours, so that the sender hears each of its own; a backup on
+        # standby only as often as its heartbeats (a metered link).
+        out = []
+        for path_id, pair in self._pair_of.items():
+            path = self.sender.paths[path_id]
+            if path.standby:
+                if now < self._standby_feedback_at.get(path_id, 0.0):
+                    continue
+                self._standby_feedback_at[path_id] = now + path.interval_s
+            out.append(Outgoing((body,), *pair))
+        return out
 
     # ----- status -----------------------------------------------------------------
     def status(self, scheduler: str) -> dict[str, object]:
@@ -392,6 +418,7 @@ class MultipathLink:
                 "id": path_id, "local": f"{local[0]}:{local[1]}" if local else "default",
                 "remote": f"{remote[0]}:{remote[1]}",
                 "state": self.sender.paths[path_id].state.value,
+                "backup": self.sender.paths[path_id].backup,
                 "weight": round(weights.get(path_id, 0.0)),
                 "srtt_ms": (round(self.sender.paths[path_id].srtt * 1e3, 2)
                             if self.sender.paths[path_id].srtt is not None else None),

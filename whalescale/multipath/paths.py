@@ -73,6 +73,9 @@ TRANSITIONS: dict[tuple[PathState, PathEvent], PathState] = {
 @attrs.frozen(slots=True)
 class HealthParams:
     heartbeat_interval_s: float = 0.1  # a heartbeat goes out on a path idle this long
+    # A backup path on standby (others usable) is watched this much more slowly: at
+    # 2 s it costs ~150 bytes/s each way (heartbeats + feedback), not ~4 kB/s.
+    standby_factor: float = 20.0
     degrade_after_intervals: float = 2.0
     fail_after_intervals: float = 4.0  # 0.4 s for a path that carries only heartbeats
     # A path with packets out fails once the oldest is unreported for srtt + 4 rttvar +
@@ -135,6 +138,7 @@ class Path:
     # Used only while no other path is usable (a metered link); its health is still
     # watched (heartbeats), so it takes over as soon as the others fail.
     backup: bool = False
+    standby: bool = False  # a backup while another path is usable (sender.py sets it)
     state: PathState = PathState.HEALTHY
     srtt: float | None = None
     rttvar: float = 0.0
@@ -212,6 +216,12 @@ class Path:
 
     # ----- health --------------------------------------------------------------
     @property
+    def interval_s(self) -> float:
+        """The heartbeat interval: slower on standby."""
+        p = self.params
+        return p.heartbeat_interval_s * (p.standby_factor if self.standby else 1.0)
+
+    @property
     def one_way_delay(self) -> float | None:
         """Half the smoothed RTT: the forward delay if the path is symmetric."""
         return None if self.srtt is None else self.srtt / 2
@@ -240,9 +250,9 @@ class Path:
         if self.state is PathState.FAILED:
             return PathEvent.HEARD
         if (self.loss_rate > p.degrade_loss
-                or silent_s > p.degrade_after_intervals * p.heartbeat_interval_s):
+                or silent_s > p.degrade_after_intervals * self.interval_s):
             return PathEvent.BAD
-        if self.loss_rate < p.recover_loss and silent_s <= p.heartbeat_interval_s:
+        if self.loss_rate < p.recover_loss and silent_s <= self.interval_s:
             return PathEvent.GOOD
         return None
 
@@ -269,7 +279,7 @@ class Path:
     def next_health_deadline(self) -> float:
         """When the path fails if nothing is heard (its SILENT deadline)."""
         p = self.params
-        deadline = self.last_heard + p.fail_after_intervals * p.heartbeat_interval_s
+        deadline = self.last_heard + p.fail_after_intervals * self.interval_s
         unreported_since = self.sent_time(self._reported_seq + 1)
         if unreported_since is not None and self.srtt is not None:
             timeout = max(p.report_timeout_min_s, self.srtt + 4 * self.rttvar + p.report_slack_s)

@@ -174,7 +174,7 @@ class _PathScheduler:
         excess = max(0.0, path.loss_rate - floor)
         w = self.estimator.weight(path.path_id)
         w /= 1.0 + (excess / (self.params.loss_tolerance + floor)) ** 2
-        quiet = now - path.last_heard > path.params.heartbeat_interval_s
+        quiet = now - path.last_heard > path.interval_s
         return (w * self.params.degraded_factor if path.state is PathState.DEGRADED and quiet
                 else w)
 

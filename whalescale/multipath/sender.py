@@ -65,6 +65,12 @@ class Sent:
     item: object
 
 
+# Implementation: held packets due this soon leave with those due now, so that a busy
+# path wakes the shell about once per this interval, not once per packet (the receiver's
+# 2 ms base wait absorbs the difference).
+RELEASE_EARLY_S = 0.0005
+
+
 @attrs.frozen(slots=True)
 class Heartbeat:
     path_id: PathId
@@ -101,6 +107,7 @@ class MultipathSender:
                  now: float, backup: bool = False) -> Path:
         path = Path(path_id, local, remote, mtu, created_at=now, params=self.health,
                     backup=backup)
+        path.standby = backup and any(p.usable and not p.backup for p in self.paths.values())
         self.paths[path_id] = path
         self.estimator.add_path(path_id, now)
         return path
@@ -139,7 +146,7 @@ class MultipathSender:
         """The held packets that are due, sent now; one whose path is no longer usable
         goes on the path the scheduler picks now, without a hold."""
         out = []
-        for held in self.delay_line.due(now):
+        for held in self.delay_line.due(now + RELEASE_EARLY_S):
             path_id = held.path_id
             if path_id not in self.paths or not self.paths[path_id].usable:
                 picked = self.scheduler.pick(held.nbytes, now)
@@ -211,6 +218,10 @@ class MultipathSender:
                 self.delay_line.expedite(path.path_id, now)  # sent on another path now
             self.events.append(PathStateChanged(path.path_id, new, now))
             self.scheduler.on_path_state(path.path_id, new, now)
+        # Backups are watched slowly while another path works, closely while in use.
+        primary = any(p.usable and not p.backup for p in self.paths.values())
+        for path in self.paths.values():
+            path.standby = path.backup and primary
 
     def next_deadline(self) -> float:
         deadlines = [p.next_health_deadline() for p in self.paths.values()
@@ -222,7 +233,7 @@ class MultipathSender:
         return min(deadlines, default=float("inf"))
 
     def _heartbeat_due(self, path: Path) -> float:
-        return max(path.last_sent, path.created_at) + self.health.heartbeat_interval_s
+        return max(path.last_sent, path.created_at) + path.interval_s
 
     def handle_timer(self, now: float) -> list[Heartbeat]:
         self._evaluate(now)

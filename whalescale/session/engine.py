@@ -41,7 +41,8 @@ from .timers import MIN_INITIATION_INTERVAL_S, REJECT_AFTER_S, REKEY_JITTER_MAX_
 Addr = tuple[str, int]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_PATH_KINDS = frozenset((control.Kind.PATH_ANNOUNCE, control.Kind.PATH_PROBE,
+_PATH_KINDS = frozenset((control.Kind.PATH_ANNOUNCE, control.Kind.PATH_ANNOUNCE_BACKUP,
+                         control.Kind.PATH_PROBE,
                          control.Kind.PATH_PROBE_REPLY, control.Kind.MP_HEARTBEAT,
                          control.Kind.MP_FEEDBACK))
 _TRANSPORT_HEADER = wire.TRANSPORT_HEADER
@@ -54,10 +55,11 @@ UNDER_LOAD_HANDSHAKES_PER_S = 64
 @attrs.frozen
 class MultipathConfig:
     """Multipath with whalescale peers: our socket addresses (announced to them; empty:
-    only the default socket) and the scheduler."""
+    only the default socket), the scheduler and which addresses are backups."""
 
     local_addrs: tuple[Addr, ...] = ()
     scheduler: str = "wrr"
+    backup_addrs: frozenset[Addr] = frozenset()  # those of local_addrs used only as backups
 
 
 @attrs.define

@@ -82,7 +82,8 @@ class Peer:
         config = engine.multipath
         self.mp: MultipathLink | None = (
             MultipathLink(list(config.local_addrs), scheduler=config.scheduler, now=0.0,
-                          random_bytes=engine.random_bytes, base_mtu=lambda: engine.mtu)
+                          random_bytes=engine.random_bytes, base_mtu=lambda: engine.mtu,
+                          backup_addrs=config.backup_addrs)
             if config is not None and spec.whalescale else None)
 
     # ----- sending -------------------------------------------------------
@@ -149,7 +150,8 @@ class Peer:
 
     def path_message(self, kind: control.Kind, body: bytes, local: Addr | None, remote: Addr,
                      now: float) -> None:
-        """PATH_ANNOUNCE / PROBE / PROBE_REPLY / MP_HEARTBEAT / MP_FEEDBACK from this peer."""
+        """PATH_ANNOUNCE(_BACKUP) / PROBE / PROBE_REPLY / MP_HEARTBEAT / MP_FEEDBACK from this
+        peer."""
         mp = self.mp
         if mp is None:
             self._engine.drops["multipath_not_enabled"] += 1
@@ -157,6 +159,8 @@ class Peer:
         match kind:
             case control.Kind.PATH_ANNOUNCE:
                 self._send_outgoing(mp.on_announce(body, now), now)
+            case control.Kind.PATH_ANNOUNCE_BACKUP:
+                self._send_outgoing(mp.on_announce(body, now, backup=True), now)
             case control.Kind.PATH_PROBE:
                 self._send_outgoing(mp.on_probe(body, local, remote), now)
             case control.Kind.PATH_PROBE_REPLY:

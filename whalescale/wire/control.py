@@ -32,6 +32,9 @@ class Kind(IntEnum):
     MP_HEARTBEAT = 7
     MP_FEEDBACK = 8
     TRAVERSAL = 9  # hole punching (nat/punch_messages.py, 1..) and relay (nat/relay.py, 16..)
+    # Addresses used only while the others fail (multipath/link.py). A release before
+    # it counts it as malformed and drops it: it then never uses our backup paths.
+    PATH_ANNOUNCE_BACKUP = 10
 
 
 class MalformedControl(ValueError):
