@@ -12,7 +12,7 @@ import time
 import pytest
 
 from whalescale.bench.links import EmulatedLinks, LinkSpec, ping_rtts_ms
-from whalescale.lab.iperf import iperf_tcp
+from whalescale.lab.iperf import IperfResult, iperf_tcp
 from whalescale.lab.mesh import LabMesh
 
 pytestmark = pytest.mark.lab
@@ -67,6 +67,18 @@ def wait_for_path_mtus(mesh: LabMesh, expected: list[int]) -> dict:
             return status
         assert time.monotonic() < deadline, status["paths"]
         time.sleep(0.2)
+
+
+def flow_while_a_link_dies(bench: EmulatedLinks, mesh: LabMesh, link: int, after_s: float,
+                           seconds: float) -> IperfResult:
+    """One TCP flow left -> right in 0.5 s intervals; `link` dies `after_s` into it."""
+    left, right = mesh.nodes["left"], mesh.nodes["right"]
+    timer = threading.Timer(after_s, bench.set_down, args=(link,))
+    timer.start()
+    try:
+        return iperf_tcp(left.host, right.host, right.tunnel_addr, seconds, "-i", "0.5")
+    finally:
+        timer.cancel()
 
 
 def multipath_status(mesh: LabMesh, name: str) -> dict:
@@ -125,12 +137,7 @@ def test_a_backup_link_carries_nothing_until_the_primary_dies(lab):
     quiet = {p["id"]: p["tx_packets"] - before[p["id"]]
              for p in multipath_status(mesh, "left")["paths"]}
     assert quiet[0] > 1000 and quiet[1] < 10, quiet  # the backup: a heartbeat per 2 s
-    timer = threading.Timer(1.0, bench.set_down, args=(0,))
-    timer.start()
-    try:
-        result = iperf_tcp(left.host, right.host, right.tunnel_addr, 5, "-i", "0.5")
-    finally:
-        timer.cancel()
+    result = flow_while_a_link_dies(bench, mesh, link=0, after_s=1.0, seconds=5)
     assert result.intervals_gbit_s[-1] * 1000 > 10, result.intervals_gbit_s
     states = {p["backup"]: p["state"] for p in multipath_status(mesh, "left")["paths"]}
     assert states == {False: "failed", True: "healthy"}, states
@@ -138,13 +145,7 @@ def test_a_backup_link_carries_nothing_until_the_primary_dies(lab):
 
 def test_the_flow_survives_a_dying_path(lab):
     bench, mesh = two_path_mesh(lab, [20, 20])
-    left, right = mesh.nodes["left"], mesh.nodes["right"]
-    timer = threading.Timer(2.0, bench.set_down, args=(1,))
-    timer.start()
-    try:
-        result = iperf_tcp(left.host, right.host, right.tunnel_addr, 6, "-i", "0.5")
-    finally:
-        timer.cancel()
+    result = flow_while_a_link_dies(bench, mesh, link=1, after_s=2.0, seconds=6)
     # The flow survives: the surviving link carries it at the end. The stall (lost
     # in-flight packets, then TCP's retransmission timeout) is bounded; the bench
     # times it against the issue's 1 s target (DESIGN.md, "Multipath"), this only
