@@ -232,6 +232,11 @@ class Path:
         return None if self.min_rtt is None else self.min_rtt / 2
 
     @property
+    def queue_delay(self) -> float:
+        """Smoothed RTT over min RTT: what the path's queues add now (0 unmeasured)."""
+        return 0.0 if self.srtt is None or self.min_rtt is None else self.srtt - self.min_rtt
+
+    @property
     def saturated(self) -> bool:
         """Loss or a standing queue: the path carries all it can."""
         queue = 0.0 if self.srtt is None or self.min_rtt is None else self.srtt - self.min_rtt
