@@ -65,7 +65,8 @@ def _print_paths(console: Console, name: str, mp: dict[str, Any]) -> None:
         table.add_column(column)
     for path in mp["paths"]:
         srtt = "-" if path["srtt_ms"] is None else f"{path['srtt_ms']:.1f} ms"
-        table.add_row(str(path["id"]), f"{path['local']} -> {path['remote']}", path["state"],
+        state = f"{path['state']} (backup)" if path.get("backup") else path["state"]
+        table.add_row(str(path["id"]), f"{path['local']} -> {path['remote']}", state,
                       f"{_si(path['weight'] * 8)}bit/s", srtt, f"{path['loss']:.1%}",
                       str(path["mtu"]), f"{_si(path['tx_bytes'])}B", f"{_si(path['rx_bytes'])}B")
     console.print(table)
