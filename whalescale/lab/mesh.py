@@ -47,6 +47,9 @@ class MeshNode:
     # each, for multipath); empty: the mesh file says nothing and the agent uses all.
     interfaces: tuple[str, ...] = ()
     backup_interfaces: tuple[str, ...] = ()  # used only while the others fail
+    # Where its agent's `whalescale` package comes from (PYTHONPATH), when not from this
+    # tree: a previous release, to show that the wire still talks to it.
+    python_path: str | None = None
     # Its static endpoint "IP:port" when not its host's first address (LabMesh.endpoint).
     endpoint: str | None = None
 
@@ -185,7 +188,8 @@ class LabMesh:
             sys.executable, "-m", "whalescale", "up", str(self.mesh_path),
             "--key", str(node.key_path), "--interface", "ws0",
             "--state-dir", str(self.state_dir(name)), *extra,
-            env={"PYTHONUNBUFFERED": "1"},
+            env={"PYTHONUNBUFFERED": "1",
+                 **({"PYTHONPATH": node.python_path} if node.python_path else {})},
         )
         return node.proc
 
