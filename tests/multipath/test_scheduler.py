@@ -332,3 +332,14 @@ def test_an_idle_path_does_not_grow_its_weight():
         est.on_acked(0, 40, step * 0.05)
         est.update(step * 0.05)
     assert est.weight(0) == est.params.min_weight_bps
+
+
+def test_a_path_that_queues_more_than_the_others_gets_less():
+    # Equal base delays; path 1's packets arrive 15 ms after path 0's (its queue): at the
+    # tolerance its weight is halved, so it carries a third, until it catches up.
+    paths = paths_with({0: 0.02, 1: 0.02})
+    sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
+    paths[1].srtt = 0.02 + SchedulerParams().queue_tolerance_s
+    assert run(sched, 3000)[1] / 3000 == pytest.approx(1 / 3, abs=0.01)
+    paths[0].srtt = paths[1].srtt  # both queue alike: no one's fault
+    assert run(sched, 3000, now0=1.0)[1] / 3000 == pytest.approx(0.5, abs=0.01)

@@ -422,6 +422,8 @@ class MultipathLink:
                 "weight": round(weights.get(path_id, 0.0)),
                 "srtt_ms": (round(self.sender.paths[path_id].srtt * 1e3, 2)
                             if self.sender.paths[path_id].srtt is not None else None),
+                "min_rtt_ms": (round(self.sender.paths[path_id].min_rtt * 1e3, 2)
+                               if self.sender.paths[path_id].min_rtt is not None else None),
                 "loss": round(self.sender.paths[path_id].loss_rate, 4),
                 "mtu": self.sender.paths[path_id].mtu,
                 "tx_packets": self.sender.paths[path_id].send_seq,
