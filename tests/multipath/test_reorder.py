@@ -85,13 +85,15 @@ def test_depth_overflow_forces_the_oldest_gap_skipped():
     assert buf.stats.max_depth <= 4
 
 
-def test_hard_bound_of_128_holds_under_a_long_gap():
+def test_hard_bound_of_4_mb_holds_under_a_long_gap():
     buf = ReorderBuffer(ReorderParams(min_timeout_s=10.0, max_timeout_s=10.0))
     buf.path_added(A)
     buf.path_added(B)
-    for c in range(1, 1000):
-        buf.push(c, A, c - 1, c, now=c * 1e-4)
-        assert buf.depth <= 128
+    for c in range(1, 5000):
+        buf.push(c, A, c - 1, c, now=c * 1e-4, nbytes=1400)
+        assert buf.depth * 1400 <= 4 << 20
+    assert buf.stats.max_depth > 2900  # ~4 MB of 1400-byte packets: beyond 128, as rates need
+    assert buf.stats.skipped_by["depth"] > 0
 
 
 def test_path_failure_flushes_its_gaps_at_once():

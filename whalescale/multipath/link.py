@@ -313,7 +313,7 @@ class MultipathLink:
         stats.on_packet(path_seq, len(packet), now)
         counter = unwrap32(mp_seq, self.reorder.next_counter)
         return self.reorder.push(counter, path_id, path_seq, packet, now,  # type: ignore[return-value]
-                                 data_paths)
+                                 data_paths, len(packet))
 
     def on_heartbeat(self, body: bytes, now: float) -> list[bytes]:
         if len(body) != _HEARTBEAT.size:

@@ -5,8 +5,13 @@ This buffer puts them back in counter order before they reach the TUN, so the
 inner TCP does not take reordering for loss (anti-patterns 3.9), and bounds
 what that costs:
 
-- at most `max_depth` (128) packets are held: the hard memory bound (3.10);
-  one more forces the oldest gap to be skipped;
+- at most `max_bytes` (4 MB) of packets are held, and at most `max_depth`
+  packets: the hard memory bound (3.10); one more forces the oldest gap to be
+  skipped. The seeds' bound was 128 packets, for phone-era rates; the bench
+  held up to 114 at 45 Mbit/s (jitter on a path, a queue on another), so at
+  100 Mbit/s and more 128 packets would skip gaps that were only late. 4 MB
+  is ~250 ms (the timeout's ceiling) of a 128 Mbit/s flow; the packet cap
+  bounds the per-packet overhead of tiny packets;
 - every gap (a missing counter with later packets held) waits at most
   `timeout_s` after the first later packet arrived, then is skipped;
 - a gap is skipped at once when it is *known lost*: paths are FIFO, so once
@@ -58,7 +63,9 @@ import attrs
 
 from .paths import PathId
 
-MAX_REORDERING_DEPTH = 128  # multipath brief / anti-patterns 3.10
+# The seeds' bound (multipath brief / anti-patterns 3.10): what a receiver of the previous
+# release holds, so what a sender may count on (scheduler.py's depth budget).
+MAX_REORDERING_DEPTH = 128
 # Implementation: skipped counter ranges remembered this far back for `late_drops`.
 _LATE_MEMORY = 8192
 # Added-delay histogram bucket upper bounds, seconds.
@@ -67,7 +74,8 @@ DELAY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 
 @attrs.frozen(slots=True)
 class ReorderParams:
-    max_depth: int = MAX_REORDERING_DEPTH
+    max_bytes: int = 4 << 20
+    max_depth: int = 4096
     base_s: float = 0.002
     k_jitter: float = 4.0
     min_timeout_s: float = 0.005
@@ -112,7 +120,8 @@ class ReorderBuffer:
         self._fill_max_s = 0.0
         self._fill_at = 0.0
         self._next = first_counter
-        self._held: dict[int, tuple[object, float]] = {}  # counter -> (packet, arrived_at)
+        self._held: dict[int, tuple[object, float, int]] = {}  # counter -> (packet, at, bytes)
+        self._held_bytes = 0
         self._order: list[int] = []  # heap of held counters
         self._arrivals: deque[tuple[float, int]] = deque()  # arrival order (monotone times)
         self._skipped: deque[tuple[int, int, float]] = deque()  # [start, end), opened at
@@ -155,9 +164,9 @@ class ReorderBuffer:
 
     # ----- arrivals -------------------------------------------------------------
     def push(self, counter: int, path_id: PathId, path_seq: int, packet: object,
-             now: float, data_paths: int | None = None) -> list[object]:
-        """One authenticated data packet; returns the packets now released in order.
-        `data_paths` (None: every path heard) is the sender's mask (sender.Send)."""
+             now: float, data_paths: int | None = None, nbytes: int = 0) -> list[object]:
+        """One authenticated data packet (`nbytes` long); returns the packets now released
+        in order. `data_paths` (None: every path heard) is the sender's mask (sender.Send)."""
         self._note_path(path_id, path_seq, counter)
         if data_paths is not None:
             self._note_data_paths(data_paths, counter)
@@ -171,7 +180,8 @@ class ReorderBuffer:
             return self._drain(now)
         if counter == self._next and self._held:
             self._fill_sample(now - self._head_gap_exposed_at(), now)
-        self._held[counter] = (packet, now)
+        self._held[counter] = (packet, now, nbytes)
+        self._held_bytes += nbytes
         heapq.heappush(self._order, counter)
         self._arrivals.append((now, counter))
         return self._drain(now)
@@ -227,7 +237,8 @@ class ReorderBuffer:
             known = min((self._passed[p] for p in self._live), default=first_held - 1)
             if known >= self._next:
                 self._skip(min(known + 1, first_held), "path_failed" if failed else "known_lost")
-            elif len(self._held) > self.params.max_depth:
+            elif (len(self._held) > self.params.max_depth
+                  or self._held_bytes > self.params.max_bytes):
                 self._skip(first_held, "depth")
             elif now >= self._head_gap_exposed_at() + self.timeout_s:
                 self._skip(first_held, "timeout")
@@ -239,7 +250,8 @@ class ReorderBuffer:
     def _release_run(self, now: float, out: list[object]) -> None:
         while self._order and self._order[0] == self._next:
             heapq.heappop(self._order)
-            packet, arrived_at = self._held.pop(self._next)
+            packet, arrived_at, nbytes = self._held.pop(self._next)
+            self._held_bytes -= nbytes
             self.stats.released += 1
             self.stats.record_delay(now - arrived_at)
             out.append(packet)

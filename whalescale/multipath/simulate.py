@@ -367,8 +367,8 @@ class _Sim:
     def _arrive(self, counter: int, path_id: int, path_seq: int, data_paths: int,
                 packet: tuple, now: float) -> None:
         self._heard(path_id, path_seq, MSS, now)
-        self._deliver(self.reorder.push(counter, path_id, path_seq, packet, now, data_paths),
-                      now)
+        self._deliver(self.reorder.push(counter, path_id, path_seq, packet, now, data_paths,
+                                        MSS), now)
 
     def _heartbeat(self, path_id: int, path_seq: int, mark: int, now: float) -> None:
         self._heard(path_id, path_seq, HEARTBEAT_BYTES, now)
