@@ -150,11 +150,19 @@ def test_a_backup_path_is_used_only_while_no_other_path_is_usable():
     paths[1].backup = True  # faster, but metered
     sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
     assert run(sched, 100, gap=0.01)[1] == 0
-    assert sched.fastest_usable() == 0
+    assert sched.fastest_usable(0.0) == 0
     paths[0].state = PathState.FAILED
     sched.on_path_state(0, PathState.FAILED, 1.0)
     assert run(sched, 100, now0=1.0, gap=0.01)[1] == 100
-    assert sched.fastest_usable() == 1
+    assert sched.fastest_usable(1.0) == 1
+
+
+def test_prompt_packets_leave_a_path_gone_quiet_before_it_is_declared_failed():
+    paths = paths_with({0: 0.01, 1: 0.04})
+    sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
+    assert sched.fastest_usable(0.05) == 0
+    paths[1].on_heard(0.2)  # path 0 was last heard at 0: quiet for a heartbeat interval
+    assert paths[0].state is PathState.HEALTHY and sched.fastest_usable(0.2) == 1
 
 
 def test_lowrtt_fills_the_fastest_first():

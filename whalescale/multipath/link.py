@@ -291,7 +291,7 @@ class MultipathLink:
             else:
                 sent += self.sender.send(packet, len(packet), now)
         out = self._with_trailers(sent)
-        fastest = self.sender.scheduler.fastest_usable() if prompt else None
+        fastest = self.sender.scheduler.fastest_usable(now) if prompt else None
         if fastest is not None:
             # No trailer: the receiver delivers them at once, ahead of any gap.
             out.append(Outgoing(tuple(prompt), *self._pair_of[fastest]))

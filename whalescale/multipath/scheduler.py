@@ -2,7 +2,7 @@
 
 Every scheduler has the same shape (`Scheduler`): `pick(packet_len, now)`
 returns a path id and how long to hold the packet before it leaves (the
-steady delay, below), or None when no path is usable; `fastest_usable()` is
+steady delay, below), or None when no path is usable; `fastest_usable(now)` is
 where a packet goes that must not wait; `on_ack(feedback,
 now)` and `on_path_state(path_id, state, now)` tell it what the sender learned. The
 sender (sender.py) owns the paths and the bandwidth estimator and updates them
@@ -79,7 +79,7 @@ from .reorder import MAX_REORDERING_DEPTH
 class Scheduler(Protocol):
     def pick(self, packet_len: int, now: float) -> tuple[PathId, float] | None: ...
 
-    def fastest_usable(self) -> PathId | None: ...
+    def fastest_usable(self, now: float) -> PathId | None: ...
 
     def on_ack(self, feedback: Feedback, now: float) -> None: ...
 
@@ -267,10 +267,14 @@ class _PathScheduler:
         self.note_sent(path.path_id, packet_len, now)
         return path.path_id, self.hold_s(path, target)
 
-    def fastest_usable(self) -> PathId | None:
-        """Where a packet goes that must not wait (traffic.prompt)."""
+    def fastest_usable(self, now: float) -> PathId | None:
+        """Where a packet goes that must not wait (traffic.prompt): the fastest path heard
+        within its heartbeat interval. Prompt packets carry no per-path seq, so a path
+        that carries only them learns it died from its heartbeats alone (0.4 s); a path
+        gone quiet is left at once, so that a TCP's ACKs are not lost meanwhile."""
         usable = self.usable()
-        return self.fastest(usable).path_id if usable else None
+        heard = [p for p in usable if now - p.last_heard <= p.interval_s]
+        return self.fastest(heard or usable).path_id if usable else None
 
     def choose(self, usable: list[Path], now: float, target: float, packet_len: int) -> Path:
         raise NotImplementedError
