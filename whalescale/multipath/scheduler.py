@@ -71,7 +71,7 @@ from typing import Protocol
 import attrs
 
 from .estimator import BandwidthEstimator
-from .feedback import Feedback
+from .feedback import FEEDBACK_INTERVAL_S, Feedback
 from .paths import Path, PathId, PathState
 from .reorder import MAX_REORDERING_DEPTH
 
@@ -269,11 +269,12 @@ class _PathScheduler:
 
     def fastest_usable(self, now: float) -> PathId | None:
         """Where a packet goes that must not wait (traffic.prompt): the fastest path heard
-        within its heartbeat interval. Prompt packets carry no per-path seq, so a path
-        that carries only them learns it died from its heartbeats alone (0.4 s); a path
-        gone quiet is left at once, so that a TCP's ACKs are not lost meanwhile."""
+        within its heartbeat interval (feedback comes every 50 ms; one may be late).
+        Prompt packets carry no per-path seq, so a path that carries only them learns
+        it died from its heartbeats alone (0.4 s); a path gone quiet is left at once,
+        so that a TCP's ACKs are not lost meanwhile."""
         usable = self.usable()
-        heard = [p for p in usable if now - p.last_heard <= p.interval_s]
+        heard = [p for p in usable if now - p.last_heard <= p.interval_s + FEEDBACK_INTERVAL_S]
         return self.fastest(heard or usable).path_id if usable else None
 
     def choose(self, usable: list[Path], now: float, target: float, packet_len: int) -> Path:
