@@ -56,3 +56,4 @@ def test_example_inventory_renders_a_valid_mesh(tmp_path: Path) -> None:
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr + mesh
     assert "5 nodes (2 anchors), 1 WireGuard peers" in check.stdout
+    assert 'interfaces = ["wlan0"]\nbackup_interfaces = ["usb0"]' in mesh
