@@ -18,8 +18,11 @@ Theory of operation (sans-I/O; the session's Peer drives it):
   our own: the WireGuard counter restarts at each rekey and is shared with
   keepalives and control messages, which would leave gaps). mp_seq travels as
   its low 32 bits, read back as the value nearest the buffer's position: the
-  buffer spans 128 packets, so 32 bits are never ambiguous, and 4 bytes more
-  of every packet go to the inner flow.
+  buffer spans at most 4096 packets, so 32 bits are never ambiguous, and 4
+  bytes more of every packet go to the inner flow. Packets for a faster path
+  are held by the sender (the steady delay, scheduler.py) and leave from
+  `on_timer`; ICMP and pure ACKs (traffic.py) leave at once on the fastest
+  path without a trailer, and the receiver delivers them as single-path data.
 - Path MTU (packetization-layer PMTU discovery, RFC 8899, in one round): each
   pair gets three probes padded to 1292 bytes of plaintext (IPv6's 1280 plus
   the trailer: the least a session must carry), to the mesh's MTU and to what
