@@ -3,8 +3,8 @@
 Every scheduler has the same shape (`Scheduler`): `pick(packet_len, now)`
 returns a path id and how long to hold the packet before it leaves (the
 steady delay, below), or None when no path is usable; `fastest_usable(now)` is
-where a packet goes that must not wait; `on_ack(feedback,
-now)` and `on_path_state(path_id, state, now)` tell it what the sender learned. The
+where a packet goes that must not wait; `on_ack(feedback, now)` and
+`on_path_state(path_id, state, now)` tell it what the sender learned. The
 sender (sender.py) owns the paths and the bandwidth estimator and updates them
 first; schedulers read them.
 
@@ -213,11 +213,11 @@ class _PathScheduler:
         # Unmeasured paths sort last: they have yet to show their delay.
         return min(paths, key=lambda p: (p.srtt is None, p.srtt or 0.0, p.path_id))
 
-    def target_delay(self, usable: list[Path]) -> float:
+    def target_delay(self, allowed: list[Path]) -> float:
         """The one-way delay held packets are equalized to: the slowest base delay among
         the paths the harm rule allows (0 while none is measured)."""
-        return max((p.base_one_way_delay for p in usable if p.base_one_way_delay is not None
-                    and not self.harmful(p, usable)), default=0.0)
+        return max((p.base_one_way_delay for p in allowed if p.base_one_way_delay is not None),
+                   default=0.0)
 
     def hold_s(self, path: Path, target: float) -> float:
         """How long a packet for `path` is held so that it arrives at `target`."""
@@ -243,18 +243,21 @@ class _PathScheduler:
             total += rate * (arrives - q_arrives)
         return total
 
-    def harmful(self, path: Path, usable: list[Path]) -> bool:
-        """The harm rule (module docstring): too much slower than the fastest path."""
-        owd = path.base_one_way_delay
+    def within_reach(self, usable: list[Path]) -> list[Path]:
+        """The harm rule (module docstring): the usable paths not too much slower than the
+        fastest (never empty while a path is usable: the fastest is always within)."""
         floor = min((q.base_one_way_delay for q in usable if q.base_one_way_delay is not None),
-                    default=None)
-        return owd is not None and floor is not None and owd - floor > self.params.max_extra_delay_s
+                    default=0.0)
+        limit = floor + self.params.max_extra_delay_s
+        return [p for p in usable if p.base_one_way_delay is None
+                or p.base_one_way_delay <= limit]
 
-    def eligible(self, usable: list[Path], now: float, target: float, by_capacity: bool = False,
-                 depth: bool = True, packet_len: int = 1400) -> list[Path]:
-        """The usable paths the harm rule and (if `depth`) the depth constraint allow."""
-        return [p for p in usable if not self.harmful(p, usable) and not (
-            depth and self.overtakers(p, usable, now, target, by_capacity, packet_len)
+    def eligible(self, allowed: list[Path], now: float, target: float,
+                 by_capacity: bool = False, depth: bool = True,
+                 packet_len: int = 1400) -> list[Path]:
+        """The paths within reach that (if `depth`) the depth constraint allows."""
+        return [p for p in allowed if not (
+            depth and self.overtakers(p, allowed, now, target, by_capacity, packet_len)
             > self.params.depth_budget)]
 
     def pick(self, packet_len: int, now: float) -> tuple[PathId, float] | None:
@@ -262,8 +265,9 @@ class _PathScheduler:
         usable = self.usable()
         if not usable:
             return None
-        target = self.target_delay(usable)
-        path = self.choose(usable, now, target, packet_len)
+        allowed = self.within_reach(usable)
+        target = self.target_delay(allowed)
+        path = self.choose(allowed, now, target, packet_len)
         self.note_sent(path.path_id, packet_len, now)
         return path.path_id, self.hold_s(path, target)
 
@@ -277,7 +281,8 @@ class _PathScheduler:
         heard = [p for p in usable if now - p.last_heard <= p.interval_s + FEEDBACK_INTERVAL_S]
         return self.fastest(heard or usable).path_id if usable else None
 
-    def choose(self, usable: list[Path], now: float, target: float, packet_len: int) -> Path:
+    def choose(self, allowed: list[Path], now: float, target: float, packet_len: int) -> Path:
+        """The path for the next packet among those the harm rule allows."""
         raise NotImplementedError
 
 
@@ -292,9 +297,9 @@ class WeightedRoundRobin(_PathScheduler):
         super().on_path_state(path_id, state, now)
         self._credit.pop(path_id, None)
 
-    def choose(self, usable: list[Path], now: float, target: float, packet_len: int) -> Path:
-        candidates = (self.eligible(usable, now, target, packet_len=packet_len)
-                      or [self.fastest(usable)])
+    def choose(self, allowed: list[Path], now: float, target: float, packet_len: int) -> Path:
+        candidates = (self.eligible(allowed, now, target, packet_len=packet_len)
+                      or [self.fastest(allowed)])
         weights = {p.path_id: self.weight(p, now) for p in candidates}
         total = sum(weights.values())
         cap = self.params.credit_cap_bytes
@@ -311,10 +316,10 @@ class LowestRttFirst(_PathScheduler):
     name = "lowrtt"
     use_depth_constraint = False
 
-    def choose(self, usable: list[Path], now: float, target: float, packet_len: int) -> Path:
-        candidates = (self.eligible(usable, now, target, by_capacity=True,
+    def choose(self, allowed: list[Path], now: float, target: float, packet_len: int) -> Path:
+        candidates = (self.eligible(allowed, now, target, by_capacity=True,
                                     depth=self.use_depth_constraint, packet_len=packet_len)
-                      or [self.fastest(usable)])
+                      or [self.fastest(allowed)])
         # Held packets all arrive at the target: the order among them is by queueing.
         candidates.sort(key=lambda p: (p.srtt is None, (p.srtt or 0.0) / 2
                                        + self.hold_s(p, target), p.path_id))
