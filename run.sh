@@ -47,7 +47,7 @@ install_venv() {
     local stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
     if [ ! -e "$stamp" ]; then
         echo "run.sh: installing whalescale and its Python dependencies into .venv/" >&2
-        if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[test]'; } \
+        if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[test,plots]'; } \
                 > .venv/install.log 2>&1; then
             tail -n 30 .venv/install.log >&2
             echo "run.sh: pip install failed; the whole log is in .venv/install.log" >&2

@@ -90,6 +90,17 @@ def test_check_accepts_a_good_mesh(keys, tmp_path):
     assert "2 nodes (1 anchors)" in result.stdout
 
 
+def test_check_warns_about_the_deprecated_relay_key_and_accepts_the_mesh(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text(mesh_text(keys).replace("anchor = true", "anchor = true\nrelay = true"))
+    result = ws("check", mesh)
+    assert result.returncode == 0, result.stderr
+    assert "2 nodes (1 anchors)" in result.stdout
+    (warning,) = result.stderr.splitlines()
+    assert "WARNING" in warning
+    assert f"{mesh}:10:1: node[0].relay: deprecated key 'relay' is ignored" in warning
+
+
 def test_check_reports_every_problem_with_its_position(keys, tmp_path):
     mesh = tmp_path / "mesh.toml"
     text = mesh_text(keys).replace('address = "100.96.0.1"', 'address = "100.96.0.2"')

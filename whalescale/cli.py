@@ -116,8 +116,7 @@ def cmd_mesh_add_node(args: argparse.Namespace) -> int:
                   else args.public_key)
         addresses = add_node(args.mesh, name=args.name, public_key=public,
                              addresses=args.address, endpoints=args.endpoint,
-                             anchor=args.anchor, port=args.port, interfaces=args.interface,
-                             relay=args.relay)
+                             anchor=args.anchor, port=args.port, interfaces=args.interface)
         return f"added node {args.name} with tunnel address {', '.join(addresses)}"
 
     return _edit(args, action)
@@ -366,7 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="the node's UDP port, if not the mesh's")
     p.add_argument("--interface", action="append", default=[],
                    help="a local interface it may use")
-    p.add_argument("--relay", action="store_true", help="it may relay for others")
     p.set_defaults(func=cmd_mesh_add_node)
     p = mesh.add_parser("remove-node", help="remove a [[node]] or [[wireguard]] by name",
                         description="Remove the entry with that name; the rest of the file "
@@ -473,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "scheduler variant, with whalescale on the best single path, "
                          "plain TCP on each link and kernel MPTCP as references, and ICMP "
                          "echo RTTs idle and beside each flow. Writes report.md, "
-                         "results.json and PNG plots to --out. Needs root.")
+                         "results.json and PNG plots to --out. Needs root and matplotlib "
+                         "(pip install 'whalescale[plots]').")
     p.add_argument("--out", type=Path, default=Path("bench-multipath"),
                    help="folder for the report (default: ./bench-multipath)")
     p.add_argument("--seconds", type=float, default=10, help="duration of each flow")

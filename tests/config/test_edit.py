@@ -52,7 +52,7 @@ def mesh(tmp_path: Path) -> Path:
 def test_add_node_appends_and_keeps_every_byte_before(mesh):
     phone = Identity.generate()
     addresses = add_node(mesh, name="phone", public_key=phone.public_b64, addresses=[],
-                         endpoints=[], anchor=False, port=None, interfaces=[], relay=False)
+                         endpoints=[], anchor=False, port=None, interfaces=[])
     assert addresses == ["100.96.0.3"]  # the next free address of the prefix
     after = mesh.read_text()
     assert after.startswith(HAND_WRITTEN)
@@ -81,10 +81,9 @@ def test_remove_node_removes_its_block_only(mesh):
     lambda p: set_value(p, "mesh.port", "99999"),
     lambda p: set_value(p, "mesh.colour", "blue"),
     lambda p: add_node(p, name="laptop", public_key=Identity.generate().public_b64,
-                       addresses=[], endpoints=[], anchor=False, port=None, interfaces=[],
-                       relay=False),
+                       addresses=[], endpoints=[], anchor=False, port=None, interfaces=[]),
     lambda p: add_node(p, name="dup-key", public_key=b64(LAPTOP.public), addresses=[],
-                       endpoints=[], anchor=False, port=None, interfaces=[], relay=False),
+                       endpoints=[], anchor=False, port=None, interfaces=[]),
 ])
 def test_an_edit_that_breaks_the_mesh_is_refused_and_nothing_changes(mesh, edit):
     with pytest.raises(ConfigError):
@@ -108,8 +107,7 @@ def test_init_writes_a_commented_file_that_becomes_valid_with_one_node(tmp_path)
     with pytest.raises(ConfigError, match="at least one"):
         load_mesh(path)
     add_node(path, name="anchor-1", public_key=ANCHOR.public_b64, addresses=[],
-             endpoints=["192.0.2.10:51820"], anchor=True, port=None, interfaces=[],
-             relay=False)
+             endpoints=["192.0.2.10:51820"], anchor=True, port=None, interfaces=[])
     node = load_mesh(path).nodes[0]
     assert [str(a) for a in node.addresses] == ["100.96.0.1", "fd77:7773::1"]
     assert path.read_text().startswith(init_text("home", str(path)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,6 @@ EXPECTED = Mesh(
             anchor=True,
             port=51820,
             interfaces=("eth0", "wlan0"),
-            relay=False,
         ),
         Node(
             name="laptop",
@@ -48,7 +48,6 @@ EXPECTED = Mesh(
             anchor=False,
             port=51821,
             interfaces=(),
-            relay=True,
         ),
     ),
     wireguard=(
@@ -91,7 +90,7 @@ endpoint = "[fd00:1::2]"
     mesh = parse_mesh(text, "mesh.toml")
     assert (mesh.port, mesh.keepalive_s, mesh.mtu) == (51820, 25, 1420)
     (node,) = mesh.nodes
-    assert (node.port, node.anchor, node.relay, node.interfaces) == (51820, False, False, ())
+    assert (node.port, node.anchor, node.interfaces) == (51820, False, ())
     assert node.endpoints == (Endpoint("fd00:1::1", 51820),)
     (peer,) = mesh.wireguard
     assert (peer.keepalive_s, peer.allowed_ips) == (25, ())
@@ -336,3 +335,39 @@ def test_backup_interfaces_without_interfaces_is_an_error() -> None:
     ((line, _, key, message),) = problems(text)
     assert (line, key) == (13, "node[0].backup_interfaces")
     assert "need `interfaces` too" in message
+
+
+# --- deprecated keys: accepted, ignored, warned about with their position ---------------------
+
+
+def test_relay_key_is_accepted_with_a_deprecation_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "mesh.toml"
+    path.write_text(VALID)  # the laptop has `relay = true`, line 21
+    with caplog.at_level(logging.WARNING, logger="whalescale.config"):
+        assert load_mesh(path) == EXPECTED
+    (record,) = [r for r in caplog.records if r.name == "whalescale.config"]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "\n" not in message
+    assert message.startswith(f"{path}:21:1: node[1].relay: deprecated key 'relay' is ignored")
+    assert "anchors" in message
+
+
+def test_relay_false_warns_too_and_a_file_without_it_does_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="whalescale.config"):
+        parse_mesh(edit("relay = true", "relay = false"), "mesh.toml")
+        assert [r.getMessage()[:27] for r in caplog.records] == ["mesh.toml:21:1: node[1].rel"]
+        caplog.clear()
+        parse_mesh(edit("relay = true\n", ""), "mesh.toml")
+        assert caplog.records == []
+
+
+def test_relay_of_the_wrong_type_is_still_a_problem_and_not_offered_as_a_key() -> None:
+    assert problems(edit("relay = true", "relay = 1")) == [
+        (21, 9, "node[1].relay", "expected true or false, got an integer")]
+    ((_, _, _, message),) = problems(edit("relay = true", "relay = true\nrelays = 1"))
+    assert "relay," not in message and not message.endswith("relay")

@@ -1,6 +1,7 @@
 import pytest
 
-from whalescale.session.replay import REJECT_AFTER_MESSAGES, WINDOW_SIZE, ReplayWindow
+from whalescale.session.replay import WINDOW_SIZE, ReplayWindow
+from whalescale.session.timers import REJECT_AFTER_MESSAGES
 
 # (counter, accepted) applied in order to one window, as in wireguard-go's replay_test.go
 CASES = [

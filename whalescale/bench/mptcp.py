@@ -49,11 +49,6 @@ class MptcpReference:
     def best_single_mbit(self) -> float:
         return max(self.single_path_mbit)
 
-    @property
-    def share_of_sum(self) -> float:
-        """MPTCP goodput over the sum of the single-path goodputs."""
-        return self.mptcp_mbit / sum(self.single_path_mbit)
-
 
 def configure_mptcp(bench: EmulatedLinks) -> None:
     """Limits on both hosts; right announces its address on links 1..N-1."""

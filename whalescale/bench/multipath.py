@@ -50,6 +50,7 @@ from typing import Any
 
 import attrs
 
+from .. import plots
 from ..lab.lab import Lab, lab_available
 from ..lab.mesh import LabMesh
 from ..lab.netns import Host
@@ -938,10 +939,7 @@ def plot(data: dict[str, Any], out: Path) -> None:
     """goodput.png (share of the sum per scenario and row), throughput.png (each
     scenario's flows over time in its first run, path outages shaded, rate changes as
     dashed lines) and rtt-ratio.png (`rtt_ratio_points`). Medians over repeated runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()  # matplotlib, lazily: only the plots need it (the `plots` extra)
 
     scenarios = aggregate(data["scenarios"])
     names = []  # row names in first-seen order; the per-link TCP rows stay apart
@@ -1044,7 +1042,7 @@ def run_multipath_bench(out: Path, seconds: float = 10.0, scenarios: list[str] |
                         variants: list[str] | None = None, congestion: str | None = None,
                         repeat: int = 1) -> int:
     """The CLI's entry: 0 on a report, 2 when the bench cannot or must not run."""
-    reason = lab_available() or (None if _has("iperf3") else "no iperf3")
+    reason = lab_available() or (None if _has("iperf3") else "no iperf3") or plots.missing()
     if reason:
         print(f"whalescale bench multipath: cannot run: {reason}", file=sys.stderr)
         return 2

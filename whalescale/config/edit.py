@@ -129,7 +129,7 @@ def next_free_address(doc: tomlkit.TOMLDocument, version: int
 
 def add_node(path: Path, *, name: str, public_key: str, addresses: list[str],
              endpoints: list[str], anchor: bool, port: int | None,
-             interfaces: list[str], relay: bool) -> list[str]:
+             interfaces: list[str]) -> list[str]:
     """Append a [[node]]; returns its tunnel addresses (allocated from the prefixes when
     none are given)."""
     doc = _load(path)
@@ -150,8 +150,6 @@ def add_node(path: Path, *, name: str, public_key: str, addresses: list[str],
         table["port"] = port
     if interfaces:
         table["interfaces"] = interfaces
-    if relay:
-        table["relay"] = True
     if "node" not in doc:
         doc["node"] = tomlkit.aot()
     doc["node"].append(table)

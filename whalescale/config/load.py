@@ -5,11 +5,14 @@ where each key and value is written. Each table is read against a table of
 fields (converter, required or default); every mistake becomes a Problem with
 its position and the loader carries on, so one run reports them all. Entries
 with mistakes still take part in the checks across entries (duplicate names,
-keys, addresses) with whatever fields did convert.
+keys, addresses) with whatever fields did convert. Deprecated keys are accepted
+and ignored; each is logged as a warning (logger "whalescale.config") with its
+position, once the file is otherwise valid.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path as FilePath
@@ -32,6 +35,8 @@ DEFAULT_MTU = 1420
 _SECRET_KEY = re.compile(r"private|secret", re.IGNORECASE)
 _PARSE_ERROR_POSITION = re.compile(r" at line \d+ col \d+$")
 _REQUIRED = object()
+
+log = logging.getLogger("whalescale.config")
 
 
 @attrs.frozen
@@ -60,7 +65,6 @@ _NODE_FIELDS = {
     "interfaces": _Field(fields.list_of(fields.interface), ()),
     # Used only while no other path to a peer works (a metered LTE link); still watched.
     "backup_interfaces": _Field(fields.list_of(fields.interface), ()),
-    "relay": _Field(fields.boolean, False),
     # Prometheus metrics of this node's agent, off unless set ("127.0.0.1:9586").
     "metrics": _Field(fields.listen_address, None),
 }
@@ -73,6 +77,11 @@ _WIREGUARD_FIELDS = {
     "keepalive_s": _Field(fields.integer(0, 65535), None),
 }
 _TOP_LEVEL = ("mesh", "node", "wireguard")
+# Keys still accepted (of the right type) but ignored, with why: a warning, not a problem.
+_DEPRECATED_NODE_FIELDS = {
+    "relay": (_Field(fields.boolean, False),
+              "relaying is automatic through the anchors; remove the key"),
+}
 
 
 def load_mesh(path: str | FilePath) -> Mesh:
@@ -106,6 +115,8 @@ def parse_mesh(text: str, filename: str) -> Mesh:
     mesh = reader.mesh(document)
     if mesh is None:
         raise ConfigError(reader.problems)
+    for warning in reader.warnings:
+        log.warning("%s", warning)
     return mesh
 
 
@@ -141,10 +152,15 @@ class _Reader:
         self.filename = filename
         self.source = source
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []  # with the same positions; they refuse nothing
 
     def problem(self, path: Path, message: str, *, at_key: bool = False) -> None:
         where = self.source.key(path) if at_key else self.source.value(path)
         self.problems.append(Problem(self.filename, where.line, where.col, _render(path), message))
+
+    def warning(self, path: Path, message: str) -> None:
+        where = self.source.key(path)
+        self.warnings.append(Problem(self.filename, where.line, where.col, _render(path), message))
 
     def mesh(self, document: dict[str, Any]) -> Mesh | None:
         """The Mesh, or None after recording every problem."""
@@ -156,7 +172,8 @@ class _Reader:
         node_tables = self.array_of_tables(document, "node")
         if not node_tables and isinstance(document.get("node", []), list):
             self.problem(("node",), "a mesh needs at least one [[node]], found none")
-        nodes = [self.table(t, ("node", i), _NODE_FIELDS) for i, t in enumerate(node_tables)]
+        nodes = [self.table(t, ("node", i), _NODE_FIELDS, deprecated=_DEPRECATED_NODE_FIELDS)
+                 for i, t in enumerate(node_tables)]
         peers = [
             self.table(t, ("wireguard", i), _WIREGUARD_FIELDS)
             for i, t in enumerate(self.array_of_tables(document, "wireguard"))
@@ -221,15 +238,29 @@ class _Reader:
         path: Path,
         schema: Mapping[str, _Field],
         header: str = "",
+        deprecated: Mapping[str, tuple[_Field, str]] | None = None,
     ) -> dict[str, Any]:
-        """The converted fields of one table; missing or bad ones are reported and left out."""
+        """The converted fields of one table; missing or bad ones are reported and left out.
+        A `deprecated` key is still checked (its type) but left out, with a warning."""
         if value is None and header:
             self.problem(path, f"missing {header} table")
             return {}
         if not isinstance(value, dict):
             self.problem(path, f"expected a table, got {fields.toml_type(value)}")
             return {}
-        self.unknown_keys(value, path, schema)
+        deprecated = deprecated or {}
+        # Deprecated keys are not unknown, but not offered in "expected one of" either.
+        self.unknown_keys({k: v for k, v in value.items() if k not in deprecated}, path, schema)
+        for key, (field, why) in deprecated.items():
+            if key not in value:
+                continue
+            try:
+                field.convert(value[key])
+            except fields.Invalid as exc:
+                for sub, message in exc.where:
+                    self.problem((*path, key, *sub), message)
+            else:
+                self.warning((*path, key), f"deprecated key {key!r} is ignored: {why}")
         out: dict[str, Any] = {}
         for key, field in schema.items():
             if key not in value:
@@ -345,7 +376,6 @@ def _node(fields_: dict[str, Any], mesh_port: int) -> Node:
         port=port,
         interfaces=fields_["interfaces"],
         backup_interfaces=fields_["backup_interfaces"],
-        relay=fields_["relay"],
         metrics=Endpoint(*fields_["metrics"]) if fields_["metrics"] else None,
     )
 

@@ -37,7 +37,6 @@ class Node:
     anchor: bool
     port: int
     interfaces: tuple[str, ...]
-    relay: bool
     metrics: Endpoint | None = None  # where its agent serves Prometheus metrics, if anywhere
     backup_interfaces: tuple[str, ...] = ()  # multipath: used only while the others fail
 

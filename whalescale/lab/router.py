@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from whalescale.lab.closing import Closing
 from whalescale.lab.errors import LabError
@@ -106,7 +106,6 @@ class Router(Closing):
     lans: list[Link]
     stun: Proc
     miniupnpd: Proc
-    procs_started: list[Proc] = field(default_factory=list)
 
     @property
     def wan_addr(self) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
+from .. import plots
 from ..identity import Identity
 from . import records
 from .gossip import GossipNode, GossipParams
@@ -311,10 +312,7 @@ def report(result: Result) -> str:
 
 
 def plot(result: Result, path: str) -> None:
-    import matplotlib  # lazily: only the plot needs it
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()  # matplotlib, lazily: only the plot needs it (the `plots` extra)
 
     horizon = 30
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
@@ -344,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=900.0)
     parser.add_argument("--plot", metavar="PNG")
     args = parser.parse_args(argv)
+    if args.plot and (problem := plots.missing()):
+        print(f"{parser.prog}: --plot: {problem}", file=sys.stderr)
+        return 2
     result = simulate(args.nodes, args.churn, args.seed, duration_s=args.duration)
     print(report(result))
     if args.plot:

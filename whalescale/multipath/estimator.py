@@ -63,9 +63,6 @@ class BandwidthEstimator:
     def add_path(self, path_id: PathId, now: float) -> None:
         self._paths[path_id] = _PathEstimate(added_at=now, weight_bps=self.params.min_weight_bps)
 
-    def remove_path(self, path_id: PathId) -> None:
-        self._paths.pop(path_id, None)
-
     def restart_path(self, path_id: PathId, now: float) -> None:
         """A path back from FAILED starts over, like a new one."""
         self.add_path(path_id, now)

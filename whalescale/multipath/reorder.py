@@ -93,7 +93,6 @@ class ReorderStats:
         lambda: {"timeout": 0, "depth": 0, "known_lost": 0, "path_failed": 0})
     late_drops: int = 0
     duplicates: int = 0
-    path_reorders: int = 0  # a path delivered its own seqs out of order (not FIFO)
     max_depth: int = 0
     added_delay_total_s: float = 0.0
     added_delay_max_s: float = 0.0
@@ -196,8 +195,7 @@ class ReorderBuffer:
         if path_id not in self._passed:
             self.path_added(path_id)
         if path_seq < self._path_seq.get(path_id, -1):
-            self.stats.path_reorders += 1  # not FIFO: this arrival proves nothing
-            return
+            return  # not FIFO (a path delivered its own seqs out of order): proves nothing
         self._path_seq[path_id] = path_seq
         self._passed[path_id] = max(self._passed[path_id], counter)
 

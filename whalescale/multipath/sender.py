@@ -112,13 +112,6 @@ class MultipathSender:
         self.estimator.add_path(path_id, now)
         return path
 
-    def remove_path(self, path_id: PathId, now: float) -> None:
-        self.paths.pop(path_id, None)
-        self.estimator.remove_path(path_id)
-        self._last_data_at.pop(path_id, None)
-        self.delay_line.expedite(path_id, now)
-        self.scheduler.on_path_state(path_id, PathState.FAILED, now)
-
     @property
     def mtu(self) -> int | None:
         return tunnel_mtu(self.paths.values())

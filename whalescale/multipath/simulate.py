@@ -38,11 +38,13 @@ from __future__ import annotations
 import argparse
 import heapq
 import random
+import sys
 from collections import deque
 from collections.abc import Callable
 
 import attrs
 
+from .. import plots
 from . import feedback as fb
 from .feedback import FEEDBACK_INTERVAL_S
 from .paths import PathReceiveStats
@@ -456,9 +458,7 @@ HEADER = ("scenario    sched   of-sum  of-best  skips  lates  delay-ms  max-ms d
 def _plot(results: list[Result], out_dir: str) -> None:
     import pathlib
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()  # matplotlib, lazily: only the plot needs it (the `plots` extra)
 
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -497,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--plot", metavar="DIR")
     args = parser.parse_args(argv)
+    if args.plot and (problem := plots.missing()):
+        print(f"{parser.prog}: --plot: {problem}", file=sys.stderr)
+        return 2
     results = []
     print(HEADER)
     for name in args.scenario or list(SCENARIOS):

@@ -7,9 +7,9 @@ counter `top - i`.
 
 from __future__ import annotations
 
+from .timers import REJECT_AFTER_MESSAGES  # a counter at or above it is never accepted
+
 WINDOW_SIZE = 2048
-# Specification: a counter at or above this is never accepted (whitepaper §5.4.6).
-REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1
 _MASK = (1 << WINDOW_SIZE) - 1
 
 
