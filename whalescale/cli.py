@@ -142,20 +142,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     import trio
 
     from .agent.agent import Agent
-    from .agent.peers import NotInMesh
     from .config import ConfigError, load_mesh
+    from .node.specs import NotInMesh
 
     try:
         mesh = load_mesh(args.mesh)
         ident = identity.read_key_file(args.key)
-        agent = Agent(mesh, ident, mesh_path=args.mesh, interface=args.interface,
-                      state_dir=args.state_dir, offload=not args.no_offload,
-                      scheduler=args.scheduler)
+        agent = Agent.open(mesh, ident, mesh_path=args.mesh, interface=args.interface,
+                           state_dir=args.state_dir, offload=not args.no_offload,
+                           scheduler=args.scheduler)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
     except (identity.InvalidKey, NotInMesh) as exc:
         return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot start: {exc}")
 
     async def main() -> None:
         # The receiver opens before the agent starts: the agent logs "up" from inside
@@ -174,10 +176,6 @@ def cmd_up(args: argparse.Namespace) -> int:
                     nursery.cancel_scope.cancel()
                     break
 
-    try:
-        agent.open()
-    except OSError as exc:
-        return _fail(f"cannot start: {exc}")
     try:
         trio.run(main)
     finally:

@@ -1,9 +1,9 @@
-"""A fake internet for nat/traversal.py: real engines and traversal cores, simulated NATs.
+"""A fake internet of whole nodes: the `Node` production runs (node/node.py), fake NATs.
 
-Each node is a session Engine plus a Traversal, doing what the agent's shell does
-with them (unclaimed datagrams, relay tags, TRAVERSAL control messages, timers,
-once-a-second ticks). A node may sit behind a `Nat`: "cone" keeps one external port
-for every destination, "symmetric" takes a new one per destination; both filter
+Each host runs one Node from one mesh file and does the I/O the agent's shell does
+for it (datagrams, timers, answering FindRoutes); everything else, mesh controller
+included, is the production wiring. A host may sit behind a `Nat`: "cone" keeps one
+external port for every destination, "symmetric" takes a new one per destination; both filter
 port-restricted (only endpoints the inside sent to get in), "full" lets anyone in.
 Nodes on one named `lan` (a /24) reach each other's addresses and its broadcast address.
 A node with an `ipv6` address is reached there without NAT or filtering.
@@ -14,18 +14,19 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from whalescale.identity import Identity
-from whalescale.nat import relay
+from whalescale.config import parse_mesh
+from whalescale.identity import Identity, b64
 from whalescale.nat.traversal import Traversal
-from whalescale.session.engine import Engine, PeerSpec
-from whalescale.wire import control
+from whalescale.node.effects import FindRoutes, Log
+from whalescale.node.local import Interface
+from whalescale.node.node import Node
+from whalescale.session.engine import Engine
 
 from ..session.pair import ip_packet
 
 Addr = tuple[str, int]
 PORT = 51820
 STEP_S = 0.05
-LAN_HELLO_EVERY_S = 10.0
 
 
 class Nat:
@@ -52,18 +53,36 @@ class Nat:
         return (port, source) in self._allowed
 
 
-class Node:
+class Host:
+    """A machine of the fake internet running one whalescale node (node/node.py)."""
+
     def __init__(self, net: Internet, name: str, ident: Identity, address: str, tunnel: str,
                  anchor: bool, nat: Nat | None, lan: str | None, ipv6: str | None) -> None:
         self.net, self.name, self.ident, self.lan, self.ipv6 = net, name, ident, lan, ipv6
         self.address, self.tunnel, self.anchor, self.nat = address, tunnel, anchor, nat
-        self.engine: Engine | None = None
-        self.traversal: Traversal | None = None
+        self.node: Node | None = None
         self.delivered: list[bytes] = []
+        self.log: list[str] = []
+
+    @property
+    def engine(self) -> Engine:
+        assert self.node is not None
+        return self.node.engine
+
+    @property
+    def traversal(self) -> Traversal:
+        assert self.node is not None
+        return self.node.traversal
 
     @property
     def local(self) -> Addr:
         return (self.address, PORT)
+
+    def interfaces(self) -> list[Interface]:
+        found: list[Interface] = [ipaddress.IPv4Interface(f"{self.address}/24")]
+        if self.ipv6:
+            found.append(ipaddress.IPv6Interface(f"{self.ipv6}/64"))
+        return found
 
     def owns(self, addr: Addr) -> bool:
         if ":" in addr[0]:
@@ -76,102 +95,101 @@ class Node:
 class Internet:
     def __init__(self, seed: int = 1) -> None:
         self.now = 0.0
-        self.nodes: dict[str, Node] = {}
+        self.nodes: dict[str, Host] = {}
         self._rng = random.Random(seed)
         self._queue: list[tuple[bytes, Addr, Addr]] = []  # (datagram, source, destination)
-        self._next_tick = 0.0
 
     def add(self, name: str, address: str, *, anchor: bool = False, nat: str | None = None,
             public_ip: str | None = None, lan: str | None = None,
-            ipv6: str | None = None) -> Node:
+            ipv6: str | None = None) -> Host:
         n = len(self.nodes) + 1
-        node = Node(self, name, Identity.from_seed(bytes([n]) * 32), address,
+        host = Host(self, name, Identity.from_seed(bytes([n]) * 32), address,
                     f"100.96.0.{n}", anchor, Nat(public_ip or address, nat) if nat else None,
                     lan, ipv6)
-        self.nodes[name] = node
-        return node
+        self.nodes[name] = host
+        return host
+
+    def mesh_text(self) -> str:
+        """The mesh file every node runs: anchors list their endpoints, nobody else."""
+        text = ('[mesh]\nname = "sim"\nport = 51820\nkeepalive_s = 5\n'
+                'prefixes = ["100.96.0.0/16"]\n')
+        for host in self.nodes.values():
+            text += (f'\n[[node]]\nname = "{host.name}"\npublic_key = "{b64(host.ident.public)}"\n'
+                     f'address = "{host.tunnel}"\n')
+            if host.anchor:
+                text += f'anchor = true\nendpoints = ["{host.address}:{PORT}"]\n'
+        return text
 
     def start(self) -> None:
-        """Engines and traversal cores for every node; anchors' endpoints are known."""
-        for node in self.nodes.values():
-            others = [o for o in self.nodes.values() if o is not node]
-            specs = [PeerSpec(name=o.name, static_public=o.ident.x25519_public,
-                              allowed_ips=(ipaddress.ip_network(f"{o.tunnel}/32"),),
-                              endpoints=(o.local,) if o.anchor else (), keepalive_s=5.0,
-                              node_id=o.ident.public, anchor=o.anchor) for o in others]
-            node.engine = Engine(node.ident.x25519_private, node.ident.x25519_public, specs,
-                                 random_bytes=self._rng.randbytes, wall_offset=1.8e9)
-            node.traversal = Traversal(
-                node.engine, [o.ident.public for o in self.nodes.values() if o.anchor],
-                me=node.ident.public, is_anchor=node.anchor,
-                random_bytes=self._rng.randbytes, now=self.now)
-        for node in self.nodes.values():
-            assert node.engine is not None and node.traversal is not None
-            node.traversal.set_local_candidates([(node.address, 24)] if node.lan else [],
-                                                [node.ipv6] if node.ipv6 else [], PORT)
-            node.engine.start(self.now)
-            if node.traversal.probe_due(self.now):
-                node.traversal.probe([(node.local, t) for t in node.traversal.probe_targets()],
-                                     self.now)
+        """A node on every host, all started now; anchors' endpoints are in the mesh file."""
+        mesh = parse_mesh(self.mesh_text(), "sim.toml")
+        for host in self.nodes.values():
+            host.node = Node(mesh, host.ident, random_bytes=self._rng.randbytes)
+        for host in self.nodes.values():
+            assert host.node is not None
+            host.node.set_interfaces(host.interfaces(), self.now)
+            host.node.start(self.now, wall_offset=1.8e9)
         self.pump()
 
-    # ----- what the agent's shell does -----------------------------------------------
+    def reload(self, name: str) -> None:
+        """What SIGHUP does: the node applies its (unchanged) mesh file again."""
+        node = self.nodes[name].node
+        assert node is not None
+        node.reload(parse_mesh(self.mesh_text(), "sim.toml"), self.now)
+        self.pump()
 
-    def _collect(self, node: Node) -> None:
-        engine, traversal = node.engine, node.traversal
-        assert engine is not None and traversal is not None
-        if engine.events:
-            happened, engine.events = engine.events, []
-            traversal.engine_events(happened, self.now)
-        inbox, engine.control_inbox = engine.control_inbox, []
-        for peer, kind, body, _ in inbox:
-            if kind is control.Kind.TRAVERSAL:
-                traversal.control(peer, body, self.now)
-        node.delivered += engine.inbox
-        engine.inbox = []
-        out = [(d, a) for d, a, _ in engine.outbox] + traversal.outbox
-        engine.outbox, traversal.outbox = [], []
-        for datagram, dest in out:
-            if relay.channel_of_alias(dest):
-                tagged = traversal.relay_out(datagram, dest)
-                if tagged is None:
-                    continue
-                datagram, dest = tagged
-            neighbours = self._on_lan(node, dest)
-            if neighbours:
-                self._queue += [(datagram, node.local, n.local) for n in neighbours]
-                continue
-            if ":" in dest[0]:
-                source = (node.ipv6 or "::1", PORT)
-            else:
-                source = node.nat.out(dest) if node.nat is not None else node.local
-            self._queue.append((datagram, source, dest))
+    # ----- what the agent's shell does: I/O, here simulated -----------------------------
 
-    def _on_lan(self, node: Node, dest: Addr) -> list[Node]:
-        """The nodes of `node`'s LAN a datagram to `dest` reaches without leaving it."""
-        if node.lan is None:
+    def _collect(self, host: Host) -> None:
+        node = host.node
+        assert node is not None
+        while True:
+            for effect in node.effects():
+                match effect:
+                    case FindRoutes(targets):  # every target routes through our one address
+                        node.probe([(host.address, t) for t in targets], self.now)
+                    case Log(_, message):
+                        host.log.append(message)
+            host.delivered += node.packets_to_deliver()
+            ready = node.datagrams_to_send()
+            if not ready:
+                return
+            for dest, _, datagrams in ready:
+                for datagram in datagrams:
+                    self._route(host, datagram, dest)
+
+    def _route(self, host: Host, datagram: bytes, dest: Addr) -> None:
+        neighbours = self._on_lan(host, dest)
+        if neighbours:
+            self._queue += [(datagram, host.local, n.local) for n in neighbours]
+            return
+        if ":" in dest[0]:
+            source = (host.ipv6 or "::1", PORT)
+        else:
+            source = host.nat.out(dest) if host.nat is not None else host.local
+        self._queue.append((datagram, source, dest))
+
+    def _on_lan(self, host: Host, dest: Addr) -> list[Host]:
+        """The hosts of `host`'s LAN a datagram to `dest` reaches without leaving it."""
+        if host.lan is None:
             return []
-        lan = ipaddress.ip_network(f"{node.address}/24", strict=False)
-        return [n for n in self.nodes.values() if n is not node and n.lan == node.lan
+        lan = ipaddress.ip_network(f"{host.address}/24", strict=False)
+        return [n for n in self.nodes.values() if n is not host and n.lan == host.lan
                 and (dest == n.local or dest[0] == str(lan.broadcast_address))]
 
     def _deliver(self, datagram: bytes, source: Addr, dest: Addr) -> None:
-        node = next((n for n in self.nodes.values() if n.owns(dest) or n.local == dest), None)
-        filtered = node is not None and node.nat is not None and ":" not in dest[0] \
-            and not node.nat.admits(dest[1], source)
-        if node is None or filtered:
+        host = next((n for n in self.nodes.values() if n.owns(dest) or n.local == dest), None)
+        filtered = host is not None and host.nat is not None and ":" not in dest[0] \
+            and not host.nat.admits(dest[1], source)
+        if host is None or filtered:
             return  # nobody there, or the NAT filters it
-        assert node.engine is not None and node.traversal is not None
-        node.engine.receive_datagrams([(datagram, source)], self.now)
-        unclaimed, node.engine.unclaimed = node.engine.unclaimed, []
-        relayed = node.traversal.datagrams(unclaimed, self.now)
-        if relayed:
-            node.engine.receive_datagrams(relayed, self.now)
-        self._collect(node)
+        assert host.node is not None
+        host.node.receive_datagrams([(datagram, source)], self.now)
+        self._collect(host)
 
     def pump(self) -> None:
-        for node in self.nodes.values():
-            self._collect(node)
+        for host in self.nodes.values():
+            self._collect(host)
         while self._queue:
             self._deliver(*self._queue.pop(0))
 
@@ -179,22 +197,10 @@ class Internet:
         end = self.now + seconds
         while self.now < end:
             self.now = round(self.now + STEP_S, 6)
-            tick = self.now >= self._next_tick
-            if tick:
-                self._next_tick = self.now + 1.0
-            for node in self.nodes.values():
-                assert node.engine is not None and node.traversal is not None
-                if (d := node.engine.next_deadline()) is not None and d <= self.now:
-                    node.engine.handle_timer(self.now)
-                if (d := node.traversal.next_deadline()) is not None and d <= self.now:
-                    node.traversal.handle_timer(self.now)
-                if tick:
-                    if node.traversal.probe_due(self.now):
-                        node.traversal.probe(
-                            [(node.local, t) for t in node.traversal.probe_targets()], self.now)
-                    node.traversal.tick(self.now)
-                    if self.now % LAN_HELLO_EVERY_S < 1.0:
-                        node.traversal.announce_on_lan(PORT)
+            for host in self.nodes.values():
+                assert host.node is not None
+                if (d := host.node.next_deadline()) is not None and d <= self.now:
+                    host.node.handle_timer(self.now)
             self.pump()
 
     # ----- for assertions -------------------------------------------------------------
@@ -207,8 +213,8 @@ class Internet:
         return peer.endpoint if peer.current is not None else None
 
     def send(self, source: str, to: str, payload: bytes) -> None:
-        engine = self.nodes[source].engine
-        assert engine is not None
-        engine.send_packets([ip_packet(self.nodes[source].tunnel, self.nodes[to].tunnel,
-                                       payload)], self.now)
+        node = self.nodes[source].node
+        assert node is not None
+        node.send_packets([ip_packet(self.nodes[source].tunnel, self.nodes[to].tunnel,
+                                     payload)], self.now)
         self.pump()

@@ -23,6 +23,7 @@ from whalescale.nat.bootstrap import (
     Responder,
 )
 from whalescale.session.ratelimit import TokenBuckets
+from whalescale.wire import port
 
 Addr = tuple[str, int]
 LOCAL = ("192.168.1.10", 51820)
@@ -47,7 +48,7 @@ def test_round_trip(message, size):
     wire = (bootstrap.encode_probe(message) if isinstance(message, PathProbe)
             else bootstrap.encode_reply(message))
     assert len(wire) == size
-    assert wire[0] == 0x57 and bootstrap.is_bootstrap(wire)
+    assert wire[0] == 0x57 and port.protocol_of(wire) is port.Protocol.BOOTSTRAP
     assert bootstrap.decode(wire) == message
 
 
@@ -57,8 +58,9 @@ def test_no_reply_is_larger_than_a_probe():
 
 def test_a_wireguard_message_is_not_bootstrap():
     for kind in (1, 2, 3, 4):
-        assert not bootstrap.is_bootstrap(bytes((kind, 0, 0, 0)) + bytes(44))
-    assert not bootstrap.is_bootstrap(b"")
+        assert port.protocol_of(bytes((kind, 0, 0, 0)) + bytes(44)) is port.Protocol.WIREGUARD
+    assert port.protocol_of(b"") is port.Protocol.WIREGUARD  # the engine counts it
+    assert port.protocol_of(bytes((2, 0, 0, 9)) + bytes(44)) is port.Protocol.RELAYED
 
 
 PROBE = bootstrap.encode_probe(PathProbe(bytes(16)))

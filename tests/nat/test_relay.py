@@ -21,6 +21,7 @@ from whalescale.nat.relay import (
     RelayUp,
     RetryDirect,
 )
+from whalescale.wire import port
 
 A, B, C, ANCHOR, STRANGER = (bytes([x]) * 32 for x in (0x0A, 0x0B, 0x0C, 0xAA, 0xEE))
 A_AT, B_AT, ANCHOR_AT = ("192.0.2.1", 40001), ("198.51.100.2", 50002), ("203.0.113.5", 51820)
@@ -35,7 +36,7 @@ def counting_bytes():
 # ----- wire ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("message", [RelayOpen(B), RelayClose(A), RelayReady(B, 1),
-                                     RelayReady(A, relay.MAX_CHANNEL)])
+                                     RelayReady(A, port.MAX_CHANNEL)])
 def test_round_trip(message):
     assert relay.decode(relay.encode(message)) == message
 
@@ -68,32 +69,32 @@ def test_decode_after_a_valid_type(kind, rest):
 
 
 @given(st.sampled_from([1, 2, 3, 4]), st.binary(min_size=0, max_size=60),
-       st.integers(1, relay.MAX_CHANNEL))
+       st.integers(1, port.MAX_CHANNEL))
 def test_tag_round_trips(kind, rest, channel):
     datagram = bytes((kind, 0, 0, 0)) + rest
-    tagged = relay.tag(datagram, channel)
+    tagged = port.tag(datagram, channel)
     assert len(tagged) == len(datagram)  # no bytes added: the MTU is unchanged
-    assert relay.channel_of(tagged) == channel
-    assert relay.untag(tagged) == datagram
-    assert relay.channel_of(datagram) == 0
+    assert port.relay_channel(tagged) == channel
+    assert port.untag(tagged) == datagram
+    assert port.relay_channel(datagram) == 0
 
 
 def test_tag_leaves_other_datagrams_alone():
-    assert relay.channel_of(b"\x57\x01\x01\x00") == 0  # bootstrap
-    assert relay.channel_of(b"\x04") == 0
+    assert port.relay_channel(b"\x57\x01\x01\x00") == 0  # bootstrap
+    assert port.relay_channel(b"\x04") == 0
     with pytest.raises(ValueError):
-        relay.tag(b"\x57\x01\x01\x00", 5)
+        port.tag(b"\x57\x01\x01\x00", 5)
     with pytest.raises(ValueError):
-        relay.tag(relay.tag(TRANSPORT, 5), 6)
+        port.tag(port.tag(TRANSPORT, 5), 6)
 
 
 @pytest.mark.parametrize("addr, channel", [
-    (relay.alias(1), 1), (relay.alias(relay.MAX_CHANNEL), relay.MAX_CHANNEL),
+    (port.relay_alias(1), 1), (port.relay_alias(port.MAX_CHANNEL), port.MAX_CHANNEL),
     (("100::", 0), 0), (("100::5", 51820), 0), (A_AT, 0), (("2001:db8::5", 0), 0),
     (("not an address", 0), 0),
 ])
 def test_aliases(addr, channel):
-    assert relay.channel_of_alias(addr) == channel
+    assert port.channel_of_alias(addr) == channel
 
 
 def test_anchor_choice_is_stable_and_spread():
@@ -141,12 +142,12 @@ def test_open_with_consent_then_forward_both_ways():
     assert trio.anchor.counters == {"invited": 1, "opened": 1}
 
     # A's engine sends to B's alias; the shell turns it into a tagged datagram to the anchor
-    wire, to = a.outgoing(TRANSPORT, relay.alias(1))
-    assert to == ANCHOR_AT and relay.channel_of(wire) == 1
+    wire, to = a.outgoing(TRANSPORT, port.relay_alias(1))
+    assert to == ANCHOR_AT and port.relay_channel(wire) == 1
     forwarded, dest = trio.anchor.forward(wire, A_AT, now=1.0)
     assert dest == B_AT and forwarded == wire  # ciphertext untouched
-    assert b.incoming(forwarded, ANCHOR_AT) == (TRANSPORT, relay.alias(1))
-    back, _ = b.outgoing(TRANSPORT, relay.alias(1))
+    assert b.incoming(forwarded, ANCHOR_AT) == (TRANSPORT, port.relay_alias(1))
+    back, _ = b.outgoing(TRANSPORT, port.relay_alias(1))
     assert trio.anchor.forward(back, B_AT, now=1.0) == (back, A_AT)
     # a real endpoint passes through untouched
     assert a.outgoing(TRANSPORT, B_AT) == (TRANSPORT, B_AT)
@@ -156,9 +157,9 @@ def test_the_anchor_follows_roaming_and_drops_strangers():
     trio = Trio()
     trio.ends[A].open(B, ANCHOR, now=0.0)
     trio.deliver(now=0.0)
-    wire = relay.tag(TRANSPORT, 1)
+    wire = port.tag(TRANSPORT, 1)
     assert trio.anchor.forward(wire, ("192.0.2.66", 1), now=1.0) is None
-    assert trio.anchor.forward(relay.tag(TRANSPORT, 2), A_AT, now=1.0) is None
+    assert trio.anchor.forward(port.tag(TRANSPORT, 2), A_AT, now=1.0) is None
     trio.at[B] = ("198.51.100.2", 60000)  # B's session with the anchor roamed
     assert trio.anchor.forward(wire, A_AT, now=1.0) == (wire, ("198.51.100.2", 60000))
     del trio.at[B]
@@ -174,7 +175,7 @@ def test_an_end_that_does_not_agree_gets_no_traffic():
     trio.ends[A].open(B, ANCHOR, now=0.0)
     trio.deliver(now=0.0)
     assert trio.anchor.channels() == 0
-    assert trio.anchor.forward(relay.tag(TRANSPORT, 1), A_AT, now=1.0) is None
+    assert trio.anchor.forward(port.tag(TRANSPORT, 1), A_AT, now=1.0) is None
     trio.anchor.handle_timer(trio.anchor.next_deadline())  # the half-open entry goes
     trio.deliver(now=10.0)
     assert trio.ends[A].events == [RelayDown(B)]
@@ -185,7 +186,7 @@ def test_idle_channels_expire_and_forwarding_keeps_them():
     trio = Trio(RelayParams(idle_s=60.0))
     trio.ends[A].open(B, ANCHOR, now=0.0)
     trio.deliver(now=0.0)
-    trio.anchor.forward(relay.tag(TRANSPORT, 1), A_AT, now=50.0)
+    trio.anchor.forward(port.tag(TRANSPORT, 1), A_AT, now=50.0)
     assert trio.anchor.next_deadline() == 110.0
     trio.anchor.handle_timer(110.0)
     trio.deliver(now=110.0)
@@ -200,7 +201,7 @@ def test_anchor_state_and_rates_are_bounded():
     trio.at[C] = ("192.0.2.9", 1)
     trio.anchor.receive(C, relay.encode(RelayOpen(A)), now=0.0)
     assert trio.anchor.counters["full"] == 1
-    wire = relay.tag(TRANSPORT, 1)
+    wire = port.tag(TRANSPORT, 1)
     assert [trio.anchor.forward(wire, A_AT, now=1.0) is not None for _ in range(3)] == [
         True, True, False]
     for _ in range(6):
@@ -227,7 +228,7 @@ def test_a_direct_path_closes_the_relay_at_once():
     assert a.state(B) is None and a.counters["upgraded"] == 1
     assert a.events[-1] == RelayDown(B) and trio.ends[B].events[-1] == RelayDown(A)
     assert trio.anchor.channels() == 0
-    assert a.outgoing(TRANSPORT, relay.alias(1)) is None  # the alias is gone with it
+    assert a.outgoing(TRANSPORT, port.relay_alias(1)) is None  # the alias is gone with it
     a.direct_path(B)  # nothing left to close
     assert a.counters["upgraded"] == 1
 
@@ -237,7 +238,7 @@ def test_client_counts_what_it_does_not_take():
     a.receive(ANCHOR, relay.encode(RelayReady(B, 3)), now=0.0)
     a.receive(ANCHOR, relay.encode(RelayClose(B)), now=0.0)
     a.receive(ANCHOR, b"\x11", now=0.0)
-    assert a.incoming(relay.tag(TRANSPORT, 3), ANCHOR_AT) is None
+    assert a.incoming(port.tag(TRANSPORT, 3), ANCHOR_AT) is None
     a.open(B, ANCHOR, now=0.0)
     a.receive(STRANGER, relay.encode(RelayReady(B, 3)), now=0.0)  # not the anchor we asked
     assert a.counters == {"unexpected_ready": 2, "unexpected_close": 1, "malformed": 1,

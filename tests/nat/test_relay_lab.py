@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
+import signal
 import sys
 import time
 
@@ -97,3 +99,70 @@ def test_symmetric_pair_is_relayed_and_the_anchor_cannot_read_it(lab):
     assert secret.decode() not in anchor.proc.log()
     # The search itself works: the receiving process still holds the payload it got.
     assert process_memory_contains(receiver.pid, secret)
+
+
+ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print('ready', flush=True)
+while True:
+    data, source = s.recvfrom(2048)
+    s.sendto(data, source)
+"""
+
+PROBE = """
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.1)
+target, seconds = (sys.argv[1], int(sys.argv[2])), float(sys.argv[3])
+start = time.monotonic()
+sent, answers = 0, []
+while time.monotonic() - start < seconds:
+    s.sendto(str(sent).encode(), target)
+    sent += 1
+    deadline = time.monotonic() + 0.1
+    while (left := deadline - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            s.recvfrom(64)
+            answers.append(time.monotonic() - start)
+        except TimeoutError:
+            break
+    time.sleep(max(0.0, deadline - time.monotonic()))
+gaps = [b - a for a, b in zip([0.0, *answers], [*answers, time.monotonic() - start])]
+print(json.dumps({"sent": sent, "answered": len(answers), "longest_gap_s": max(gaps)}))
+"""
+
+
+def test_reloads_never_cut_a_relayed_session(lab):
+    """Issue 12's reproduction between real agents: two symmetric NATs relayed by an anchor,
+    a probe through the tunnel every 0.1 s, and one end's (unchanged) mesh file reloaded
+    ten times at varied moments (SIGHUP and `whalescale reload`). The session stays on its
+    relay: no gap in the answers beyond what the lab's own jitter makes."""
+    scenario = load(SCENARIO_DIR / "nat-relay.toml")
+    mesh = start_mesh(lab, scenario, build(lab, scenario))
+    for check in scenario.checks:
+        assert run_check(mesh, check).passed, check.describe()
+    a, b = mesh.nodes["peer-a"], mesh.nodes["peer-b"]
+    echo = b.host.spawn(sys.executable, "-c", ECHO, b.tunnel_addr, str(PORT))
+    assert echo.wait_for_log("ready", 10)
+    probe = a.host.spawn(sys.executable, "-c", PROBE, b.tunnel_addr, str(PORT), "12")
+    rng = random.Random(5)
+    time.sleep(1.0)
+    for i in range(10):
+        time.sleep(rng.uniform(0.1, 0.9))
+        if i % 2:
+            assert a.proc is not None
+            os.kill(a.proc.pid, signal.SIGHUP)
+        else:
+            reload = a.host.run(sys.executable, "-m", "whalescale", "reload",
+                                "--state-dir", str(mesh.state_dir("peer-a")))
+            assert "reload applied" in reload.stdout, reload.stdout + reload.stderr
+    assert probe.wait_for_log(r"\{.*\}", 30)
+    result = json.loads(re.findall(r"\{.*\}", probe.log())[-1])
+    assert result["answered"] >= result["sent"] - 3, result
+    assert result["longest_gap_s"] < 1.0, result
+    peers = {p["name"]: p for p in status(mesh, "peer-a")["peers"]}
+    assert peers["peer-b"]["path"] == "relayed", peers["peer-b"]
+    assert a.proc is not None and a.proc.log().count("reload applied") == 10

@@ -13,6 +13,7 @@ from whalescale.nat import bootstrap, nattype, relay, traversal
 from whalescale.nat import punch_messages as pm
 from whalescale.nat.bootstrap import MAGIC
 from whalescale.nat.traversal import REQUEST_FIRST_S
+from whalescale.wire import port
 
 from .sim import PORT, Internet, Nat
 
@@ -72,15 +73,15 @@ def test_symmetric_to_public_is_direct():
     net = internet("symmetric", None)
     net.run(4.0)
     assert net.endpoint("b", "a")[0] == "203.0.113.1"  # the symmetric side's new port
-    assert not relay.channel_of_alias(net.endpoint("a", "b"))
+    assert not port.channel_of_alias(net.endpoint("a", "b"))
     assert reaches(net, "a", "b") and reaches(net, "b", "a")
 
 
 def test_two_symmetric_nats_are_relayed_by_one_anchor_that_holds_no_key_of_theirs():
     net = internet("symmetric", "symmetric")
     net.run(5.0)
-    assert relay.channel_of_alias(net.endpoint("a", "b"))
-    assert relay.channel_of_alias(net.endpoint("b", "a"))
+    assert port.channel_of_alias(net.endpoint("a", "b"))
+    assert port.channel_of_alias(net.endpoint("b", "a"))
     assert reaches(net, "a", "b") and reaches(net, "b", "a")
     relays = [net.nodes[x].traversal.relays for x in ("anchor-1", "anchor-2")]
     assert sorted(r.channels() for r in relays) == [0, 1]
@@ -125,7 +126,7 @@ def test_two_nodes_on_one_lan_find_each_other_without_any_anchor():
 def test_a_relayed_pair_moves_to_a_direct_path_when_one_appears():
     net = internet("symmetric", "symmetric")
     net.run(5.0)
-    assert relay.channel_of_alias(net.endpoint("a", "b"))
+    assert port.channel_of_alias(net.endpoint("a", "b"))
     for name in ("a", "b"):  # both routers replaced by cone NATs (mappings start afresh)
         net.nodes[name].nat = Nat(net.nodes[name].nat.public_ip, "cone")
     net.run(relay.ClientParams().retry_direct_first_s + 5.0)
@@ -187,7 +188,7 @@ _INFO = st.builds(
                        st.integers(1, 65535)), max_size=2).map(tuple))
 _MESSAGES = st.one_of(
     st.builds(relay.RelayOpen, _IDS).map(relay.encode),
-    st.builds(relay.RelayReady, _IDS, st.integers(1, relay.MAX_CHANNEL)).map(relay.encode),
+    st.builds(relay.RelayReady, _IDS, st.integers(1, port.MAX_CHANNEL)).map(relay.encode),
     st.builds(relay.RelayClose, _IDS).map(relay.encode),
     st.builds(pm.NatInfoMessage, _INFO).map(pm.encode),
     st.builds(pm.PunchRequest, _IDS, _INFO).map(pm.encode),

@@ -1,11 +1,11 @@
-"""What the agent tells the engine about its peers (agent/peers.py)."""
+"""What the node tells the engine about its peers (node/specs.py)."""
 
 from __future__ import annotations
 
 from tests.config.meshfile import VALID, edit
-from whalescale.agent.peers import peer_specs
 from whalescale.config import parse_mesh
 from whalescale.config.load import DEFAULT_KEEPALIVE_S
+from whalescale.node.specs import peer_specs
 
 
 def keepalives(text: str, me: str) -> dict[str, float]:

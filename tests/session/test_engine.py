@@ -81,20 +81,20 @@ def test_garbage_and_truncated_messages_are_counted():
     pair = Pair()
     for junk in (b"", b"\x01", b"\x04\0\0\0" + b"\0" * 10, b"\x01\0\0\0" + b"\0" * 144,
                  b"\x07\0\0\0hello", b"\x02\0\0\0" + b"\0" * 10):
-        pair.bob.receive_datagram(junk, A_ADDR, 0.0)
-    assert pair.bob.outbox == [] and pair.bob.inbox == [] and pair.bob.unclaimed == []
+        assert pair.bob.receive_datagram(junk, A_ADDR, 0.0) == []
+    assert pair.bob.outbox == [] and pair.bob.inbox == []
     assert pair.bob.drops["malformed"] == 5
     assert pair.bob.drops["bad_mac1"] == 1
 
 
-def test_bootstrap_and_relay_tagged_datagrams_are_left_for_the_shell():
+def test_bootstrap_and_relay_tagged_datagrams_are_returned_for_nat_traversal():
     """The NAT traversal protocols share the port: 0x57 starts a bootstrap message, and a
     WireGuard message with non-zero reserved bytes carries a relay channel."""
     pair = Pair()
     probe = b"\x57\x01\x01\x00" + b"\0" * 36
     tagged = b"\x04\x00\x00\x07" + b"\0" * 40
-    pair.bob.receive_datagrams([(probe, A_ADDR), (tagged, A_ADDR)], 0.0)
-    assert pair.bob.unclaimed == [(probe, A_ADDR), (tagged, A_ADDR)]
+    others = pair.bob.receive_datagrams([(probe, A_ADDR), (tagged, A_ADDR)], 0.0)
+    assert others == [(probe, A_ADDR), (tagged, A_ADDR)]
     assert not pair.bob.drops and pair.bob.outbox == []
 
 
@@ -257,14 +257,20 @@ def test_control_messages_only_between_whalescale_peers():
                 bob_kw={"spec_kw": {"whalescale": True}})
     pair.alice_to_bob()
     pair.pump()
+    at_bob, at_alice = [], []
+    pair.bob.handle_control(control.Kind.GOSSIP, lambda *message: at_bob.append(message))
+    pair.alice.handle_control(control.Kind.PONG, lambda *message: at_alice.append(message))
     to_bob = pair.alice.peers[pair.bob_id.x25519_public]
     pair.alice.send_control(to_bob, control.Kind.GOSSIP, b"rumour", pair.now)
     pair.alice.send_control(to_bob, control.Kind.PING, b"12345678", pair.now)
+    pair.alice.send_control(to_bob, control.Kind.TRAVERSAL, b"\x01", pair.now)  # no handler
     pair.pump()
-    (peer, kind, body, _), = pair.bob.control_inbox  # the PING was answered by the engine
-    assert (peer.name, kind, body) == ("alice", control.Kind.GOSSIP, b"rumour")
-    (_, kind, body, _), = pair.alice.control_inbox
+    (peer, kind, body, source, local, _), = at_bob  # the PING was answered by the engine
+    assert (peer.name, kind, body, source, local) == ("alice", control.Kind.GOSSIP, b"rumour",
+                                                      A_ADDR, None)
+    (_, kind, body, _, _, _), = at_alice
     assert (kind, body) == (control.Kind.PONG, b"12345678")
+    assert pair.bob.drops["unhandled_control"] == 1
     assert pair.bob.inbox == [pair.bob.inbox[0]]  # only the first IP packet reached the TUN
 
 
@@ -276,10 +282,12 @@ def test_a_vanilla_peer_never_gets_control_messages_nor_sends_them():
         pair.alice.send_control(pair.alice.peers[pair.bob_id.x25519_public],
                                 control.Kind.GOSSIP, b"x", pair.now)
     # a vanilla peer's control-looking plaintext is dropped and counted
+    handled = []
+    pair.alice.handle_control(control.Kind.GOSSIP, lambda *message: handled.append(message))
     pair.bob.peers[pair.alice_id.x25519_public].spec = attrs.evolve(
         pair.bob.peers[pair.alice_id.x25519_public].spec, node_id=None)
     pair.bob.peers[pair.alice_id.x25519_public].send([control.encode(control.Kind.GOSSIP,
                                                                      b"y")], pair.now)
     pair.pump()
     assert pair.alice.drops["control_from_vanilla_peer"] == 1
-    assert pair.alice.control_inbox == []
+    assert handled == []

@@ -91,7 +91,7 @@ def test_a_failed_hole_punch_leaves_a_working_session_where_it_is():
     pair.alice_to_bob()
     pair.pump()
     bob_at_alice = pair.alice.peers[pair.bob_id.x25519_public]
-    bob_at_alice.endpoints = [B_ADDR, ("192.0.2.77", 51820)]
+    bob_at_alice.learn_endpoints([B_ADDR, ("192.0.2.77", 51820)], pair.now)
     bob_at_alice.punch(("198.51.100.9", 4444), pair.now)  # goes nowhere
     pair.pump()
     for _ in range(6):

@@ -1,13 +1,16 @@
-"""This host's own addresses, read with netlink: what the node can tell others about itself,
-and which peers sit on a directly connected network (LAN)."""
+"""This host's own addresses, read with netlink, and netlink's word when they change."""
 
 from __future__ import annotations
 
 import ipaddress
+import select
+from types import TracebackType
 
+import trio
 from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR
 
-Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+from ..node.local import Interface
 
 
 def local_interfaces(exclude: str) -> list[Interface]:
@@ -39,6 +42,29 @@ def addresses_of(names: tuple[str, ...]) -> list[tuple[str, Interface]]:
     return sorted(found, key=lambda f: (f[1].version == 4, names.index(f[0]), str(f[1])))
 
 
-def is_lan(host: str, interfaces: list[Interface]) -> bool:
-    address = ipaddress.ip_address(host)
-    return any(address in i.network for i in interfaces if i.version == address.version)
+class AddressEvents:
+    """A netlink socket subscribed to address changes (no poll: the kernel tells us)."""
+
+    def __init__(self) -> None:
+        self._ipr = IPRoute()
+        self._ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+
+    async def wait(self) -> None:
+        """Until an address was added or removed (a burst of them counts once)."""
+        await trio.lowlevel.wait_readable(self._ipr.fileno())
+        while True:
+            self._ipr.get()
+            await trio.sleep(0.05)  # the rest of a burst (DHCP, a roam) arrives together
+            if not _readable(self._ipr.fileno()):
+                return
+
+    def __enter__(self) -> AddressEvents:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._ipr.close()
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])

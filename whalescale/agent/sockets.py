@@ -23,8 +23,10 @@ class Sockets:
         self.paths: dict[Addr, socket.socket] = {}  # by local address
         self.device_of: dict[Addr, str] = {}  # a path socket's interface
 
-    def open(self, port: int, interfaces: tuple[str, ...]) -> None:
-        """Bind them all; OSError (a busy port, a missing interface) says what failed."""
+    def open(self, port: int, interfaces: tuple[str, ...], backup_interfaces: tuple[str, ...]
+             ) -> tuple[tuple[Addr, ...], frozenset[Addr]]:
+        """Bind them all; OSError (a busy port, a missing interface) says what failed.
+        Returns the path sockets' addresses, and which of them are backups."""
         self.default[socket.AF_INET] = udp.open_udp("0.0.0.0", port, socket.AF_INET)
         # LAN discovery broadcasts its hellos from the mesh port (nat/bootstrap.py)
         self.default[socket.AF_INET].setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -32,11 +34,13 @@ class Sockets:
             self.default[socket.AF_INET6] = udp.open_udp("::", port, socket.AF_INET6)
         except OSError as exc:
             log.info("no IPv6 socket (%s); IPv4 only", exc.strerror)
-        for name, interface in addresses.addresses_of(interfaces):
+        for name, interface in addresses.addresses_of(interfaces + backup_interfaces):
             local = (str(interface.ip), port)
             family = socket.AF_INET6 if interface.version == 6 else socket.AF_INET
             self.paths[local] = udp.open_udp(local[0], local[1], family, device=name)
             self.device_of[local] = name
+        backups = frozenset(a for a, dev in self.device_of.items() if dev in backup_interfaces)
+        return tuple(self.paths), backups
 
     def send(self, groups: Iterable[tuple[Addr, Addr | None, list[bytes]]],
              drops: Counter[str]) -> None:

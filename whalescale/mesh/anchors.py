@@ -7,10 +7,6 @@ from enum import Enum
 
 import attrs
 
-# A peer counts as reachable while we heard from it within this many seconds:
-# three keepalive intervals, so one lost keepalive does not raise an alarm.
-REACHABLE_WITHIN_KEEPALIVES = 3
-
 
 class AnchorHealth(Enum):
     OK = "ok"  # two or more anchors reachable (counting ourselves if we are one)
@@ -39,9 +35,3 @@ class AnchorWatch:
         self.reported = new
         return new
 
-
-def reachable(last_received_at: float | None, now: float, keepalive_s: float) -> bool:
-    if last_received_at is None:
-        return False
-    window = REACHABLE_WITHIN_KEEPALIVES * (keepalive_s or 25.0)
-    return now - last_received_at <= window

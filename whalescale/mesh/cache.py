@@ -242,9 +242,9 @@ def _check_endpoints(endpoints: Iterable[tuple[str, int, PathType | str]], *,
 class LkgCache:
     """The open cache. Use `LkgCache.open(path)` as a context manager.
 
-    Not thread-safe; the agent owns one instance. Callers should rate-limit
-    `record_contact` (e.g. on a new endpoint, or once a minute per endpoint):
-    each call is a committed transaction.
+    Not thread-safe; the agent owns one instance, used by one thread at a time.
+    Callers should rate-limit `record_contact` (e.g. on a new endpoint, or once a
+    minute per endpoint): each call is a committed transaction.
     """
 
     def __init__(self, path: Path, db: sqlite3.Connection) -> None:
@@ -389,22 +389,25 @@ class LkgCache:
 
     def next_self_seq(self) -> int:
         """The next seq for our own self-attested record: strictly increasing for the
-        life of this file, across restarts and crashes. Committed before returning,
-        with a full sync (see _connect): a seq handed out is never handed out again.
-        """
+        life of this file, across restarts and crashes."""
+        return self.reserve_self_seqs(1)
+
+    def reserve_self_seqs(self, count: int) -> int:
+        """The first of `count` seqs for our own records, none ever handed out again.
+        Committed before returning, with a full sync (see _connect)."""
         try:
             try:
                 self._db.execute("PRAGMA synchronous = FULL")
             except sqlite3.Error as exc:
                 raise CacheError(self.path, f"cannot set synchronous: {exc}") from exc
             with self._write() as db:
-                (seq,) = db.execute(
-                    "UPDATE self_state SET last_self_seq = last_self_seq + 1"
-                    " WHERE id = 1 RETURNING last_self_seq").fetchone()
+                (last,) = db.execute(
+                    "UPDATE self_state SET last_self_seq = last_self_seq + ?"
+                    " WHERE id = 1 RETURNING last_self_seq", (count,)).fetchone()
         finally:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA synchronous = NORMAL")
-        return seq
+        return last - count + 1
 
     def set_state(self, key: str, value: str | None) -> None:
         """Small key/value state for the agent; None deletes the key."""
@@ -496,7 +499,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     """Open, check and migrate the database; CacheError if it cannot be used."""
     _create_private(path)
     try:
-        db = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_S)
+        db = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_S,
+                             check_same_thread=False)
     except sqlite3.Error as exc:
         raise CacheError(path, f"cannot open: {exc}") from exc
     try:

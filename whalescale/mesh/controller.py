@@ -1,11 +1,11 @@
 """The self-healing mesh on top of the session engine: neighbours, gossip, where peers are.
 
 Theory of operation (sans-I/O, like the engine and the gossip node):
-- The shell hands over what the engine reported (`engine_events`) and the
-  GOSSIP control messages it received (`gossip_message`), and calls `pump(now)`
-  after each batch: gossip payloads go out inside the sessions, and peers whose
-  self-attested record changed get new candidate endpoints (and a handshake
-  at once when their session is not alive).
+- The node (node/node.py) hands over what the engine reported (`engine_events`)
+  and the GOSSIP control messages it received (`gossip_message`), and calls
+  `after_batch(now)` after each batch: gossip payloads go out inside the
+  sessions, and peers whose self-attested record changed learn new candidate
+  endpoints (session/endpoints.py: a session heard from, or on a relay, stays).
 - Our own record: `publish_self(endpoints, now)` when our addresses change.
 - Persistence is the shell's: `cache_ops` lists what to write to the LKG cache
   (contacts and records, never a clock value: the shell stamps contacts).
@@ -24,12 +24,11 @@ from collections.abc import Iterable
 
 import attrs
 
-from ..nat.relay import channel_of_alias
 from ..session import events
 from ..session.engine import Engine
 from ..session.peer import Peer
 from ..wire import control
-from .anchors import reachable
+from ..wire.port import channel_of_alias
 from .gossip import GossipNode
 from .records import EndpointRecord, GossipEndpoint, PathType
 
@@ -77,13 +76,13 @@ class MeshController:
         self._cached: dict[bytes, list[Addr]] = dict(cached or {})
         self._applied_seq: dict[bytes, int] = {}
         self._hints_seen: dict[bytes, int] = {}
-        self.set_nodes()
+        self.set_nodes(now=None)
 
-    def set_nodes(self) -> None:
-        """The engine's peers are those of a (re)loaded mesh file."""
+    def set_nodes(self, now: float | None) -> None:
+        """The engine's peers are those of a (re)loaded mesh file (`now` None: at start)."""
         self.gossip.set_members(self.engine.node_ids)
         for node_id in self.engine.node_ids:
-            self._refresh_candidates(node_id, now=None)
+            self._refresh_candidates(node_id, now)
 
     def _peer(self, node_id: bytes) -> Peer | None:
         return self.engine.peer_by_id(node_id)
@@ -144,7 +143,7 @@ class MeshController:
 
     # ----- after each batch -------------------------------------------------
 
-    def pump(self, now: float) -> None:
+    def after_batch(self, now: float) -> None:
         for node_id in self.engine.node_ids:
             record = self.gossip.current(node_id)
             hints = self.gossip.hints(node_id)
@@ -194,8 +193,5 @@ class MeshController:
         if peer is None:
             return
         endpoints = self.candidates(node_id)
-        if endpoints == peer.endpoints:
-            return
-        alive = now is not None and reachable(peer.last_received_at, now,
-                                              peer.spec.keepalive_s)
-        peer.retarget(endpoints, now, alive=alive)
+        if endpoints != peer.candidates.learned:
+            peer.learn_endpoints(endpoints, now)

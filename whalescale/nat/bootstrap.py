@@ -20,7 +20,7 @@ authenticates the sender before anything else happens.
 
 Demultiplexing the shared port: WireGuard's messages start with a type 1..4 and
 three reserved bytes (zero, or a relay channel, see relay.py); ours start with
-0x57, which WireGuard will never use as a type. `is_bootstrap` is the test.
+0x57, which WireGuard will never use as a type (wire/port.py tells them apart).
 
 What a probe carries, and why (anti-patterns 3.8): a random nonce and nothing
 else. The reply is about the address the datagram came from, not about who sent
@@ -51,11 +51,11 @@ from collections.abc import Callable
 import attrs
 
 from ..session.ratelimit import TokenBuckets
+from ..wire.port import BOOTSTRAP_MAGIC as MAGIC
 
 Addr = tuple[str, int]
 
 # ----- specification ---------------------------------------------------------
-MAGIC = 0x57  # 'W': outside WireGuard's message types 1..4
 VERSION = 1
 NONCE_BYTES = 16
 TAG_BYTES = 16
@@ -106,10 +106,6 @@ def lan_tag(node_id: bytes, nonce: bytes) -> bytes:
 
 
 Message = PathProbe | PathProbeReply | LanHello
-
-
-def is_bootstrap(datagram: bytes) -> bool:
-    return bool(datagram) and datagram[0] == MAGIC
 
 
 # ----- addresses on the wire (also used by punch_messages.py) ----------------

@@ -35,17 +35,15 @@ a handshake completes on a direct path, close the relay at once. (A relay kept
 as a standby was tried: any authenticated packet still coming through it moves
 the session back onto it, since WireGuard follows the latest source.)
 
-A relayed peer appears to the session engine at an alias address
-(`alias(channel)`: in 100::/64, RFC 6666's discard-only prefix, port 0, so a
-datagram leaking past the shell goes nowhere); `RelayClient.outgoing` and
-`incoming` translate between the alias and (anchor endpoint, tag).
+The tag, and the alias address a relayed peer has in the session engine, are
+wire/port.py's; `RelayClient.outgoing` and `incoming` translate between the alias
+and (anchor endpoint, tag).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import ipaddress
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -53,14 +51,12 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from ..session.ratelimit import TokenBuckets
+from ..wire.port import MAX_CHANNEL, channel_of_alias, relay_alias, relay_channel, tag, untag
 from .bootstrap import Addr
 
 # ----- specification ---------------------------------------------------------
 NODE_ID_BYTES = 32
-MAX_CHANNEL = 2**24 - 1
 _READY = struct.Struct(">B32sI")
-_WG_TYPES = (1, 2, 3, 4)
-_ALIAS_NET = ipaddress.IPv6Network("100::/64")  # RFC 6666 discard-only
 _ANCHOR_PERSON = b"ws-relay-anchor"
 
 
@@ -125,43 +121,6 @@ def decode(body: bytes) -> Message:
             raise MalformedRelay(f"channel {channel}")
         return RelayReady(peer, channel)
     raise MalformedRelay(f"unknown relay message type {kind}")
-
-
-# ----- the channel tag ------------------------------------------------------------
-
-def channel_of(datagram: bytes) -> int:
-    """The relay channel a WireGuard datagram is tagged with; 0 if none (or not WireGuard)."""
-    if len(datagram) < 4 or datagram[0] not in _WG_TYPES:
-        return 0
-    return int.from_bytes(datagram[1:4], "big")
-
-
-def tag(datagram: bytes, channel: int) -> bytes:
-    if len(datagram) < 4 or datagram[0] not in _WG_TYPES or any(datagram[1:4]):
-        raise ValueError("only an untagged WireGuard message can be tagged")
-    if not 1 <= channel <= MAX_CHANNEL:
-        raise ValueError(f"channel {channel}")
-    return datagram[:1] + channel.to_bytes(3, "big") + datagram[4:]
-
-
-def untag(datagram: bytes) -> bytes:
-    return datagram[:1] + bytes(3) + datagram[4:]
-
-
-def alias(channel: int) -> Addr:
-    return (str(_ALIAS_NET.network_address + channel), 0)
-
-
-def channel_of_alias(addr: Addr) -> int:
-    """The channel an alias stands for; 0 if `addr` is a real endpoint."""
-    try:
-        ip = ipaddress.ip_address(addr[0])
-    except ValueError:
-        return 0
-    if addr[1] != 0 or ip not in _ALIAS_NET:
-        return 0
-    channel = int(ip) - int(_ALIAS_NET.network_address)
-    return channel if 1 <= channel <= MAX_CHANNEL else 0
 
 
 def choose_anchor(a: bytes, b: bytes, reachable: Iterable[bytes]) -> bytes | None:
@@ -296,7 +255,7 @@ class RelayTable:
         self.counters["closed"] += 1
 
     def forward(self, datagram: bytes, source: Addr, now: float) -> tuple[bytes, Addr] | None:
-        entry = self._channels.get(channel_of(datagram))
+        entry = self._channels.get(relay_channel(datagram))
         if entry is None:
             self.counters["unknown_channel"] += 1
             return None
@@ -342,7 +301,7 @@ def _pair(x: bytes, y: bytes) -> tuple[bytes, bytes]:
 
 @attrs.frozen(slots=True)
 class RelayUp:
-    """Send to `peer` at `alias(channel)` from now on (the engine's endpoint for it)."""
+    """Send to `peer` at `relay_alias(channel)` from now on (the engine's endpoint for it)."""
 
     peer: bytes
     anchor: bytes
@@ -492,9 +451,9 @@ class RelayClient:
 
     def incoming(self, datagram: bytes, source: Addr) -> tuple[bytes, Addr] | None:
         """A tagged datagram as the engine must see it (None: not from our relay)."""
-        channel = channel_of(datagram)
+        channel = relay_channel(datagram)
         peer = self._by_channel.get(channel)
         if peer is None or self._anchor_endpoint(self._links[peer].anchor) != source:
             self.counters["unknown_channel" if peer is None else "wrong_source"] += 1
             return None
-        return untag(datagram), alias(channel)
+        return untag(datagram), relay_alias(channel)

@@ -2,13 +2,14 @@
 punching and relay cores (design §3.5, §3.7, §3.8).
 
 Theory of operation:
-- The shell hands over what the engine left unclaimed on the shared port
-  (`datagrams`): PATH_PROBEs are answered by every node, PATH_PROBE_REPLYs feed
-  the NAT type, relay-tagged WireGuard messages are forwarded (an anchor) or
-  untagged and returned for the engine (an end). Bootstrap datagrams to send
+- The node (node/node.py) hands over what the engine did not take on the shared
+  port (`datagrams`; wire/port.py tells them apart): PATH_PROBEs are answered by
+  every node, PATH_PROBE_REPLYs feed the NAT type, relay-tagged WireGuard
+  messages are forwarded (an anchor) or untagged and returned for the engine
+  (an end). Bootstrap datagrams to send
   are in `outbox`.
-- `probe(routes, now)` probes the anchors (the shell knows which local address
-  routes to each); `infer` over the latest observations gives `report`.
+- `probe(routes, now)` probes the anchors (the OS knows which local address
+  routes to each: the node asks the shell); `infer` over the latest observations gives `report`.
 - Control bodies of kind TRAVERSAL arrive by `control(peer, body, now)`: punch
   messages (types < 16) and relay messages (16..). An anchor coordinates
   punches and relays; an end punches and uses relays.
@@ -16,8 +17,12 @@ Theory of operation:
   whalescale peer we have no live session with, with backoff 2 s -> 60 s, and
   tells the anchors our NAT info when it changed.
 - Punch `Initiate`s become the peer's own WireGuard initiation sent to the
-  punched endpoint (`Peer.punch`); a relay becomes the peer's endpoint at the
-  relay alias, which the shell translates with `relay_out` on the way out.
+  punched endpoint (`Peer.punch`); a relay up or down is a command to the peer
+  (`Peer.relayed`, `Peer.unrelayed`: its endpoint is the relay alias while up),
+  which the node translates with `relay_out` on the way out. LAN discovery
+  tells the peer where it heard it (`Peer.on_lan`). Nothing here writes a
+  peer's endpoints directly (session/endpoints.py owns them).
+- What happened and why, in words: `log_lines`, which the node logs.
 - `engine_events` learns of completed handshakes: a direct one ends punching
   and demotes a relay to standby (relay.py's upgrade rule).
 """
@@ -30,11 +35,11 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from ..mesh.anchors import reachable
 from ..session import events
 from ..session.engine import Engine
 from ..session.peer import Peer
 from ..wire import control
+from ..wire.port import BOOTSTRAP_MAGIC, channel_of_alias, endpoint_text, relay_alias
 from . import bootstrap, relay
 from .bootstrap import Addr, Observation
 from .lan import LanDiscovery
@@ -96,7 +101,7 @@ class Traversal:
         self.relay_client = relay.RelayClient(accept=self._accept_relay,
                                               anchor_endpoint=self._endpoint_of)
         self.outbox: list[tuple[bytes, Addr]] = []
-        self.notes: list[str] = []  # what happened and why, for the log
+        self.log_lines: list[str] = []  # what happened and why, for the node to log
         self.counters: Counter[str] = Counter()
         self._punches: list[_Punching] = []
         self._next_request: dict[bytes, float] = {}
@@ -120,8 +125,7 @@ class Traversal:
         return self.engine.peer_by_id(node_id)
 
     def _live(self, peer: Peer, now: float) -> bool:
-        return peer.current is not None and reachable(peer.last_received_at, now,
-                                                      peer.spec.keepalive_s)
+        return peer.current is not None and peer.reachable(now)
 
     def _endpoint_of(self, node_id: bytes) -> Addr | None:
         """Where our session with `node_id` sends now (None: no session)."""
@@ -146,7 +150,8 @@ class Traversal:
 
     def set_mapping(self, mapping: Mapping | None) -> None:
         if mapping != self.mapping:
-            self.notes.append(f"port mapping: {_text(mapping.external) if mapping else 'none'}")
+            external = endpoint_text(mapping.external) if mapping else "none"
+            self.log_lines.append(f"port mapping: {external}")
         self.mapping = mapping
 
     def info(self) -> NatInfo:
@@ -181,7 +186,7 @@ class Traversal:
             peer = self._peer(anchor)
             if peer is not None:
                 targets += [e for e in (*peer.spec.endpoints, peer.endpoint)
-                            if e is not None and not relay.channel_of_alias(e)]
+                            if e is not None and not channel_of_alias(e)]
         return list(dict.fromkeys(targets))
 
     def probe_due(self, now: float) -> bool:
@@ -201,7 +206,7 @@ class Traversal:
         """Unclaimed datagrams; returns the relayed ones, untagged, for the engine."""
         for_engine = []
         for data, source in batch:
-            if data[0] == bootstrap.MAGIC:
+            if data[0] == BOOTSTRAP_MAGIC:
                 self._bootstrap(data, source, now)
             elif self.is_anchor:
                 forwarded = self.relays.forward(data, source, now)
@@ -237,8 +242,9 @@ class Traversal:
             return
         report = infer(list(self.observations), ipv4[-1].local)
         if report != self.report:
-            self.notes.append(f"NAT type {report.nat_type.name.lower()}"
-                              + (f", seen as {_text(report.observed)}" if report.observed else "")
+            self.log_lines.append(f"NAT type {report.nat_type.name.lower()}"
+                              + (f", seen as {endpoint_text(report.observed)}"
+                                 if report.observed else "")
                               + f" ({report.targets} anchors answered)")
             self.report = report
 
@@ -252,8 +258,8 @@ class Traversal:
         peer = None if node_id is None else self._peer(node_id)
         if peer is None or (peer.endpoint == source and self._live(peer, now)):
             return
-        self.notes.append(f"{peer.name}: on our LAN at {_text(source)}")
-        peer.endpoints = [source, *(e for e in peer.endpoints if e != source)]
+        self.log_lines.append(f"{peer.name}: on our LAN at {endpoint_text(source)}")
+        peer.on_lan(source)
         peer.punch(source, now)  # its answer moves the session onto the LAN
 
     def relay_out(self, datagram: bytes, dest: Addr) -> tuple[bytes, Addr] | None:
@@ -286,10 +292,11 @@ class Traversal:
                 continue
             peer = self.engine.peer_named(event.peer)
             node_id = None if peer is None else peer.spec.node_id
-            if node_id is None or relay.channel_of_alias(event.endpoint):
+            if node_id is None or channel_of_alias(event.endpoint):
                 continue
             if self.puncher.state(node_id) not in (None, PunchState.DIRECT):
-                self.notes.append(f"{event.peer}: direct path at {_text(event.endpoint)}")
+                self.log_lines.append(
+                    f"{event.peer}: direct path at {endpoint_text(event.endpoint)}")
             self.puncher.established(node_id, now)
             self.relay_client.direct_path(node_id)
             self._backoff.pop(node_id, None)
@@ -381,8 +388,8 @@ class Traversal:
         for event in punch_events:
             match event:
                 case Initiate(peer, method, endpoint, at):
-                    self.notes.append(f"{self._name(peer)}: punching {method.value} "
-                                      f"towards {_text(endpoint)}")
+                    self.log_lines.append(f"{self._name(peer)}: punching {method.value} "
+                                      f"towards {endpoint_text(endpoint)}")
                     # Best first (IPv6, LAN, then IPv4): a better path gets a head start,
                     # and its session stops the others (PunchState.DIRECT).
                     start = max(at, now) + attempts[peer] * ATTEMPT_HEAD_START_S
@@ -412,9 +419,9 @@ class Traversal:
     def _use_relay(self, node_id: bytes, now: float) -> None:
         anchor = relay.choose_anchor(self.me, node_id, self.live_anchors(now))
         if anchor is None:
-            self.notes.append(f"{self._name(node_id)}: no direct path and no anchor to relay")
+            self.log_lines.append(f"{self._name(node_id)}: no direct path and no anchor to relay")
             return
-        self.notes.append(f"{self._name(node_id)}: no direct path, relaying through "
+        self.log_lines.append(f"{self._name(node_id)}: no direct path, relaying through "
                           f"{self._name(anchor)}")
         self.relay_client.open(node_id, anchor, now)
 
@@ -422,22 +429,17 @@ class Traversal:
         peer = self._peer(node_id)
         if peer is None:
             return
-        alias = relay.alias(channel)
         self._second_look[node_id] = now + RELAY_SECOND_LOOK_S
-        self.notes.append(f"{peer.name}: relayed by {self._name(anchor)} (channel {channel})")
-        peer.retarget([alias, *(e for e in peer.endpoints if not relay.channel_of_alias(e))],
-                      now, alive=False)
+        self.log_lines.append(f"{peer.name}: relayed by {self._name(anchor)} (channel {channel})")
+        peer.relayed(relay_alias(channel), now)
 
     def _relay_down(self, node_id: bytes, now: float) -> None:
         peer = self._peer(node_id)
         if peer is None:
             return
-        direct = [e for e in peer.endpoints if not relay.channel_of_alias(e)]
-        if peer.endpoint is not None and relay.channel_of_alias(peer.endpoint):
-            self.notes.append(f"{peer.name}: relay closed, back to direct attempts")
-            peer.retarget(direct, now, alive=False)
-        else:
-            peer.endpoints = direct
+        if peer.endpoint is not None and channel_of_alias(peer.endpoint):
+            self.log_lines.append(f"{peer.name}: relay closed, back to direct attempts")
+        peer.unrelayed(now)
 
     def _send(self, node_id: bytes, body: bytes, now: float) -> None:
         peer = self._peer(node_id)
@@ -463,12 +465,12 @@ class Traversal:
         report = self.report
         return {
             "nat_type": report.nat_type.name.lower(),
-            "observed": _text(report.observed) if report.observed else None,
+            "observed": endpoint_text(report.observed) if report.observed else None,
             "port_preserved": report.port_preserved,
             "anchors_answered": report.targets,
-            "port_mapping": _text(self.mapping.external) if self.mapping else None,
+            "port_mapping": endpoint_text(self.mapping.external) if self.mapping else None,
             "port_mapping_protocol": self.mapping.protocol.value if self.mapping else None,
-            "candidates": [f"{c.kind.name.lower()} {_text(c.addr)}"
+            "candidates": [f"{c.kind.name.lower()} {endpoint_text(c.addr)}"
                            for c in self.info().candidates],
             "anchors_reachable": [self._name(a) for a in sorted(self.live_anchors(now))],
             "peers": peers,
@@ -487,7 +489,3 @@ class Traversal:
         return {f"{name}_{key}": value for name, counter in cores.items()
                 for key, value in counter.items()}
 
-
-def _text(addr: Addr) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,13 +1,17 @@
 """The sans-I/O WireGuard engine: every peer of one node, no sockets, no clocks.
 
-Theory of operation (aioquic's shape):
-- The shell feeds `receive_datagrams(batch, now)` with the UDP datagrams it
-  read and `send_packets(packets, now)` with the IP packets read from the TUN.
+Theory of operation (aioquic's shape; the node, node/node.py, is its one user):
+- `receive_datagrams(batch, now)` takes UDP datagrams and returns those that are
+  not WireGuard's (wire/port.py: bootstrap, relay-tagged) for NAT traversal;
+  `send_packets(packets, now)` takes the IP packets read from the TUN.
 - The engine appends what must go out to `outbox` (datagram, address, local
-  address or None for the default socket) and
-  what must reach the TUN to `inbox`; the shell drains both lists.
-- `next_deadline()` is the one absolute time the shell must call
-  `handle_timer(now)` at. `events` explain what happened, for logs.
+  address or None for the default socket) and what must reach the TUN to
+  `inbox`; the node drains both lists.
+- Control messages inside sessions go through one table, kind -> handler: the
+  session's own kinds (PING, multipath's path kinds) are registered here, the
+  node registers the others (`handle_control`).
+- `next_deadline()` is the one absolute time `handle_timer(now)` is due.
+  `events` explain what happened.
 - Randomness (indices, ephemeral keys, jitter) comes from `random_bytes`;
   the TAI64N timestamp is `now + wall_offset`, so tests are deterministic.
 
@@ -27,8 +31,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from ..multipath.link import TRAILER_MARKER, TRAILER_SIZE
-from ..nat.bootstrap import MAGIC as BOOTSTRAP_MAGIC
-from ..wire import control
+from ..wire import control, port
 from ..wire import messages as wire
 from . import events
 from .cookie import CookieChecker
@@ -40,14 +43,15 @@ from .timers import MIN_INITIATION_INTERVAL_S, REJECT_AFTER_S, REKEY_JITTER_MAX_
 
 Addr = tuple[str, int]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A control message from a peer: (peer, kind, body, source address, our local address
+# or None for the default socket, now).
+ControlHandler = Callable[[Peer, control.Kind, bytes, Addr, Addr | None, float], None]
 
-_PATH_KINDS = frozenset((control.Kind.PATH_ANNOUNCE, control.Kind.PATH_ANNOUNCE_BACKUP,
-                         control.Kind.PATH_PROBE,
-                         control.Kind.PATH_PROBE_REPLY, control.Kind.MP_HEARTBEAT,
-                         control.Kind.MP_FEEDBACK))
+_PATH_KINDS = (control.Kind.PATH_ANNOUNCE, control.Kind.PATH_ANNOUNCE_BACKUP,
+               control.Kind.PATH_PROBE, control.Kind.PATH_PROBE_REPLY,
+               control.Kind.MP_HEARTBEAT, control.Kind.MP_FEEDBACK)
 _TRANSPORT_HEADER = wire.TRANSPORT_HEADER
 _TRANSPORT_PREFIX = bytes((wire.MessageType.TRANSPORT, 0, 0, 0))
-_WG_TYPES = frozenset(int(t) for t in wire.MessageType)
 # Implementation: above this many handshake messages a second we demand cookies.
 UNDER_LOAD_HANDSHAKES_PER_S = 64
 
@@ -117,15 +121,13 @@ class Engine:
         self._load_count = 0
         self.outbox: list[tuple[bytes, Addr, Addr | None]] = []
         self.inbox: list[bytes] = []
-        # (peer, kind, body, source address) of control messages received
-        self.control_inbox: list[tuple[Peer, control.Kind, bytes, Addr]] = []
-        # Datagrams of the NAT traversal protocols sharing our port (bootstrap probes,
-        # relay-tagged WireGuard messages): the shell hands them to nat/traversal.py.
-        self.unclaimed: list[tuple[bytes, Addr]] = []
         self.events: list[events.Event] = []
         self.drops: Counter[str] = Counter()
-        self.handshakes: Counter[str] = Counter()  # completed, timed_out
-        self._handshakes: dict[int, Peer] = {}
+        self.handshake_outcomes: Counter[str] = Counter()  # completed, timed_out
+        self._pending_handshakes: dict[int, Peer] = {}  # our initiations, by sender index
+        self._control: dict[control.Kind, ControlHandler] = {
+            control.Kind.PING: self._answer_ping,
+            **dict.fromkeys(_PATH_KINDS, _path_message)}
         self._keypairs: dict[int, tuple[Keypair, Peer]] = {}
         self.peers: dict[bytes, Peer] = {}
         self._hosts: dict[bytes, Peer] = {}  # packed host address -> peer
@@ -224,16 +226,16 @@ class Engine:
     def _new_index(self) -> int:
         while True:
             index = int.from_bytes(self.random_bytes(4), "little")
-            if index not in self._handshakes and index not in self._keypairs:
+            if index not in self._pending_handshakes and index not in self._keypairs:
                 return index
 
     def register_handshake(self, peer: Peer) -> int:
         index = self._new_index()
-        self._handshakes[index] = peer
+        self._pending_handshakes[index] = peer
         return index
 
     def forget_handshake(self, index: int) -> None:
-        self._handshakes.pop(index, None)
+        self._pending_handshakes.pop(index, None)
 
     def register_keypair(self, kp: Keypair, peer: Peer) -> None:
         self._keypairs[kp.local_index] = (kp, peer)
@@ -284,8 +286,8 @@ class Engine:
     # ----- from the network --------------------------------------------------
 
     def receive_datagrams(self, datagrams: list[tuple[bytes, Addr]], now: float,
-                          local: Addr | None = None) -> None:
-        """Process a batch of UDP datagrams.
+                          local: Addr | None = None) -> list[tuple[bytes, Addr]]:
+        """Process a batch of UDP datagrams; returns those that are not WireGuard's.
 
         Transport messages, nearly all traffic, take the inlined path below; the
         per-peer bookkeeping (timers, roaming, key confirmation) runs once per run
@@ -293,16 +295,17 @@ class Engine:
         """
         keypairs, inbox, drops = self._keypairs, self.inbox, self.drops
         owner = self._owner
+        others: list[tuple[bytes, Addr]] = []
         run: _Run | None = None
         for data, addr in datagrams:
             if len(data) < wire.TRANSPORT_MIN_SIZE or data[:4] != _TRANSPORT_PREFIX:
                 if run is not None:
                     run.flush(now)
                     run = None
-                if _unclaimed(data):
-                    self.unclaimed.append((data, addr))
-                else:
+                if port.protocol_of(data) is port.Protocol.WIREGUARD:
                     self._receive_handshake(data, addr, now)
+                else:
+                    others.append((data, addr))
                 continue
             _, receiver, counter = _TRANSPORT_HEADER.unpack_from(data)
             entry = keypairs.get(receiver)
@@ -342,6 +345,7 @@ class Engine:
                 inbox.append(packet)
         if run is not None:
             run.flush(now)
+        return others
 
     def _receive_control(self, peer: Peer, plain: bytes, addr: Addr, local: Addr | None,
                          now: float) -> None:
@@ -353,14 +357,21 @@ class Engine:
         except control.MalformedControl:
             self.drops["malformed_control"] += 1
             return
-        if kind is control.Kind.PING:  # answered here, on the path it came by
-            if len(body) <= control.MAX_PING_BODY:
-                self.send_control(peer, control.Kind.PONG, body, now)
+        handler = self._control.get(kind)
+        if handler is None:
+            self.drops["unhandled_control"] += 1
             return
-        if kind in _PATH_KINDS:
-            peer.path_message(kind, body, local, addr, now)
-            return
-        self.control_inbox.append((peer, kind, body, addr))
+        handler(peer, kind, body, addr, local, now)
+
+    def handle_control(self, kind: control.Kind, handler: ControlHandler) -> None:
+        """Control messages of `kind` go to `handler` (the node's, for its cores)."""
+        self._control[kind] = handler
+
+    def _answer_ping(self, peer: Peer, kind: control.Kind, body: bytes, addr: Addr,
+                     local: Addr | None, now: float) -> None:
+        """Answered here, inside the session (on the path it came by)."""
+        if len(body) <= control.MAX_PING_BODY:
+            self.send_control(peer, control.Kind.PONG, body, now)
 
     def send_control(self, peer: Peer, kind: control.Kind, body: bytes, now: float) -> None:
         """A whalescale message to a whalescale peer, inside its session."""
@@ -372,8 +383,8 @@ class Engine:
         """Packets a peer's reorder buffer released on a timer (sources checked on entry)."""
         self.inbox.extend(packets)
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
-        self.receive_datagrams([(data, addr)], now)
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> list[tuple[bytes, Addr]]:
+        return self.receive_datagrams([(data, addr)], now)
 
     def _receive_handshake(self, data: bytes, addr: Addr, now: float) -> None:
         try:
@@ -446,7 +457,7 @@ class Engine:
     def _receive_response(self, msg: wire.Response, addr: Addr, now: float) -> None:
         if not self._handshake_admitted(msg.raw, wire.RESPONSE_MAC1_OFFSET, addr, now):
             return
-        peer = self._handshakes.get(msg.receiver)
+        peer = self._pending_handshakes.get(msg.receiver)
         if peer is None or peer.handshake is None:
             self.drops["unknown_index"] += 1
             return
@@ -455,11 +466,11 @@ class Engine:
         except HandshakeFailed:
             self.drops["bad_response"] += 1
             return
-        del self._handshakes[msg.receiver]
+        del self._pending_handshakes[msg.receiver]
         peer.complete_as_initiator(keys, msg.sender, addr, now)
 
     def _receive_cookie_reply(self, msg: wire.CookieReply, now: float) -> None:
-        peer = self._handshakes.get(msg.receiver)
+        peer = self._pending_handshakes.get(msg.receiver)
         if peer is None or not peer.cookies.consume_reply(msg.nonce, msg.encrypted_cookie, now):
             self.drops["bad_cookie_reply"] += 1
 
@@ -491,13 +502,9 @@ class _Run:
         self.peer.received(self.kp, self.addr, self.size, self.packets, not self.data, now)
 
 
-def _unclaimed(data: bytes) -> bool:
-    """Not ours to parse: a bootstrap message (nat/bootstrap.py), or a WireGuard message
-    whose reserved bytes carry a relay channel (nat/relay.py)."""
-    if not data:
-        return False
-    return data[0] == BOOTSTRAP_MAGIC or (
-        len(data) >= 4 and data[0] in _WG_TYPES and data[1:4] != b"\0\0\0")
+def _path_message(peer: Peer, kind: control.Kind, body: bytes, addr: Addr,
+                  local: Addr | None, now: float) -> None:
+    peer.path_message(kind, body, local, addr, now)
 
 
 def _trim(plain: bytes) -> bytes | None:

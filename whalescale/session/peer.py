@@ -19,12 +19,15 @@ from ..multipath.link import MultipathLink, Outgoing
 from ..wire import control
 from . import events
 from .cookie import CookieGenerator
+from .endpoints import Candidates
 from .handshake import InitiatorHandshake, TransportKeys
 from .keypair import Keypair
 from .timers import (
+    KEEPALIVE_ASSUMED_S,
     KEEPALIVE_TIMEOUT_S,
     MAX_HANDSHAKE_ATTEMPTS,
     MAX_STAGED_PACKETS,
+    REACHABLE_WITHIN_KEEPALIVES,
     RECOVERY_FIRST_S,
     RECOVERY_LATER_STEPS,
     RECOVERY_MAX_S,
@@ -49,8 +52,8 @@ class Peer:
         self.name = spec.name
         self._engine = engine
         self.cookies = CookieGenerator(spec.static_public)
-        self.endpoints: list[Addr] = list(spec.endpoints)
-        self.endpoint: Addr | None = self.endpoints[0] if self.endpoints else None
+        self.candidates = Candidates(configured=list(spec.endpoints))
+        self.endpoint: Addr | None = spec.endpoints[0] if spec.endpoints else None
         self.current: Keypair | None = None
         self.previous: Keypair | None = None
         self.next: Keypair | None = None
@@ -136,7 +139,7 @@ class Peer:
         self.tx_bytes += sum(map(len, datagrams))
         self.tx_packets += len(datagrams)
         self.send_keepalive_at = None  # timersAnyAuthenticatedPacketSent
-        self._traversal(now)
+        self._rearm_persistent_keepalive(now)
 
     def _send_on(self, kp: Keypair, out: Outgoing, now: float) -> None:
         self._send_transport(kp, list(out.plaintexts), now, out.local, out.remote)
@@ -174,7 +177,7 @@ class Peer:
     def _usable(kp: Keypair, now: float) -> bool:
         return kp.send_counter < REJECT_AFTER_MESSAGES and now - kp.born < REJECT_AFTER_S
 
-    def _traversal(self, now: float) -> None:
+    def _rearm_persistent_keepalive(self, now: float) -> None:
         """timersAnyAuthenticatedPacketTraversal: re-arm the persistent keepalive."""
         if self.spec.keepalive_s:
             self.persistent_keepalive_at = now + self.spec.keepalive_s
@@ -208,7 +211,7 @@ class Peer:
         self.initiation = self.cookies.seal(engine.initiation_body(self.handshake_index, noise),
                                             now)
         self.last_initiation_sent = now
-        self._traversal(now)
+        self._rearm_persistent_keepalive(now)
         self.send_keepalive_at = None
         return self.initiation
 
@@ -276,7 +279,7 @@ class Peer:
             self._send_outgoing(self.mp.announce(self.endpoint, now), now)
 
     def _handshake_complete(self, now: float) -> None:
-        self._engine.handshakes["completed"] += 1
+        self._engine.handshake_outcomes["completed"] += 1
         self.retransmit_at = None
         self.handshake_attempts = 0
         self.sent_last_minute_handshake = False
@@ -316,7 +319,7 @@ class Peer:
             self.endpoint = addr
         self.last_received_at = now
         self.new_handshake_at = None  # timersAnyAuthenticatedPacketReceived
-        self._traversal(now)
+        self._rearm_persistent_keepalive(now)
 
     # ----- timers --------------------------------------------------------
 
@@ -358,7 +361,7 @@ class Peer:
             self._zero_keys()
 
     def _retransmit_expired(self, now: float) -> None:
-        self._engine.handshakes["timed_out"] += 1
+        self._engine.handshake_outcomes["timed_out"] += 1
         if self.handshake_attempts >= MAX_HANDSHAKE_ATTEMPTS and not self.spec.whalescale:
             self._engine.event(events.HandshakeGaveUp(self.name, self.handshake_attempts + 2))
             self.staged.clear()
@@ -399,23 +402,64 @@ class Peer:
         self.handshake_index = None
         self.staged.clear()
 
-    def retarget(self, endpoints: list[Addr], now: float | None, *, alive: bool) -> None:
-        """New candidate endpoints (gossip, LKG cache). A live session stays where it is;
-        otherwise the best candidate is tried at once, not at the next backoff step."""
-        self.endpoints = list(endpoints)
-        if alive or not self.endpoints:
+    # ----- where it is: commands to its candidates (session/endpoints.py) -----
+
+    @property
+    def endpoints(self) -> list[Addr]:
+        """Its candidate endpoints, best first."""
+        return self.candidates.ordered()
+
+    def learn_endpoints(self, endpoints: list[Addr], now: float | None) -> None:
+        """The mesh controller's candidates (`now` None: before start-up)."""
+        self.candidates.learned = list(endpoints)
+        self._follow_candidates(now)
+
+    def relayed(self, alias: Addr, now: float) -> None:
+        """A relay is up (no direct path was found): send through it at once."""
+        self.candidates.relay = alias
+        self._move_to(alias, now)
+
+    def unrelayed(self, now: float) -> None:
+        """The relay closed: if the session used it, try the best direct candidate."""
+        alias, self.candidates.relay = self.candidates.relay, None
+        if alias is not None and self.endpoint == alias:
+            ordered = self.candidates.ordered()
+            self._move_to(ordered[0] if ordered else None, now)
+
+    def on_lan(self, addr: Addr) -> None:
+        """LAN discovery heard it there (its answer to a punch moves the session)."""
+        self.candidates.lan = addr
+
+    def _follow_candidates(self, now: float | None) -> None:
+        """A session heard from stays where it is; otherwise the best candidate is tried at
+        once, not at the next backoff step. (The relay alias, when up, is the best.)"""
+        ordered = self.candidates.ordered()
+        if not ordered or ordered[0] == self.endpoint:
             return
-        self.endpoint = self.endpoints[0]
-        if now is not None:
+        if now is None:
+            self.endpoint = ordered[0]
+        elif not self.reachable(now):
+            self._move_to(ordered[0], now)
+
+    def _move_to(self, addr: Addr | None, now: float) -> None:
+        self.endpoint = addr
+        if addr is not None:
             self.retransmit_at = None
             self.last_initiation_sent = float("-inf")
             self.initiate(now, retry=False, reason="new endpoints, no live session")
+
+    def reachable(self, now: float) -> bool:
+        """Heard from within three keepalive intervals (one lost keepalive is no alarm)."""
+        if self.last_received_at is None:
+            return False
+        window = REACHABLE_WITHIN_KEEPALIVES * (self.spec.keepalive_s or KEEPALIVE_ASSUMED_S)
+        return now - self.last_received_at <= window
 
     def reconfigure(self, spec: PeerSpec) -> None:
         """New settings from a reloaded mesh; the session and its keys stay."""
         self.spec = spec
         self.name = spec.name
-        self.endpoints = list(spec.endpoints)
+        self.candidates.configured = list(spec.endpoints)
         if self.endpoint is None and self.endpoints:
             self.endpoint = self.endpoints[0]
         if not spec.keepalive_s:

@@ -28,3 +28,8 @@ MAX_STAGED_PACKETS = 128
 RECOVERY_FIRST_S = 1.0
 RECOVERY_MAX_S = 60.0
 RECOVERY_LATER_STEPS = 2
+
+# A peer counts as reachable while we heard from it within three keepalive intervals
+# (one lost keepalive raises no alarm), or of 25 s for a peer without keepalives.
+REACHABLE_WITHIN_KEEPALIVES = 3
+KEEPALIVE_ASSUMED_S = 25.0

@@ -1,0 +1,64 @@
+"""The node as production wires it (node/node.py), on the fake internet of tests/nat/sim.py:
+the mesh controller, traversal and the engine together."""
+
+from __future__ import annotations
+
+import random
+
+from tests.nat.sim import Internet
+from whalescale.wire.port import channel_of_alias
+
+
+def relayed_pair() -> Internet:
+    """Two symmetric NATs: only an anchor's relay joins them."""
+    net = Internet()
+    net.add("anchor-1", "198.51.100.1", anchor=True)
+    net.add("anchor-2", "198.51.100.2", anchor=True)
+    net.add("a", "192.168.1.2", nat="symmetric", public_ip="203.0.113.1")
+    net.add("b", "192.168.2.2", nat="symmetric", public_ip="203.0.113.2")
+    net.start()
+    net.run(10.0)
+    return net
+
+
+def on_relay(net: Internet) -> bool:
+    return all(channel_of_alias(net.endpoint(x, y) or ("", 1)) for x, y in (("a", "b"), ("b", "a")))
+
+
+def test_reloads_at_any_moment_never_move_a_relayed_session_off_its_relay():
+    """A reload re-applies where peers are (gossip, static, LKG cache): the relay alias, which
+    no such source knows, stays first (session/endpoints.py). Pings every 0.1 s, reloads of
+    either end at varied moments: every ping is answered, the relay is never left."""
+    net = relayed_pair()
+    assert on_relay(net)
+    rng = random.Random(12)
+    sent = answered = reloads = 0
+    while reloads < 12:
+        for _ in range(rng.randint(1, 40)):
+            payload = f"ping {sent}".encode()
+            net.send("a", "b", payload)
+            sent += 1
+            answered += any(payload in p for p in net.nodes["b"].delivered)
+            net.run(0.1)
+            assert on_relay(net)
+        net.reload(rng.choice("ab"))
+        reloads += 1
+        assert on_relay(net)
+    assert answered == sent
+
+
+def test_a_reload_leaves_a_direct_session_where_it_is():
+    """A session heard from stays where it is, even at an address no candidate names
+    (a symmetric NAT's port, learned by passive roaming)."""
+    net = Internet()
+    net.add("anchor-1", "198.51.100.1", anchor=True)
+    net.add("a", "192.168.1.2", nat="symmetric", public_ip="203.0.113.1")
+    net.add("b", "203.0.113.2")
+    net.start()
+    net.run(5.0)
+    at = net.endpoint("b", "a")
+    assert at is not None and at[0] == "203.0.113.1" and not channel_of_alias(at)
+    for _ in range(5):
+        net.reload("b")
+        net.run(0.3)
+        assert net.endpoint("b", "a") == at

@@ -1,0 +1,48 @@
+"""What the node asks of the shell: everything it cannot do without I/O.
+
+Datagrams and TUN packets have their own drains (node.py); these are the rest,
+in the order they arose: lines for the log, LKG cache writes, an answered ping,
+a question for the OS, the TUN's routes.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..mesh.controller import Contact, StoredRecord
+
+Addr = tuple[str, int]
+
+
+@attrs.frozen
+class Log:
+    level: int  # logging's levels
+    message: str
+
+
+@attrs.frozen
+class Pong:
+    """A PONG came back (the nonce of `Node.ping`), at `at`, from `endpoint`."""
+
+    nonce: bytes
+    at: float
+    endpoint: str  # as status writes it
+    path: str  # relayed, lan, ipv6 or direct
+
+
+@attrs.frozen
+class FindRoutes:
+    """Which local address routes to each target? Answer with `Node.probe(routes, now)`."""
+
+    targets: tuple[Addr, ...]
+
+
+@attrs.frozen
+class ConfigureTun:
+    """Give the TUN these addresses and routes (network -> MTU)."""
+
+    addresses: tuple[str, ...]
+    routes: dict[str, int]
+
+
+Effect = Log | Pong | FindRoutes | ConfigureTun | Contact | StoredRecord

@@ -1,0 +1,391 @@
+"""One whalescale node, sans-I/O: the cores wired together once.
+
+Theory of operation (aioquic's `QuicConnection` surface):
+- In: `receive_datagrams(batch, now, local)` with what the UDP sockets read,
+  `send_packets(packets, now)` with what the TUN read, `handle_timer(now)` at
+  `next_deadline()`, and the answers to OS questions (`set_interfaces`,
+  `set_mapping`, `probe`). `reload(mesh, now)` applies a new mesh file.
+- Out: `datagrams_to_send()` (grouped by destination and local socket, relay
+  aliases already translated), `packets_to_deliver()` for the TUN, and
+  `effects()`: log lines, LKG cache writes, answered pings, OS questions and
+  the TUN's routes (effects.py). The shell decides nothing about the protocol.
+
+Inside, the session engine carries every peer; the mesh controller (gossip,
+where peers are) and NAT traversal (probes, punching, relays, LAN discovery)
+sit on it. The engine hands control messages to them through its one dispatch
+table (`Engine.handle_control`), datagrams that are not WireGuard's to
+traversal (wire/port.py tells them apart), and events to both. A peer's
+candidate endpoints are written only through the peer's commands
+(session/endpoints.py). Once a second the node does its housekeeping: NAT
+probes and punch requests, LAN hellos, republishing our record when our
+addresses moved, the tunnel's MTUs, and how many anchors are reachable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+
+from ..config import Mesh
+from ..identity import Identity, x25519_public_from_ed25519
+from ..mesh.anchors import AnchorHealth, AnchorWatch
+from ..mesh.controller import MeshController
+from ..mesh.gossip import GossipNode
+from ..mesh.records import MAX_ENDPOINTS
+from ..nat.portmap import Mapping
+from ..nat.traversal import Traversal
+from ..session.engine import Engine, MultipathConfig, PeerChanges
+from ..session.peer import Peer
+from ..session.timers import REKEY_TIMEOUT_S
+from ..wire import control
+from ..wire.port import channel_of_alias, endpoint_text
+from . import routes
+from .effects import ConfigureTun, Effect, FindRoutes, Log, Pong
+from .local import Interface, lan_and_ipv6
+from .logs import event_text
+from .specs import own_node, peer_specs
+from .status import path_kind, peer_status
+
+Addr = tuple[str, int]
+HOUSEKEEPING_EVERY_S = 1.0
+LAN_HELLO_EVERY_S = 10.0  # LAN discovery broadcasts
+
+
+class ReloadRefused(ValueError):
+    """The new mesh file cannot be applied to the running node (the message says why)."""
+
+
+class Node:
+    def __init__(self, mesh: Mesh, identity: Identity, *,
+                 random_bytes: Callable[[int], bytes], scheduler: str = "wrr",
+                 paths: tuple[Addr, ...] = (), backup_paths: frozenset[Addr] = frozenset(),
+                 cached: dict[bytes, list[Addr]] | None = None, next_self_seq: int = 1) -> None:
+        """`paths`: the addresses of our multipath sockets (announced to peers);
+        `cached`: the LKG cache's endpoints by node ID. Raises NotInMesh."""
+        self.mesh = mesh
+        self.identity = identity
+        self.me = own_node(mesh, identity)
+        self.scheduler = scheduler
+        self.engine = Engine(
+            identity.x25519_private, identity.x25519_public, peer_specs(mesh, self.me),
+            random_bytes=random_bytes, wall_offset=0.0, mtu=mesh.mtu,
+            multipath=MultipathConfig(paths, scheduler, backup_paths))
+        gossip = GossipNode(identity, [n.public_key for n in mesh.nodes],
+                            random_bytes=random_bytes,
+                            next_seq=itertools.count(next_self_seq).__next__)
+        self.controller = MeshController(self.engine, gossip, cached)
+        self.traversal = Traversal(self.engine, self._anchor_ids(), me=identity.public,
+                                   is_anchor=self.me.anchor, random_bytes=random_bytes,
+                                   now=0.0)
+        self.engine.handle_control(control.Kind.GOSSIP, self._gossip_message)
+        self.engine.handle_control(control.Kind.TRAVERSAL, self._traversal_message)
+        self.engine.handle_control(control.Kind.PONG, self._pong)
+        self._anchors = AnchorWatch(self._anchor_keys())
+        self._interfaces: list[Interface] = []
+        self._published: list[Addr] = []
+        self._effects: list[Effect] = []
+        self._mesh_activity = False
+        self._started: float | None = None
+        self._next_housekeeping = float("inf")
+        self._next_lan_hello = 0.0
+        self._tunnel_mtus = self._peer_mtus()
+
+    # ----- the mesh file -------------------------------------------------------------
+
+    def _anchor_ids(self) -> list[bytes]:
+        return [n.public_key for n in self.mesh.nodes if n.anchor]
+
+    def _anchor_keys(self) -> frozenset[bytes]:
+        return frozenset(x25519_public_from_ed25519(n.public_key) for n in self.mesh.nodes
+                         if n.anchor and n is not self.me)
+
+    def reload(self, mesh: Mesh, now: float) -> PeerChanges:
+        """Converge on a new mesh file: sessions stay, removed peers go. Raises NotInMesh,
+        or ReloadRefused when it needs a restart; then nothing changed."""
+        me = own_node(mesh, self.identity)
+        if me.port != self.me.port:
+            raise ReloadRefused(f"this node's port changed ({self.me.port} -> {me.port}); "
+                                "a new port needs a restart")
+        changes = self.engine.update_peers(peer_specs(mesh, me))
+        self.engine.mtu = mesh.mtu
+        self.mesh, self.me = mesh, me
+        self._anchors.anchors = self._anchor_keys()
+        self.controller.set_nodes(now)
+        self.traversal.set_nodes(self._anchor_ids())
+        self._configure_tun()
+        self._after(now, mesh_activity=True)
+        return changes
+
+    # ----- in from the shell -------------------------------------------------------------
+
+    def start(self, now: float, wall_offset: float) -> None:
+        """Serving from `now`; `wall_offset` turns `now` into Unix time (TAI64N)."""
+        self.engine.set_wall_offset(wall_offset)
+        self.traversal.started = now
+        self._started = now
+        self.engine.start(now)
+        self._housekeeping(now)
+        self._after(now, mesh_activity=True)
+
+    def receive_datagrams(self, batch: list[tuple[bytes, Addr]], now: float,
+                          local: Addr | None = None) -> None:
+        """UDP datagrams read from one socket (`local`: a path socket's address)."""
+        others = self.engine.receive_datagrams(batch, now, local)
+        if others:  # bootstrap, and relay-tagged WireGuard
+            relayed = self.traversal.datagrams(others, now)
+            if relayed:
+                self.engine.receive_datagrams(relayed, now, local)
+        self._after(now)
+
+    def send_packets(self, packets: list[bytes], now: float) -> None:
+        """IP packets read from the TUN."""
+        self.engine.send_packets(packets, now)
+        self._after(now)
+
+    def set_interfaces(self, interfaces: list[Interface], now: float) -> None:
+        """Our addresses (the shell's netlink view); a change is acted on at once."""
+        if interfaces != self._interfaces:
+            self._interfaces = list(interfaces)
+            if self._started is not None:  # else start() does it
+                self._next_housekeeping = min(self._next_housekeeping, now)
+
+    def set_mapping(self, mapping: Mapping | None, now: float) -> None:
+        """The port mapper got, renewed or lost our mapping: republish where we are."""
+        self.traversal.set_mapping(mapping)
+        self._publish_if_moved(now)
+        self._after(now, mesh_activity=True)
+
+    def probe(self, routes_found: list[tuple[str, Addr]], now: float) -> None:
+        """The answer to FindRoutes: (our address towards the target, target)."""
+        self.traversal.probe([((host, self.me.port), target) for host, target in routes_found],
+                             now)
+        self._after(now)
+
+    def ping(self, name: str, nonce: bytes, now: float) -> str | None:
+        """A PING through the session with `name`; its Pong effect carries `nonce`.
+        Returns why it cannot be sent, or None."""
+        peer = self.engine.peer_named(name)
+        if peer is None:
+            return f"no peer named {name!r} in the mesh"
+        if not peer.spec.whalescale:
+            return f"{name} is a vanilla WireGuard peer: ping its tunnel address instead"
+        self.engine.send_control(peer, control.Kind.PING, nonce, now)
+        self._after(now)
+        return None
+
+    # ----- time -------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.engine.next_deadline(),
+                                 self.controller.gossip.next_deadline(),
+                                 self.traversal.next_deadline(), self._next_housekeeping)
+                     if d is not None]
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        self.engine.handle_timer(now)
+        gossip = self.controller.gossip
+        if (deadline := gossip.next_deadline()) is not None and deadline <= now:
+            gossip.handle_timer(now)
+        if (deadline := self.traversal.next_deadline()) is not None and deadline <= now:
+            self.traversal.handle_timer(now)
+        if now >= self._next_housekeeping:
+            self._housekeeping(now)
+        self._after(now, mesh_activity=True)
+
+    def _housekeeping(self, now: float) -> None:
+        self._next_housekeeping = now + HOUSEKEEPING_EVERY_S
+        traversal = self.traversal
+        lan, ipv6 = lan_and_ipv6(self._interfaces)
+        traversal.set_local_candidates(lan, ipv6, self.me.port)
+        if traversal.probe_due(now):
+            self._effects.append(FindRoutes(tuple(traversal.probe_targets())))
+        if now >= self._next_lan_hello:
+            traversal.announce_on_lan(self.me.port)
+            self._next_lan_hello = now + LAN_HELLO_EVERY_S
+        traversal.tick(now)
+        self._publish_if_moved(now)
+        if self._peer_mtus() != self._tunnel_mtus:
+            self._configure_tun()
+        self._watch_anchors(now)
+
+    def _watch_anchors(self, now: float) -> None:
+        """Say when fewer than two anchors are reachable (from the first handshake
+        timeout on, not while sessions come up)."""
+        if self._started is None or now - self._started < REKEY_TIMEOUT_S:
+            return
+        up = self._reachable(now)
+        changed = self._anchors.changed(up, self.me.anchor)
+        if changed is AnchorHealth.OK:
+            count = len(up & self._anchors.anchors) + int(self.me.anchor)
+            self._log(logging.INFO, f"anchors: {count} reachable again")
+        elif changed is not None:
+            self._log(logging.WARNING, f"anchors: {changed.value}; the mesh cannot "
+                      "re-converge if it goes: run at least two anchors on different networks")
+
+    def _reachable(self, now: float) -> set[bytes]:
+        return {key for key, p in self.engine.peers.items() if p.reachable(now)}
+
+    # ----- our own record -------------------------------------------------------------------
+
+    def _own_endpoints(self) -> list[Addr]:
+        """Where others can reach us: the mesh file's static endpoints, a port mapping and
+        what anchors see of us when anyone can send there, then our addresses."""
+        static = [(e.host, e.port) for e in self.me.endpoints]
+        public = self.traversal.public_endpoints()
+        local = [(str(i.ip), self.me.port) for i in self._interfaces]
+        return list(dict.fromkeys(static + public + local))[:MAX_ENDPOINTS]
+
+    def _publish_if_moved(self, now: float) -> None:
+        """Our addresses changed (or this is the start): a new signed self-attested record,
+        and a keepalive to every peer now, so that they see our new source address at once
+        (passive acceptance) instead of at the next keepalive."""
+        endpoints = self._own_endpoints()
+        if endpoints == self._published:
+            return
+        record = self.controller.publish_self(endpoints, now)
+        listed = ", ".join(endpoint_text(a) for a in endpoints)
+        if self._published:
+            self._log(logging.INFO, f"our endpoints changed to {listed} (record seq "
+                      f"{record.seq}); telling every peer")
+            for peer in self.engine.peers.values():
+                if peer.current is not None:
+                    peer.send_keepalive(now)
+        else:
+            self._log(logging.INFO, f"publishing our endpoints {listed} (record seq {record.seq})")
+        self._published = endpoints
+
+    # ----- the TUN's routes ---------------------------------------------------------------------
+
+    def _peer_mtus(self) -> dict[str, int]:
+        return routes.peer_mtus(self.engine.peers.values(), self.mesh.mtu,
+                                announcing=bool(self.me.interfaces))
+
+    def tun_config(self) -> ConfigureTun:
+        """Our addresses, and the routes with each peer's MTU (routes.py)."""
+        return ConfigureTun(tuple(f"{a}/{a.max_prefixlen}" for a in self.me.addresses),
+                            routes.table(self.mesh, self.engine.peers.values(), self._tunnel_mtus))
+
+    def _configure_tun(self) -> None:
+        """Paths came, went or were probed, or the mesh changed: each peer's route gets
+        its session's MTU."""
+        before, self._tunnel_mtus = self._tunnel_mtus, self._peer_mtus()
+        for name, mtu in self._tunnel_mtus.items():
+            if name in before and before[name] != mtu:
+                self._log(logging.INFO, f"peer {name}: tunnel MTU {before[name]} -> {mtu} (the "
+                          "minimum over its usable paths, less the multipath trailer)")
+        self._effects.append(self.tun_config())
+
+    # ----- control messages, from the engine's dispatch table -----------------------------------
+
+    def _gossip_message(self, peer: Peer, kind: control.Kind, body: bytes, addr: Addr,
+                        local: Addr | None, now: float) -> None:
+        self.controller.gossip_message(peer, body, now)
+        self._mesh_activity = True
+
+    def _traversal_message(self, peer: Peer, kind: control.Kind, body: bytes, addr: Addr,
+                           local: Addr | None, now: float) -> None:
+        self.traversal.control(peer, body, now)
+
+    def _pong(self, peer: Peer, kind: control.Kind, body: bytes, addr: Addr,
+              local: Addr | None, now: float) -> None:
+        self._effects.append(Pong(body, now, endpoint_text(addr),
+                                  path_kind(addr, self._interfaces)))
+
+    # ----- after each input: the cores' outputs to each other, and to the shell -----------------
+
+    def _after(self, now: float, *, mesh_activity: bool = False) -> None:
+        engine, controller, traversal = self.engine, self.controller, self.traversal
+        if engine.events:
+            happened, engine.events = engine.events, []
+            for event in happened:
+                self._log(*event_text(event))
+            controller.engine_events(happened, now)
+            traversal.engine_events(happened, now)
+            mesh_activity = True
+        if mesh_activity or self._mesh_activity or controller.gossip.outbox:
+            self._mesh_activity = False
+            controller.after_batch(now)
+            if controller.cache_ops:
+                self._effects += controller.cache_ops
+                controller.cache_ops = []
+        if traversal.log_lines:
+            for line in traversal.log_lines:
+                self._log(logging.INFO, f"nat: {line}")
+            traversal.log_lines = []
+
+    def _log(self, level: int, message: str) -> None:
+        self._effects.append(Log(level, message))
+
+    # ----- out to the shell ---------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[Addr, Addr | None, list[bytes]]]:
+        """(destination, local socket address or None, datagrams), one entry per pair, in
+        order: a relayed peer's datagrams tagged and addressed to its anchor."""
+        out, self.engine.outbox = self.engine.outbox, []
+        if self.traversal.outbox:
+            out = [(d, a, None) for d, a in self.traversal.outbox] + out
+            self.traversal.outbox = []
+        groups: dict[tuple[Addr, Addr | None], list[bytes]] = {}
+        for datagram, addr, local in out:
+            groups.setdefault((addr, local), []).append(datagram)
+        ready = []
+        for (addr, local), datagrams in groups.items():
+            if addr[1] == 0 and channel_of_alias(addr):  # a relayed peer: tagged, to its anchor
+                tagged = [t for d in datagrams if (t := self.traversal.relay_out(d, addr))]
+                if not tagged:
+                    self.engine.drops["no_relay"] += len(datagrams)
+                    continue
+                addr, datagrams = tagged[0][1], [t[0] for t in tagged]
+            ready.append((addr, local, datagrams))
+        return ready
+
+    def packets_to_deliver(self) -> list[bytes]:
+        packets, self.engine.inbox = self.engine.inbox, []
+        return packets
+
+    def effects(self) -> list[Effect]:
+        effects, self._effects = self._effects, []
+        return effects
+
+    # ----- for status and metrics ---------------------------------------------------------------
+
+    def status(self, now: float) -> dict[str, object]:
+        seqs = self.controller.record_seqs()
+        anchor_keys = self._anchors.anchors
+        peers = [peer_status(p, key in anchor_keys, now, self._interfaces, seqs.get(p.name),
+                             self.scheduler) for key, p in self.engine.peers.items()]
+        health = self._anchors.health(self._reachable(now), self.me.anchor)
+        warnings = []
+        if health is not AnchorHealth.OK:
+            warnings.append(f"{health.value}: the mesh cannot re-converge if it goes; "
+                            "run at least two anchors on different networks")
+        return {
+            "node": self.me.name,
+            "port": self.me.port,
+            "anchor": self.me.anchor,
+            "anchors": {"health": health.value,
+                        "reachable": [p["name"] for p in peers if p["anchor"] and p["reachable"]],
+                        "total": len(anchor_keys) + int(self.me.anchor)},
+            "peers": sorted(peers, key=lambda p: (not p["anchor"], p["name"])),
+            "warnings": warnings,
+            "gossip": dict(self.controller.gossip.counters),
+            "published": [endpoint_text(a) for a in self._published],
+            "addresses": [str(i) for i in self._interfaces],
+            "nat": self.traversal.status(now),
+        }
+
+    def metrics(self) -> dict[str, object]:
+        """Counters for Prometheus, copied: the exporter reads them from another thread."""
+        peers = list(self.engine.peers.values())
+        return {
+            "peers": len(peers),
+            "sessions": sum(p.current is not None for p in peers),
+            "handshakes": dict(self.engine.handshake_outcomes),
+            "per_peer": {p.name: {"rx_bytes": p.rx_bytes, "tx_bytes": p.tx_bytes,
+                                  "rx_packets": p.rx_packets, "tx_packets": p.tx_packets}
+                         for p in peers},
+            "drops": dict(self.engine.drops),
+            "gossip": dict(self.controller.gossip.counters),
+        }
