@@ -290,20 +290,40 @@ def test_symmetric_pair_goes_to_the_relay_at_once():
     assert a.state(B_ID) == b.state(A_ID) == PunchState.RELAYED
 
 
-def test_punching_that_fails_falls_back_to_the_relay_then_upgrades():
+def test_an_uncertain_punch_opens_the_relay_alongside_then_upgrades():
+    """Cone against symmetric may fail: the relay is asked for RELAY_ALONGSIDE_S into the
+    punch (the first packet needs no success), punching goes on until D."""
     mesh = Mesh(info(NatType.CONE, A_SEEN), info(NatType.SYMMETRIC, B_SEEN))
     a = mesh.peers[A_ID]
     a.request(B_ID, ANCHOR_ID, now=0.0)
     mesh.deliver(now=0.0)
-    assert len(a.events) == 1
+    (initiate,) = a.events
+    assert a.next_deadline() == initiate.at + punch.RELAY_ALONGSIDE_S
+    a.handle_timer(a.next_deadline())
+    assert a.events[-1] == UseRelay(B_ID, initiate_plan := a.events[-1].plan)
+    assert initiate_plan is not None and initiate_plan.uncertain
+    assert a.state(B_ID) == PunchState.PUNCHING and a.counters["relay_alongside"] == 1
     a.handle_timer(0.5 + punch.PUNCH_FOR_S - 0.01)
-    assert len(a.events) == 1
+    assert len(a.events) == 2
     a.handle_timer(a.next_deadline())
     assert a.events[-1] == UseRelay(B_ID, a.events[-1].plan)
     assert a.state(B_ID) == PunchState.RELAYED and a.counters["punch_failed"] == 1
     # later a direct handshake succeeds (a new punch, or B's side roamed): upgrade
     a.established(B_ID, now=60.0)
     assert a.state(B_ID) == PunchState.DIRECT
+
+
+def test_two_cones_punch_without_the_relay_alongside():
+    mesh = Mesh(info(NatType.CONE, A_SEEN), info(NatType.CONE, B_SEEN))
+    b_said = mesh.peers[B_ID].set_info(info(NatType.CONE, B_SEEN))  # else B's type is unknown
+    mesh.anchor.receive(B_ID, b_said, now=0.0)
+    a = mesh.peers[A_ID]
+    a.request(B_ID, ANCHOR_ID, now=0.0)
+    mesh.deliver(now=0.0)
+    (initiate,) = a.events
+    assert a.next_deadline() == 0.5 + punch.PUNCH_FOR_S  # the deadline only
+    a.handle_timer(0.5 + punch.PUNCH_FOR_S - 0.01)
+    assert a.events == [initiate]
 
 
 def test_one_way_only_the_closed_side_sends():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from tests.nat.sim import Internet
+from tests.nat.sim import Internet, Nat
 from whalescale.wire.port import channel_of_alias
 
 
@@ -62,3 +62,31 @@ def test_a_reload_leaves_a_direct_session_where_it_is():
         net.reload("b")
         net.run(0.3)
         assert net.endpoint("b", "a") == at
+
+
+def test_a_nat_rebinding_is_found_by_silence_and_punched_again_within_seconds():
+    """a's gateway gets a new public address (invisible to a): b's port-restricted NAT
+    drops a's traffic from it. a's data meets silence, a PING too; a re-probes and asks
+    for a punch at once instead of waiting out three keepalives."""
+    net = Internet()
+    net.add("anchor-1", "198.51.100.1", anchor=True)
+    net.add("anchor-2", "198.51.100.2", anchor=True)
+    a = net.add("a", "192.168.1.2", nat="cone", public_ip="203.0.113.1")
+    net.add("b", "192.168.2.2", nat="cone", public_ip="203.0.113.2")
+    net.start()
+    net.run(2.0)
+    assert net.endpoint("b", "a") == ("203.0.113.1", 51820)
+    a.nat = Nat("203.0.113.101", "cone")  # the gateway's new address; its mappings gone
+    last_answer, longest_gap = net.now, 0.0
+    for i in range(100):  # 10 s of a ping every 0.1 s
+        payload = f"after {i}".encode()
+        net.send("a", "b", payload)
+        net.send("b", "a", payload)  # b answers what it gets (both ways must work)
+        if any(payload in p for p in net.nodes["b"].delivered) and any(
+                payload in p for p in net.nodes["a"].delivered):
+            longest_gap, last_answer = max(longest_gap, net.now - last_answer), net.now
+        net.run(0.1)
+    assert net.endpoint("b", "a") == ("203.0.113.101", 51820)
+    assert longest_gap < 2.5, longest_gap  # 1.5 s of silence, then a punch or the relay
+    assert any("no answer" in line and "looking for a new path" in line
+               for line in a.log), a.log[-20:]

@@ -21,6 +21,7 @@ the wall-clock time T0 to the first answered ping; `... count ADDR N` prints
 from __future__ import annotations
 
 import contextlib
+import datetime
 import itertools
 import re
 import sys
@@ -52,8 +53,12 @@ SKIPPED_PAIRS: list[Pair] = [(s, s) for s in SITUATIONS
                              if all(s not in pair for pair in SAME_KIND_PAIRS)]
 CONNECT_TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 1.0
+PROBE_EVERY_S = 0.1  # the first-reply prober's pace (a late reply still counts when it comes)
 CLASSIFY_PINGS = 10
 _FIRST = re.compile(r"first reply after ([\d.]+) s|(no reply)")
+# An agent's log line saying its session with a peer runs on a real (not relay) endpoint.
+_DIRECT = re.compile(r"^(\S+ \S+) INFO whalescale\.agent: (?:session with (\S+) established via "
+                     r"(\S+) |peer (\S+) now at (\S+) )", re.MULTILINE)
 
 
 def _expected(a: str, b: str) -> Path:
@@ -83,11 +88,15 @@ class Cell:
     connected: bool
     first_ping_s: float | None
     path: Path
+    direct_s: float | None = None  # when the first node's session went direct (whalescale)
 
     def __str__(self) -> str:
         if not self.connected or self.first_ping_s is None:
             return self.path.value
         return f"{self.path.value} {self.first_ping_s:.1f} s"
+
+    def direct_text(self) -> str:
+        return "-" if self.direct_s is None else f"{self.direct_s:.1f} s"
 
 
 @dataclass
@@ -110,6 +119,7 @@ class _Overlay:
     tunnel_addr: dict[str, str]
     start: Callable[[], None]
     stop: Callable[[], None]
+    direct_at: Callable[[str, str], float | None] = lambda a, b: None  # wall clock
 
 
 def _nebula(natlab: NatLab) -> _Overlay:
@@ -145,7 +155,23 @@ def _whalescale(natlab: NatLab) -> _Overlay:
             if node.proc is not None:
                 node.proc.stop()
 
-    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, start, stop)
+    def direct_at(a: str, b: str) -> float | None:
+        proc = mesh.nodes[a].proc
+        return None if proc is None else went_direct(proc.log(), b)
+
+    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, start, stop,
+                    direct_at)
+
+
+def went_direct(log: str, peer: str) -> float | None:
+    """The wall-clock time of the first line of an agent's log that puts its session
+    with `peer` on a real endpoint (the relay alias is in 100::/64)."""
+    for m in _DIRECT.finditer(log):
+        name, endpoint = (m[2], m[3]) if m[2] else (m[4], m[5])
+        if name == peer and not endpoint.startswith("[100::"):
+            stamp = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f")
+            return stamp.timestamp()
+    return None
 
 
 OVERLAYS: dict[Vpn, Callable[[NatLab], _Overlay]] = {
@@ -200,7 +226,9 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
                 continue
             path = classify(natlab, a, b,
                             lambda a=a, b=b: _count_pings(natlab.node(a), overlay.tunnel_addr[b]))
-            cells[(a, b)] = Cell(True, first, path)
+            direct_at = overlay.direct_at(a, b)
+            cells[(a, b)] = Cell(True, first, path,
+                                 None if direct_at is None else direct_at - t0)
         return Matrix(vpn, cells)
     finally:
         overlay.stop()
@@ -219,8 +247,8 @@ def run_matrices(*, with_nebula: bool = True) -> tuple[Matrix, Matrix]:
 def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
     """A markdown table: each pair, whalescale's cell, what the issue expects, nebula's."""
     rows = [
-        "| pair | whalescale | expected | nebula 1.6.1 |",
-        "|---|---|---|---|",
+        "| pair | whalescale | went direct | expected | nebula 1.6.1 |",
+        "|---|---|---|---|---|",
     ]
     for pair in PAIRS:
         label = f"{pair[0]} <-> {pair[1]}"
@@ -228,11 +256,14 @@ def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
             label += f" ({SAME_KIND_PAIRS[pair]})"
         got = ours.cells.get(pair)
         mark = "" if got is not None and got.path is EXPECTED_WHALESCALE[pair] else " (!)"
-        rows.append(f"| {label} | {got}{mark} | "
+        direct = got.direct_text() if got is not None else "-"
+        rows.append(f"| {label} | {got}{mark} | {direct} | "
                     f"{EXPECTED_WHALESCALE[pair].value} | {nebula.cells.get(pair) or '-'} |")
     skipped = ", ".join(f"{a}<->{b}" for a, b in SKIPPED_PAIRS)
     rows += ["", f"Times: seconds from starting all nodes to the first answered ping "
-                 f"(timeout {CONNECT_TIMEOUT_S:.0f} s). Paths: the lab's nftables counters "
+                 f"(a ping every {PROBE_EVERY_S:g} s, timeout {CONNECT_TIMEOUT_S:.0f} s); went "
+                 "direct: when the first node's session left the relay or started direct, from "
+                 "its log. Paths: the lab's nftables counters "
                  f"during {CLASSIFY_PINGS} pings. (!): not what the issue expects. "
                  f"Not run (one node per situation): {skipped}."]
     return "\n".join(rows)
@@ -245,10 +276,10 @@ def _probe_first(addr: str, t0: float, timeout_s: float) -> str:
     deadline = t0 + timeout_s
     while time.time() < deadline:
         try:
-            if ping(addr, 1, PING_TIMEOUT_S):
+            if ping(addr, 1, PROBE_EVERY_S):
                 return f"first reply after {time.time() - t0:.3f} s"
         except OSError:
-            time.sleep(0.2)  # no tunnel interface or route yet
+            time.sleep(PROBE_EVERY_S)  # no tunnel interface or route yet
     return "no reply"
 
 

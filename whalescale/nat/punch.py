@@ -13,6 +13,10 @@ Theory of operation:
   initiations: resending the same bytes is safe (the responder's TAI64N check
   drops a second copy) and the first copy through the NATs completes the
   handshake. `established` stops it; at D without it, `UseRelay` (relay.py).
+  A plan that may well fail (a symmetric or unknown NAT against anything but an
+  open side) asks for the relay RELAY_ALONGSIDE_S after T and punches on: the
+  first packet goes through the relay, and a punch that gets through later
+  moves the session to the direct path (the relay then closes).
 - Never port prediction or sweeping (anti-patterns 1.5): only endpoints that
   were observed, mapped or configured are ever targets.
 
@@ -65,6 +69,10 @@ from .punch_messages import (
 START_DELAY_S = 0.5  # covers the difference of the two anchor -> peer delays
 RETRY_EVERY_S = 0.5
 PUNCH_FOR_S = 3.0  # "retried for a few seconds": six tries, each a round trip or more apart
+# A punch that may well fail (a symmetric or unknown NAT on one side) opens the relay this
+# long after it starts, and keeps punching: a punch that works does so at its first tries,
+# and the session moves to the direct path if a later one gets through.
+RELAY_ALONGSIDE_S = 1.0
 REQUEST_TIMEOUT_S = 3.0  # no PUNCH by then: the anchor could not reach the peer
 MAX_TRACKED_PEERS = 64
 _UNKNOWN = NatInfo()  # nothing known yet of ourselves
@@ -98,6 +106,7 @@ class Plan:
     a: bytes  # the smaller node ID
     b: bytes
     attempts: tuple[Attempt, ...]  # best first; the last is always RELAY
+    uncertain: bool = False  # only a simultaneous IPv4 punch with a symmetric or unknown side
 
     def sends_for(self, node_id: bytes) -> list[tuple[Method, Addr]]:
         """What `node_id` sends, best first."""
@@ -176,10 +185,12 @@ def plan(x: Side, y: Side, *, lan_discovered: bool = False) -> Plan:
         if lan is not None:
             attempts.append(Attempt(Method.LAN, *lan))
     wan = _ipv4(a, b)
+    uncertain = (not attempts and wan is not None and wan.method is Method.SIMULTANEOUS
+                 and bool({a.nat_type, b.nat_type} - {NatType.CONE}))
     if wan is not None:
         attempts.append(wan)
     attempts.append(Attempt(Method.RELAY, None, None))
-    return Plan(first.node_id, second.node_id, tuple(attempts))
+    return Plan(first.node_id, second.node_id, tuple(attempts), uncertain)
 
 
 # ----- the anchor's side ------------------------------------------------------------
@@ -309,6 +320,7 @@ class _Track:
     deadline: float | None = None
     punch_id: int | None = None
     plan: Plan | None = None
+    relay_at: float | None = None  # an uncertain plan: open the relay then, punching on
 
 
 class Puncher:
@@ -399,6 +411,7 @@ class Puncher:
             return
         # A side that sends nothing (the open side of ONE_WAY) still waits until D.
         track.deadline = until
+        track.relay_at = start + RELAY_ALONGSIDE_S if the_plan.uncertain else None
         self.events.extend(Initiate(message.peer, method, endpoint, start, self.retry_every_s,
                                     until) for method, endpoint in sends)
         self.counters["punching"] += 1
@@ -406,16 +419,24 @@ class Puncher:
     def established(self, peer: bytes, now: float) -> None:
         if self.state(peer) in (PunchState.DIRECT, None):
             return  # a handshake the punching did not cause
-        self._move(peer, "established").deadline = None
+        track = self._move(peer, "established")
+        track.deadline = track.relay_at = None
 
     def next_deadline(self) -> float | None:
-        deadlines = [t.deadline for t in self._tracks.values() if t.deadline is not None]
+        deadlines = [d for t in self._tracks.values() for d in (t.deadline, t.relay_at)
+                     if d is not None]
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
         for peer, track in list(self._tracks.items()):
+            if track.relay_at is not None and now >= track.relay_at:
+                track.relay_at = None
+                if track.state is PunchState.PUNCHING:
+                    self.counters["relay_alongside"] += 1
+                    self.events.append(UseRelay(peer, track.plan))
             if track.deadline is not None and now >= track.deadline:
                 plan_then = track.plan
                 self._move(peer, "deadline").deadline = None
+                track.relay_at = None
                 self.counters["timed_out" if plan_then is None else "punch_failed"] += 1
                 self.events.append(UseRelay(peer, plan_then))

@@ -13,9 +13,15 @@ Theory of operation:
 - Control bodies of kind TRAVERSAL arrive by `control(peer, body, now)`: punch
   messages (types < 16) and relay messages (16..). An anchor coordinates
   punches and relays; an end punches and uses relays.
-- `tick(now)` (once a second) asks an anchor to coordinate a punch for every
-  whalescale peer we have no live session with, with backoff 2 s -> 60 s, and
-  tells the anchors our NAT info when it changed.
+- `tick(now)` (once a second, and at once when `tick_soon` says something it
+  acts on changed: an anchor came up, the NAT type is known, a peer fell silent)
+  asks an anchor to coordinate a punch for every whalescale peer we have no
+  answering session with (at once, then backoff 1 s doubling to 60 s), and tells
+  the anchors our NAT info when it changed.
+- A direct session whose data meets silence (`PeerUnanswered`: no answer to our
+  data nor to a PING for 1.5 s; a NAT rebinding, one side moved) counts as
+  not answering: the anchors are re-probed and a punch requested at once,
+  instead of waiting out the liveness window (three keepalives).
 - Punch `Initiate`s become the peer's own WireGuard initiation sent to the
   punched endpoint (`Peer.punch`); a relay up or down is a command to the peer
   (`Peer.relayed`, `Peer.unrelayed`: its endpoint is the relay alias while up),
@@ -62,7 +68,7 @@ PROBE_RETRY_S = 0.5  # after an unanswered probe (an anchor starting, a lost dat
 # made blind may punch for PUNCH_FOR_S where the NAT type would have said "relay".
 NAT_TYPE_WAIT_S = 3.0
 NAT_TYPE_WAIT_MAX_S = 8.0
-REQUEST_FIRST_S = 1.0  # punch requests for peers out of reach: after 1 s, backoff to 60 s
+REQUEST_FIRST_S = 1.0  # punch requests for peers out of reach: at once, then 1 s doubling to 60 s
 REQUEST_MAX_S = 60.0
 # Between the attempts of one punch, best first: long enough for a LAN or IPv6 round trip.
 ATTEMPT_HEAD_START_S = 0.3
@@ -102,6 +108,7 @@ class Traversal:
                                               anchor_endpoint=self._endpoint_of)
         self.outbox: list[tuple[bytes, Addr]] = []
         self.log_lines: list[str] = []  # what happened and why, for the node to log
+        self.tick_soon = False  # something `tick` acts on changed: the node ticks at once
         self.counters: Counter[str] = Counter()
         self._punches: list[_Punching] = []
         self._next_request: dict[bytes, float] = {}
@@ -110,6 +117,7 @@ class Traversal:
         self._next_probe = now
         self._last_facts = NatInfo()
         self._second_look: dict[bytes, float] = {}  # relayed peer -> when to try direct
+        self._silent: dict[bytes, float] = {}  # peer -> when it last met our data with silence
         self.set_nodes(anchors)
 
     def set_nodes(self, anchors: Iterable[bytes]) -> None:
@@ -189,6 +197,10 @@ class Traversal:
                             if e is not None and not channel_of_alias(e)]
         return list(dict.fromkeys(targets))
 
+    def probe_soon(self, now: float) -> None:
+        """Our addresses changed, or an anchor came up: probe at the next tick."""
+        self._next_probe = min(self._next_probe, now)
+
     def probe_due(self, now: float) -> bool:
         return not self.is_anchor and now >= self._next_probe
 
@@ -247,6 +259,7 @@ class Traversal:
                                  if report.observed else "")
                               + f" ({report.targets} anchors answered)")
             self.report = report
+            self.tick_soon = True  # punch requests wait for it
 
     # ----- LAN discovery ---------------------------------------------------------------
 
@@ -288,10 +301,19 @@ class Traversal:
 
     def engine_events(self, happened: Iterable[events.Event], now: float) -> None:
         for event in happened:
+            if isinstance(event, events.PeerUnanswered):
+                self._unanswered(event, now)
+                continue
             if not isinstance(event, events.HandshakeCompleted):
                 continue
             peer = self.engine.peer_named(event.peer)
             node_id = None if peer is None else peer.spec.node_id
+            if node_id in self.anchors and not self.is_anchor:
+                # An anchor is up: it answers probes now (one sent while it was starting
+                # would wait out its timeout), and punch requests can go to it.
+                if not any(o.target == event.endpoint for o in self.observations):
+                    self.probe_soon(now)
+                self.tick_soon = True
             if node_id is None or channel_of_alias(event.endpoint):
                 continue
             if self.puncher.state(node_id) not in (None, PunchState.DIRECT):
@@ -300,7 +322,34 @@ class Traversal:
             self.puncher.established(node_id, now)
             self.relay_client.direct_path(node_id)
             self._backoff.pop(node_id, None)
+            self._silent.pop(node_id, None)
         self._react(now)
+
+    def _unanswered(self, event: events.PeerUnanswered, now: float) -> None:
+        """A direct session met silence: our public endpoint may have moved (a NAT
+        rebinding) or the peer's: re-probe the anchors and punch at once, rather than
+        wait out the liveness window."""
+        peer = self.engine.peer_named(event.peer)
+        node_id = None if peer is None else peer.spec.node_id
+        if (self.is_anchor or node_id is None or node_id in self.anchors
+                or peer is None or peer.endpoint is None or channel_of_alias(peer.endpoint)):
+            return
+        if node_id not in self._silent:
+            self.log_lines.append(f"{event.peer}: no answer for {event.silent_s:.1f} s, "
+                                  "looking for a new path")
+            self._next_request.pop(node_id, None)
+            self._backoff.pop(node_id, None)
+            # If we moved, what the anchors saw of us is stale: observe afresh, and let
+            # their sessions see our source now, so that a punch they coordinate (ours
+            # or the peer's) aims at where we are.
+            self.observations.clear()
+            for anchor in self.live_anchors(now):
+                anchor_peer = self._peer(anchor)
+                if anchor_peer is not None:
+                    anchor_peer.send_keepalive(now)
+        self._silent[node_id] = now
+        self.probe_soon(now)
+        self.tick_soon = True
 
     # ----- time ------------------------------------------------------------------------
 
@@ -332,10 +381,15 @@ class Traversal:
                 self.puncher.request(node_id, relay.choose_anchor(self.me, node_id, live), now)
                 continue
             peer = self._peer(node_id)
-            if (peer is None or node_id in self.anchors or self._live(peer, now)
+            if peer is not None and node_id in self._silent and (
+                    peer.last_received_at or 0.0) > self._silent[node_id]:
+                del self._silent[node_id]  # heard from again
+            answering = (peer is not None and self._live(peer, now)
+                         and node_id not in self._silent)
+            if (peer is None or node_id in self.anchors or answering
                     or self.relay_client.state(node_id) is not None
                     or self.puncher.state(node_id) in (PunchState.REQUESTED, PunchState.PUNCHING)
-                    or now < self._next_request.get(node_id, self.started + REQUEST_FIRST_S)):
+                    or now < self._next_request.get(node_id, self.started)):
                 continue
             anchor = relay.choose_anchor(self.me, node_id, live)
             assert anchor is not None
@@ -421,8 +475,10 @@ class Traversal:
         if anchor is None:
             self.log_lines.append(f"{self._name(node_id)}: no direct path and no anchor to relay")
             return
-        self.log_lines.append(f"{self._name(node_id)}: no direct path, relaying through "
-                          f"{self._name(anchor)}")
+        reason = ("the punch may fail: meanwhile"
+                  if self.puncher.state(node_id) is PunchState.PUNCHING else "no direct path,")
+        self.log_lines.append(f"{self._name(node_id)}: {reason} relaying through "
+                              f"{self._name(anchor)}")
         self.relay_client.open(node_id, anchor, now)
 
     def _relay_up(self, node_id: bytes, anchor: bytes, channel: int, now: float) -> None:

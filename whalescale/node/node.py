@@ -148,6 +148,8 @@ class Node:
         if interfaces != self._interfaces:
             self._interfaces = list(interfaces)
             if self._started is not None:  # else start() does it
+                # moved: publish, re-probe (our public endpoint may be new) and punch now
+                self.traversal.probe_soon(now)
                 self._next_housekeeping = min(self._next_housekeeping, now)
 
     def set_mapping(self, mapping: Mapping | None, now: float) -> None:
@@ -310,6 +312,9 @@ class Node:
             if controller.cache_ops:
                 self._effects += controller.cache_ops
                 controller.cache_ops = []
+        if traversal.tick_soon and self._started is not None:
+            traversal.tick_soon = False
+            self._next_housekeeping = min(self._next_housekeeping, now)
         if traversal.log_lines:
             for line in traversal.log_lines:
                 self._log(logging.INFO, f"nat: {line}")

@@ -41,11 +41,20 @@ class EndpointChanged:
 
 
 @attrs.frozen(slots=True)
+class PeerUnanswered:
+    """A whalescale peer did not answer our data, nor a PING after it, for `silent_s`:
+    its path may be gone (a NAT rebinding, a move), long before the liveness window."""
+
+    peer: str
+    silent_s: float
+
+
+@attrs.frozen(slots=True)
 class CookieReplySent:
     to: Addr
 
 
 Event = (
     HandshakeInitiated | HandshakeCompleted | HandshakeGaveUp | SessionKeysZeroed
-    | EndpointChanged | CookieReplySent
+    | EndpointChanged | PeerUnanswered | CookieReplySent
 )

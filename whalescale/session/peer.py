@@ -37,6 +37,7 @@ from .timers import (
     REKEY_AFTER_S,
     REKEY_ON_RECEIVE_AFTER_S,
     REKEY_TIMEOUT_S,
+    UNANSWERED_S,
     ZERO_KEYS_AFTER_S,
 )
 
@@ -81,6 +82,8 @@ class Peer:
         self.send_keepalive_at: float | None = None
         self.persistent_keepalive_at: float | None = None
         self.zero_keys_at: float | None = None
+        self.unanswered_at: float | None = None  # whalescale: our data met silence
+        self._asked_since: float | None = None  # when we sent it a PING for that
         # several paths at once, with a whalescale peer when the engine is configured so
         config = engine.multipath
         self.mp: MultipathLink | None = (
@@ -106,6 +109,8 @@ class Peer:
             self._send_transport(kp, packets, now)
         if self.new_handshake_at is None:  # timersDataSent
             self.new_handshake_at = now + KEEPALIVE_TIMEOUT_S + REKEY_TIMEOUT_S
+        if data and self.unanswered_at is None and self.spec.whalescale:
+            self.unanswered_at = now + UNANSWERED_S
         if kp.initiator and (
             kp.send_counter > REKEY_AFTER_MESSAGES or now - kp.born > REKEY_AFTER_S
         ):
@@ -319,6 +324,7 @@ class Peer:
             self.endpoint = addr
         self.last_received_at = now
         self.new_handshake_at = None  # timersAnyAuthenticatedPacketReceived
+        self.unanswered_at = self._asked_since = None
         self._rearm_persistent_keepalive(now)
 
     # ----- timers --------------------------------------------------------
@@ -326,7 +332,7 @@ class Peer:
     def next_deadline(self) -> float | None:
         deadlines = [t for t in (self.retransmit_at, self.new_handshake_at,
                                  self.send_keepalive_at, self.persistent_keepalive_at,
-                                 self.zero_keys_at) if t is not None]
+                                 self.zero_keys_at, self.unanswered_at) if t is not None]
         if self.mp is not None and self.current is not None:
             mp_deadline = self.mp.next_deadline()
             if mp_deadline is not None:
@@ -359,6 +365,22 @@ class Peer:
         if self.zero_keys_at is not None and now >= self.zero_keys_at:
             self.zero_keys_at = None
             self._zero_keys()
+        if self.unanswered_at is not None and now >= self.unanswered_at:
+            self._unanswered(now)
+
+    def _unanswered(self, now: float) -> None:
+        """Our data met silence: ask once, then say so (until anything is heard again)."""
+        if self.current is None:
+            self.unanswered_at = None
+            return
+        if self._asked_since is None:
+            self._asked_since = now
+            self.unanswered_at = now + UNANSWERED_S / 2
+            self._engine.send_control(self, control.Kind.PING, b"are you there", now)
+            return
+        self.unanswered_at = None  # the next data sent arms it again
+        self._engine.event(events.PeerUnanswered(self.name, now - self._asked_since
+                                                 + UNANSWERED_S))
 
     def _retransmit_expired(self, now: float) -> None:
         self._engine.handshake_outcomes["timed_out"] += 1

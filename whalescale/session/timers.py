@@ -33,3 +33,9 @@ RECOVERY_LATER_STEPS = 2
 # (one lost keepalive raises no alarm), or of 25 s for a peer without keepalives.
 REACHABLE_WITHIN_KEEPALIVES = 3
 KEEPALIVE_ASSUMED_S = 25.0
+
+# A whalescale peer that answers none of our data for this long is asked (a PING: a
+# one-way flow is otherwise answered only every 10 s); no answer within half as long
+# again and the node looks for a new path (nat/traversal.py) instead of waiting for the
+# liveness window.
+UNANSWERED_S = 1.0
