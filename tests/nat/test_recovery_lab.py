@@ -18,6 +18,9 @@ from whalescale.lab.scenario import SCENARIO_DIR, build, load, start_mesh
 pytestmark = pytest.mark.lab
 
 RECOVERY_TIMEOUT_S = 90.0
+# Issue 13's target is 2 s (silence for 1.5 s, then a punch or the relay); a loaded CI
+# machine gets room. The figure is printed (`pytest -s`) and recorded in DESIGN.md.
+ROAM_BOUND_S = 10.0
 
 
 def time_to_answer(mesh: LabMesh, source: str, to: str, timeout: float) -> float | None:
@@ -44,6 +47,8 @@ def test_punched_session_survives_conntrack_flush_and_a_new_public_address(lab):
     new_public = hosts["gateway-a"].readdress()
     moved = time_to_answer(mesh, "peer-b", "peer-a", RECOVERY_TIMEOUT_S)
     assert moved is not None, mesh.nodes["peer-a"].proc.log()
+    # not the liveness window (75 s at the default keepalive): the silence is noticed
+    assert moved < ROAM_BOUND_S, (moved, mesh.nodes["peer-a"].proc.log()[-3000:])
     # peer-b now talks to peer-a at the gateway's new public address (no relay in between)
     assert time_to_answer(mesh, "peer-a", "peer-b", 10) is not None
     log_b = mesh.nodes["peer-b"].proc.log()
