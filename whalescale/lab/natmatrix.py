@@ -56,6 +56,7 @@ PING_TIMEOUT_S = 1.0
 PROBE_EVERY_S = 0.1  # the first-reply prober's pace (a late reply still counts when it comes)
 CLASSIFY_PINGS = 10
 _FIRST = re.compile(r"first reply after ([\d.]+) s|(no reply)")
+_UP = re.compile(r"^(\S+ \S+) INFO whalescale\.agent: node \S+ \(\S+\) up on ", re.MULTILINE)
 # An agent's log line saying its session with a peer runs on a real (not relay) endpoint.
 _DIRECT = re.compile(r"^(\S+ \S+) INFO whalescale\.agent: (?:session with (\S+) established via "
                      r"(\S+) |peer (\S+) now at (\S+) )", re.MULTILINE)
@@ -89,11 +90,14 @@ class Cell:
     first_ping_s: float | None
     path: Path
     direct_s: float | None = None  # when the first node's session went direct (whalescale)
+    both_up_s: float | None = None  # when the later of the two agents said it was up
 
     def __str__(self) -> str:
         if not self.connected or self.first_ping_s is None:
             return self.path.value
-        return f"{self.path.value} {self.first_ping_s:.1f} s"
+        after_up = ("" if self.both_up_s is None
+                    else f" ({self.first_ping_s - self.both_up_s:.1f} s after up)")
+        return f"{self.path.value} {self.first_ping_s:.1f} s{after_up}"
 
     def direct_text(self) -> str:
         return "-" if self.direct_s is None else f"{self.direct_s:.1f} s"
@@ -120,6 +124,7 @@ class _Overlay:
     start: Callable[[], None]
     stop: Callable[[], None]
     direct_at: Callable[[str, str], float | None] = lambda a, b: None  # wall clock
+    up_at: Callable[[str], float | None] = lambda name: None  # wall clock
 
 
 def _nebula(natlab: NatLab) -> _Overlay:
@@ -159,8 +164,22 @@ def _whalescale(natlab: NatLab) -> _Overlay:
         proc = mesh.nodes[a].proc
         return None if proc is None else went_direct(proc.log(), b)
 
+    def up_at(name: str) -> float | None:
+        proc = mesh.nodes[name].proc
+        return None if proc is None else agent_up(proc.log())
+
     return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, start, stop,
-                    direct_at)
+                    direct_at, up_at)
+
+
+def agent_up(log: str) -> float | None:
+    """The wall-clock time an agent's log says it was up (serving)."""
+    found = _UP.search(log)
+    return None if found is None else _log_time(found[1])
+
+
+def _log_time(stamp: str) -> float:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def went_direct(log: str, peer: str) -> float | None:
@@ -169,8 +188,7 @@ def went_direct(log: str, peer: str) -> float | None:
     for m in _DIRECT.finditer(log):
         name, endpoint = (m[2], m[3]) if m[2] else (m[4], m[5])
         if name == peer and not endpoint.startswith("[100::"):
-            stamp = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f")
-            return stamp.timestamp()
+            return _log_time(m[1])
     return None
 
 
@@ -227,8 +245,10 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
             path = classify(natlab, a, b,
                             lambda a=a, b=b: _count_pings(natlab.node(a), overlay.tunnel_addr[b]))
             direct_at = overlay.direct_at(a, b)
+            ups = [overlay.up_at(a), overlay.up_at(b)]
             cells[(a, b)] = Cell(True, first, path,
-                                 None if direct_at is None else direct_at - t0)
+                                 None if direct_at is None else direct_at - t0,
+                                 None if None in ups else max(ups) - t0)
         return Matrix(vpn, cells)
     finally:
         overlay.stop()
@@ -263,7 +283,9 @@ def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
     rows += ["", f"Times: seconds from starting all nodes to the first answered ping "
                  f"(a ping every {PROBE_EVERY_S:g} s, timeout {CONNECT_TIMEOUT_S:.0f} s); went "
                  "direct: when the first node's session left the relay or started direct, from "
-                 "its log. Paths: the lab's nftables counters "
+                 "its log; after up: since the later of the two agents logged it was up "
+                 "(start-up is CPU-bound here: every agent starts at once on this machine). "
+                 "Paths: the lab's nftables counters "
                  f"during {CLASSIFY_PINGS} pings. (!): not what the issue expects. "
                  f"Not run (one node per situation): {skipped}."]
     return "\n".join(rows)
