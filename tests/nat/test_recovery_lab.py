@@ -38,6 +38,9 @@ def test_punched_session_survives_conntrack_flush_and_a_new_public_address(lab):
     mesh = start_mesh(lab, scenario, hosts)
     first = time_to_answer(mesh, "peer-a", "peer-b", 30)
     assert first is not None, mesh.nodes["peer-a"].proc.log()
+    # a warm restart of one end (the other and the anchor run on)
+    warm = mesh.restart_and_time("peer-a", "peer-b")
+    assert warm is not None and warm < ROAM_BOUND_S, mesh.nodes["peer-a"].proc.log()
 
     for gateway in ("gateway-a", "gateway-b"):
         hosts[gateway].run("conntrack", "-F")
@@ -54,5 +57,6 @@ def test_punched_session_survives_conntrack_flush_and_a_new_public_address(lab):
     log_b = mesh.nodes["peer-b"].proc.log()
     assert f"session with peer-a established via {new_public}:" in log_b or \
         f"peer peer-a now at {new_public}:" in log_b, log_b[-3000:]
-    print(f"\nfirst ping answered {first:.1f} s after up; after conntrack -F {flushed:.1f} s; "
+    print(f"\nfirst ping answered {first:.1f} s after up; a restarted agent {warm:.2f} s "
+          f"after its exec; after conntrack -F {flushed:.1f} s; "
           f"after the gateway's new public address {moved:.1f} s")

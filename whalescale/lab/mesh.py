@@ -200,6 +200,25 @@ class LabMesh:
         for name in self.nodes:
             self.wait_up(name)
 
+    def restart_and_time(self, name: str, pinger: str, timeout: float = 20.0) -> float | None:
+        """Restart node `name`'s agent (a clean stop, then exec) while `pinger` pings its
+        tunnel address every 0.1 s: seconds from the exec to the first answer (None: none
+        within `timeout`). A warm pair: the rest of the mesh runs on, the restarted agent
+        has its LKG cache."""
+        node = self.nodes[name]
+        assert node.proc is not None
+        node.proc.stop()
+        exec_at = time.time() + 1.0  # the prober is running (and failing) by then
+        prober = self.nodes[pinger].host.spawn(
+            sys.executable, "-m", "whalescale.lab.natmatrix", "first", node.tunnel_addr,
+            repr(exec_at), str(timeout + 1.0))
+        time.sleep(max(0.0, exec_at - time.time()))
+        self.start(name)
+        prober.wait_for_log(r"first reply after|no reply", timeout + 15)
+        prober.stop()
+        found = re.search(r"first reply after ([\d.]+) s", prober.log())
+        return float(found[1]) if found else None
+
     def wait_up(self, name: str, timeout: float = 20.0) -> None:
         node = self.nodes[name]
         assert node.proc is not None

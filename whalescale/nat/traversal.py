@@ -13,13 +13,13 @@ Theory of operation:
 - Control bodies of kind TRAVERSAL arrive by `control(peer, body, now)`: punch
   messages (types < 16) and relay messages (16..). An anchor coordinates
   punches and relays; an end punches and uses relays.
-- `tick(now)` (once a second, and at once when `tick_soon` says something it
-  acts on changed: an anchor came up, the NAT type is known, a peer fell silent)
+- `tick(now)` (once a second, and at `tick_at` when something it acts on
+  changed: an anchor came up, the NAT type is known, a peer fell silent)
   asks an anchor to coordinate a punch for every whalescale peer we have no
   answering session with (at once, then backoff 1 s doubling to 60 s), and tells
   the anchors our NAT info when it changed.
 - A direct session whose data meets silence (`PeerUnanswered`: no answer to our
-  data nor to a PING for 1.5 s; a NAT rebinding, one side moved) counts as
+  data nor to a PING for about a second; a NAT rebinding, one side moved) counts as
   not answering: the anchors are re-probed and a punch requested at once,
   instead of waiting out the liveness window (three keepalives).
 - Punch `Initiate`s become the peer's own WireGuard initiation sent to the
@@ -75,6 +75,8 @@ ATTEMPT_HEAD_START_S = 0.3
 # One more direct try this soon after a relay comes up: the plan that chose it may have
 # been made before the peer's NAT info reached the anchor (everyone starting at once).
 RELAY_SECOND_LOOK_S = 5.0
+# A peer fell silent: ask for a punch this much later (our keepalives reach the anchors).
+SILENCE_SETTLE_S = 0.3
 _RELAY_FIRST_TYPE = min(relay.MessageType)
 
 
@@ -108,7 +110,7 @@ class Traversal:
                                               anchor_endpoint=self._endpoint_of)
         self.outbox: list[tuple[bytes, Addr]] = []
         self.log_lines: list[str] = []  # what happened and why, for the node to log
-        self.tick_soon = False  # something `tick` acts on changed: the node ticks at once
+        self.tick_at: float | None = None  # something `tick` acts on changed: tick then
         self.counters: Counter[str] = Counter()
         self._punches: list[_Punching] = []
         self._next_request: dict[bytes, float] = {}
@@ -197,6 +199,9 @@ class Traversal:
                             if e is not None and not channel_of_alias(e)]
         return list(dict.fromkeys(targets))
 
+    def _tick_by(self, at: float) -> None:
+        self.tick_at = at if self.tick_at is None else min(self.tick_at, at)
+
     def probe_soon(self, now: float) -> None:
         """Our addresses changed, or an anchor came up: probe at the next tick."""
         self._next_probe = min(self._next_probe, now)
@@ -242,9 +247,9 @@ class Traversal:
             self.counters["unsolicited_reply"] += 1
             return
         self.prober.receive(data, source, local, now)
-        self._observed()
+        self._observed(now)
 
-    def _observed(self) -> None:
+    def _observed(self, now: float) -> None:
         for event in self.prober.events:
             if isinstance(event, Observation):
                 self.observations.append(event)
@@ -259,7 +264,7 @@ class Traversal:
                                  if report.observed else "")
                               + f" ({report.targets} anchors answered)")
             self.report = report
-            self.tick_soon = True  # punch requests wait for it
+            self._tick_by(now)  # punch requests wait for it
 
     # ----- LAN discovery ---------------------------------------------------------------
 
@@ -313,7 +318,7 @@ class Traversal:
                 # would wait out its timeout), and punch requests can go to it.
                 if not any(o.target == event.endpoint for o in self.observations):
                     self.probe_soon(now)
-                self.tick_soon = True
+                self._tick_by(now)
             if node_id is None or channel_of_alias(event.endpoint):
                 continue
             if self.puncher.state(node_id) not in (None, PunchState.DIRECT):
@@ -337,7 +342,9 @@ class Traversal:
         if node_id not in self._silent:
             self.log_lines.append(f"{event.peer}: no answer for {event.silent_s:.1f} s, "
                                   "looking for a new path")
-            self._next_request.pop(node_id, None)
+            # the punch waits a moment: the keepalives below, and the peer's own if it
+            # noticed too, must reach the anchors before one coordinates it
+            self._next_request[node_id] = now + SILENCE_SETTLE_S
             self._backoff.pop(node_id, None)
             # If we moved, what the anchors saw of us is stale: observe afresh, and let
             # their sessions see our source now, so that a punch they coordinate (ours
@@ -349,7 +356,8 @@ class Traversal:
                     anchor_peer.send_keepalive(now)
         self._silent[node_id] = now
         self.probe_soon(now)
-        self.tick_soon = True
+        self._tick_by(now)
+        self._tick_by(self._next_request[node_id])
 
     # ----- time ------------------------------------------------------------------------
 
@@ -403,6 +411,9 @@ class Traversal:
     def _waiting_for_nat_type(self, now: float) -> bool:
         if self.report.nat_type is not NatType.UNKNOWN:
             return False
+        answered = {o.target for o in self.observations}
+        if answered and answered >= set(self.probe_targets()):
+            return False  # every anchor answered (one anchor cannot tell the type)
         probing = self.prober.next_deadline() is not None or self._next_probe - now <= PROBE_RETRY_S
         waited = now - self.started
         return waited < NAT_TYPE_WAIT_S or (probing and waited < NAT_TYPE_WAIT_MAX_S)

@@ -312,9 +312,9 @@ class Node:
             if controller.cache_ops:
                 self._effects += controller.cache_ops
                 controller.cache_ops = []
-        if traversal.tick_soon and self._started is not None:
-            traversal.tick_soon = False
-            self._next_housekeeping = min(self._next_housekeeping, now)
+        if traversal.tick_at is not None and self._started is not None:
+            self._next_housekeeping = min(self._next_housekeeping, traversal.tick_at)
+            traversal.tick_at = None
         if traversal.log_lines:
             for line in traversal.log_lines:
                 self._log(logging.INFO, f"nat: {line}")

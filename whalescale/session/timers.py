@@ -38,4 +38,4 @@ KEEPALIVE_ASSUMED_S = 25.0
 # one-way flow is otherwise answered only every 10 s); no answer within half as long
 # again and the node looks for a new path (nat/traversal.py) instead of waiting for the
 # liveness window.
-UNANSWERED_S = 1.0
+UNANSWERED_S = 0.7
