@@ -72,7 +72,7 @@ PUNCH_FOR_S = 3.0  # "retried for a few seconds": six tries, each a round trip o
 # A punch that may well fail (a symmetric or unknown NAT on one side) opens the relay this
 # long after it starts, and keeps punching: a punch that works does so at its first tries,
 # and the session moves to the direct path if a later one gets through.
-RELAY_ALONGSIDE_S = 1.0
+RELAY_ALONGSIDE_S = 0.5
 REQUEST_TIMEOUT_S = 3.0  # no PUNCH by then: the anchor could not reach the peer
 MAX_TRACKED_PEERS = 64
 _UNKNOWN = NatInfo()  # nothing known yet of ourselves
