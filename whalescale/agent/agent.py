@@ -26,7 +26,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -38,9 +38,12 @@ from ..node.effects import ConfigureTun, Contact, FindRoutes, Log, Pong, StoredR
 from ..node.node import Node, ReloadRefused
 from ..node.specs import NotInMesh, own_node
 from ..tun.device import TunDevice
-from . import addresses, control, metrics, nat, udp
+from . import addresses, control, nat, udp
 from .cache import CacheWriter
 from .sockets import Sockets
+
+if TYPE_CHECKING:
+    from .metrics import Exporter
 
 log = logging.getLogger("whalescale.agent")
 
@@ -51,7 +54,7 @@ _TUN_BATCH_FRAMES = 64
 class Agent:
     def __init__(self, node: Node, *, mesh_path: Path | None, state_dir: Path,
                  interface: str, sockets: Sockets, tun: TunDevice, cache: CacheWriter,
-                 exporter: metrics.Exporter | None) -> None:
+                 exporter: Exporter | None) -> None:
         self.node = node
         self.mesh_path = mesh_path
         self.state_dir = state_dir
@@ -92,7 +95,9 @@ class Agent:
             undo.callback(tun.close)
             exporter = None
             if me.metrics is not None:
-                exporter = metrics.Exporter.start(me.metrics.host, me.metrics.port)
+                from .metrics import Exporter  # prometheus-client: only when metrics are on
+
+                exporter = Exporter.start(me.metrics.host, me.metrics.port)
                 undo.callback(exporter.stop)
                 log.info("Prometheus metrics on http://%s/metrics", me.metrics)
             agent = cls(node, mesh_path=mesh_path, state_dir=state_dir, interface=interface,

@@ -21,8 +21,6 @@ computes in C far faster than any per-word Python loop.
 import struct
 from collections.abc import Sequence
 
-import numpy as np
-
 # virtio_net_hdr without num_buffers: flags, gso_type, hdr_len, gso_size, csum_start,
 # csum_offset. Little-endian: TUN uses the host order unless TUNSETVNETBE, and hosts are LE.
 VNET_HDR = struct.Struct("<BBHHHH")
@@ -92,6 +90,8 @@ def chunk_sums(data: memoryview, size: int) -> list[int]:
     """
     full = len(data) // size
     if full and not size & 1:
+        import numpy as np  # lazy: ~60 ms of start-up, needed only once a super-packet comes
+
         words = np.frombuffer(data, dtype="<u2", count=full * size // 2).reshape(full, size // 2)
         # Little-endian words give the byte-swapped sum; times 256 swaps it back modulo 0xffff.
         sums = ((words.sum(axis=1, dtype=np.uint64) % 0xFFFF) * 256 % 0xFFFF).tolist()
