@@ -136,7 +136,7 @@ def test_up_with_a_bad_mesh_prints_positions(keys, tmp_path):
                                      ["init"], ["mesh", "add-node"], ["mesh", "remove-node"],
                                      ["mesh", "set"], ["up"], ["reload"], ["status"], ["ping"],
                                      ["lab", "demo"],
-                                     ["bench", "tunnel"]])
+                                     ["bench", "tunnel"], ["bench", "start"]])
 def test_every_command_has_help(command):
     result = ws(*command, "--help")
     assert result.returncode == 0

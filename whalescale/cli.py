@@ -286,6 +286,13 @@ def cmd_bench_tunnel(args: argparse.Namespace) -> int:
     return run_tunnel_bench(seconds=args.seconds, as_json=args.json, repeat=args.repeat)
 
 
+def cmd_bench_start(args: argparse.Namespace) -> int:
+    from .bench.start import run_start_bench
+
+    return run_start_bench(runs=args.runs, idle_s=args.idle, as_json=args.json,
+                           python_path=args.python_path)
+
+
 def cmd_bench_multipath(args: argparse.Namespace) -> int:
     from .bench.multipath import run_multipath_bench
 
@@ -460,6 +467,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="runs of each contender (median)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench_tunnel)
+    p = bench.add_parser("start", help="CPU time to start an agent and its idle memory",
+                         description="Start a three-node mesh (one anchor, two peers) in lab "
+                         "namespaces N times; for each agent, the CPU time (utime + stime) "
+                         "until it logs 'up' and its RSS once the mesh has been idle; print "
+                         "min/median/max. Needs root.")
+    p.add_argument("--runs", type=int, default=5, metavar="N", help="meshes to start (default 5)")
+    p.add_argument("--idle", type=float, default=5.0, metavar="SECONDS",
+                   help="idle time before RSS is read (default 5)")
+    p.add_argument("--python-path", metavar="PATH",
+                   help="the agents' PYTHONPATH, to measure another checkout's agent (run "
+                   "from a directory that holds no whalescale package)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_bench_start)
     p = bench.add_parser("multipath", help="multipath schedulers vs single path and MPTCP",
                          description="iperf3 TCP (and UDP) through two whalescale nodes joined "
                          "by several emulated links, per scenario (equal paths, 2:1 rates, "

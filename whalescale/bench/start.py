@@ -1,0 +1,129 @@
+"""`whalescale bench start`: what an agent costs to start and to keep idle.
+
+Each run builds a fresh three-node mesh (one anchor, two peers found by gossip) in
+lab namespaces and starts the three agents together. For each agent it records the
+CPU time (utime + stime) spent until it logs its "up" line, and its resident memory
+(VmRSS) once the mesh has been idle for a while. The table gives min/median/max over
+every agent of every run. CPU time is the process's own, so the machine's other load
+changes it little; wall-clock time would not be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..lab.lab import Lab, lab_available
+from ..lab.mesh import LabMesh, MeshNode
+
+_UP = re.compile(r" up on ws0")
+_POLL_S = 0.01  # short: CPU spent after the "up" line and before we look is counted too
+_UP_TIMEOUT_S = 30.0
+
+
+def cpu_seconds(stat: str, ticks_per_s: int) -> float:
+    """utime + stime, in seconds, of one /proc/PID/stat line.
+
+    The command name (field 2) is in parentheses and may hold spaces or parentheses of
+    its own, so fields are counted from the last ')'.
+    """
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / ticks_per_s
+
+
+def vm_rss_bytes(status: str) -> int:
+    """VmRSS of a /proc/PID/status text, in bytes."""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            value, unit = line.split()[1:3]
+            if unit != "kB":
+                raise ValueError(f"VmRSS in unexpected unit {unit!r}")
+            return int(value) * 1024
+    raise ValueError("no VmRSS line (a kernel thread, or the process has exited)")
+
+
+def _proc_file(pid: int, name: str) -> str:
+    return Path(f"/proc/{pid}/{name}").read_text()
+
+
+def _agent_pid(node: MeshNode) -> int:
+    # `ip netns exec` execs the agent in place, so the lab's pid is the agent's own.
+    assert node.proc is not None
+    return node.proc.pid
+
+
+def _one_run(idle_s: float, python_path: str | None) -> tuple[list[float], list[int]]:
+    """CPU seconds to "up" and idle RSS bytes of each agent of one fresh mesh."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with Lab() as lab:  # unique namespace prefix; teardown stops our agents by pid
+        hosts = lab.star(["anchor1", "peer1", "peer2"])
+        mesh = LabMesh(lab)
+        for i, host in enumerate(hosts.values()):
+            # Only the anchor has a static endpoint: the peers find each other by gossip.
+            node = mesh.add_node(host, anchor=(i == 0), static_endpoint=(i == 0))
+            node.python_path = python_path
+        mesh.write_mesh()
+        for name in mesh.nodes:
+            mesh.start(name)
+        cpu: dict[str, float] = {}
+        deadline = time.monotonic() + _UP_TIMEOUT_S
+        while len(cpu) < len(mesh.nodes):
+            for name, node in mesh.nodes.items():
+                assert node.proc is not None
+                if name not in cpu and _UP.search(node.proc.log()):
+                    cpu[name] = cpu_seconds(_proc_file(_agent_pid(node), "stat"), ticks)
+                elif name not in cpu and not node.proc.alive():
+                    raise RuntimeError(f"agent {name} exited:\n{node.proc.log()}")
+            if time.monotonic() > deadline:
+                missing = sorted(mesh.nodes.keys() - cpu.keys())
+                raise TimeoutError(f"agents {missing} did not come up in {_UP_TIMEOUT_S} s")
+            time.sleep(_POLL_S)
+        time.sleep(idle_s)
+        rss = [vm_rss_bytes(_proc_file(_agent_pid(node), "status"))
+               for node in mesh.nodes.values()]
+    return list(cpu.values()), rss
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def run_start_bench(runs: int = 5, idle_s: float = 5.0, as_json: bool = False,
+                    python_path: str | None = None) -> int:
+    """`python_path`: the agents' PYTHONPATH, to measure another tree's agent (run the
+    bench from a directory without a `whalescale` package: `-m` puts the current
+    directory first on the agents' path)."""
+    console = Console()
+    reason = lab_available()
+    if reason:
+        console.print(f"[red]whalescale bench start: cannot run: {reason}")
+        return 2
+    cpu: list[float] = []
+    rss: list[int] = []
+    for _ in range(runs):
+        run_cpu, run_rss = _one_run(idle_s, python_path)
+        cpu += run_cpu
+        rss += run_rss
+    cpu_s, rss_mb = _summary(cpu), _summary([r / 2**20 for r in rss])
+    if as_json:
+        print(json.dumps({"runs": runs, "agents": len(cpu), "idle_s": idle_s,
+                          "cpu_to_up_s": cpu_s, "idle_rss_mib": rss_mb,
+                          "samples": {"cpu_to_up_s": cpu, "idle_rss_bytes": rss}}))
+        return 0
+    table = Table(title=f"agent start, three-node mesh, {runs} runs x 3 agents "
+                  f"(RSS after {idle_s:g} s idle)")
+    table.add_column("measure")
+    for column in ("min", "median", "max"):
+        table.add_column(column, justify="right")
+    table.add_row("CPU to 'up' (s)", *(f"{cpu_s[k]:.3f}" for k in ("min", "median", "max")))
+    table.add_row("idle RSS (MiB)", *(f"{rss_mb[k]:.1f}" for k in ("min", "median", "max")))
+    console.print(table)
+    return 0
