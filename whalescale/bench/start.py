@@ -55,8 +55,11 @@ def _proc_file(pid: int, name: str) -> str:
 
 
 def _agent_pid(node: MeshNode) -> int:
-    # `ip netns exec` execs the agent in place, so the lab's pid is the agent's own.
+    """The agent's pid: the lab's own, as `ip netns exec` execs the agent in place."""
     assert node.proc is not None
+    comm = _proc_file(node.proc.pid, "comm").strip()
+    if not comm.startswith("python"):
+        raise RuntimeError(f"pid {node.proc.pid} of agent {node.name} is {comm!r}, not python")
     return node.proc.pid
 
 
