@@ -77,6 +77,7 @@ ATTEMPT_HEAD_START_S = 0.3
 RELAY_SECOND_LOOK_S = 5.0
 # A peer fell silent: ask for a punch this much later (our keepalives reach the anchors).
 SILENCE_SETTLE_S = 0.3
+SILENT_RETRY_FOR_S = 30.0  # then punch requests for it back off as for any other peer
 _RELAY_FIRST_TYPE = min(relay.MessageType)
 
 
@@ -119,7 +120,7 @@ class Traversal:
         self._next_probe = now
         self._last_facts = NatInfo()
         self._second_look: dict[bytes, float] = {}  # relayed peer -> when to try direct
-        self._silent: dict[bytes, float] = {}  # peer -> when it last met our data with silence
+        self._silent: dict[bytes, float] = {}  # peer -> since when it meets our data with silence
         self.set_nodes(anchors)
 
     def set_nodes(self, anchors: Iterable[bytes]) -> None:
@@ -354,7 +355,7 @@ class Traversal:
                 anchor_peer = self._peer(anchor)
                 if anchor_peer is not None:
                     anchor_peer.send_keepalive(now)
-        self._silent[node_id] = now
+        self._silent.setdefault(node_id, now)  # since when: the fast retries are bounded
         self.probe_soon(now)
         self._tick_by(now)
         self._tick_by(self._next_request[node_id])
@@ -395,14 +396,24 @@ class Traversal:
             answering = (peer is not None and self._live(peer, now)
                          and node_id not in self._silent)
             if (peer is None or node_id in self.anchors or answering
-                    or self.relay_client.state(node_id) is not None
+                    # a silent peer's relay may be stuck opening (the anchor invited
+                    # the peer where it was): punching goes on meanwhile
+                    or self.relay_client.state(node_id) is relay.RelayState.RELAYED
+                    or (self.relay_client.state(node_id) is not None
+                        and node_id not in self._silent)
                     or self.puncher.state(node_id) in (PunchState.REQUESTED, PunchState.PUNCHING)
                     or now < self._next_request.get(node_id, self.started)):
                 continue
             anchor = relay.choose_anchor(self.me, node_id, live)
             assert anchor is not None
             backoff = self._backoff.get(node_id, REQUEST_FIRST_S)
-            self._backoff[node_id] = min(backoff * 2, REQUEST_MAX_S)
+            if now - self._silent.get(node_id, float("-inf")) < SILENT_RETRY_FOR_S:
+                # A peer that fell silent may have moved, and the anchor learns its new
+                # source only from its next packet (a keepalive): retry every second a
+                # while, not with a backoff that would outlast that packet.
+                backoff = REQUEST_FIRST_S
+            else:
+                self._backoff[node_id] = min(backoff * 2, REQUEST_MAX_S)
             self._next_request[node_id] = now + backoff
             self.puncher.request(node_id, anchor, now)
             self.counters["punch_requested"] += 1
