@@ -170,7 +170,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:
                         logging.getLogger("whalescale").info("%s received, reloading", name)
-                        agent.reload()
+                        await agent.reload()
                         continue
                     logging.getLogger("whalescale").info("%s received, shutting down", name)
                     nursery.cancel_scope.cancel()

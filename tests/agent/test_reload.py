@@ -76,3 +76,28 @@ def test_reload_without_an_agent_says_so(lab):
                       str(lab.tempdir / "nothing"), check=False)
     assert result.returncode == 2
     assert "no agent is running" in result.stderr
+
+
+def test_hostile_files_on_sighup_are_refused_and_the_tunnel_keeps_answering(lab, pair):
+    """Issue 15's probe: a file nested 600 deep (RecursionError in the parser), one of 10 MB,
+    binary garbage. Each SIGHUP is refused with a one-line reason in the log; the agent
+    and its session stay."""
+    mesh, alice, bob = pair
+    valid = mesh.mesh_toml()
+    hostile = {
+        "nested too deeply": f"{valid}deep = {'[' * 600}{']' * 600}\n".encode(),
+        "larger than 1048576 bytes": f"{valid}# {'x' * (10 * 1024 * 1024)}\n".encode(),
+        "not UTF-8 text": valid.encode() + b"\n\xff\xfe garbage",
+    }
+    assert alice.proc is not None
+    for i, (reason, data) in enumerate(hostile.items(), start=1):
+        mesh.mesh_path.write_bytes(data)
+        os.kill(alice.proc.pid, signal.SIGHUP)
+        assert alice.proc.wait_for_log(f"(?s)(reload refused.*?){{{i}}}", 20), \
+            alice.proc.log()[-2000:]
+        assert reason in alice.proc.log(), alice.proc.log()[-2000:]
+        assert alice.host.ping(bob.tunnel_addr, count=2, timeout=2.0)
+    assert "Traceback" not in alice.proc.log()
+    mesh.mesh_path.write_text(valid)
+    code, out, _ = reload(alice, lab)
+    assert code == 0 and "reload applied" in out

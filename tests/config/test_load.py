@@ -19,6 +19,7 @@ from whalescale.config import (
     load_mesh,
     parse_mesh,
 )
+from whalescale.config.load import MAX_MESH_FILE_BYTES
 from whalescale.identity import b64, x25519_public_from_ed25519
 
 ip = ipaddress.ip_address
@@ -371,3 +372,21 @@ def test_relay_of_the_wrong_type_is_still_a_problem_and_not_offered_as_a_key() -
         (21, 9, "node[1].relay", "expected true or false, got an integer")]
     ((_, _, _, message),) = problems(edit("relay = true", "relay = true\nrelays = 1"))
     assert "relay," not in message and not message.endswith("relay")
+
+
+def test_a_file_nested_hundreds_deep_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "mesh.toml"
+    path.write_text(VALID + "deep = " + "[" * 600 + "]" * 600 + "\n")
+    with pytest.raises(ConfigError) as refused:
+        load_mesh(path)
+    assert str(refused.value) == f"{path}: nested too deeply to read (no mesh file nests " \
+        "more than a few levels)"
+
+
+def test_a_file_over_a_mebibyte_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "mesh.toml"
+    path.write_text(VALID + "# " + "x" * MAX_MESH_FILE_BYTES + "\n")
+    with pytest.raises(ConfigError, match="larger than 1048576 bytes"):
+        load_mesh(path)
+    path.write_text(VALID + "# " + "x" * 1000 + "\n")
+    assert load_mesh(path).name == "home"  # a long comment is fine below the limit

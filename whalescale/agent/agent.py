@@ -252,7 +252,7 @@ class Agent:
             case "hello":
                 return {"ok": True}
             case "reload":
-                return self.reload()
+                return await self.reload()
             case "status":
                 return {"ok": True, "status": self.status()}
             case "ping":
@@ -261,17 +261,22 @@ class Agent:
             case other:
                 return {"ok": False, "error": f"unknown command {other!r}"}
 
-    def reload(self) -> dict[str, Any]:
-        """Apply the mesh file anew; a bad file changes nothing (SIGHUP, `whalescale reload`)."""
+    async def reload(self) -> dict[str, Any]:
+        """Apply the mesh file anew; a bad file changes nothing (SIGHUP, `whalescale reload`).
+        The file is read and parsed in a worker thread: the tunnel never waits for it."""
         if self.mesh_path is None:
             return {"ok": False, "error": "this agent was not started from a mesh file"}
         try:
-            mesh = load_mesh(self.mesh_path)
+            mesh = await trio.to_thread.run_sync(load_mesh, self.mesh_path)
             changes = self.node.reload(mesh, trio.current_time())
         except (ConfigError, NotInMesh, ReloadRefused) as exc:
             error = f"{self.mesh_path}: {exc}" if isinstance(exc, ReloadRefused) else str(exc)
             log.error("reload refused, the running mesh stays as it was:\n%s", error)
             return {"ok": False, "error": error}
+        except Exception as exc:  # whatever a hostile file does, the node keeps running
+            log.exception("reload refused, the running mesh stays as it was: %s", exc)
+            return {"ok": False, "error": f"{self.mesh_path}: cannot be applied "
+                                          f"({type(exc).__name__}: {exc})"}
         self._cache.follow_mesh(mesh, self.node.me)
         self._flush()
         if self._tun_error is not None:

@@ -77,6 +77,7 @@ _WIREGUARD_FIELDS = {
     "keepalive_s": _Field(fields.integer(0, 65535), None),
 }
 _TOP_LEVEL = ("mesh", "node", "wireguard")
+MAX_MESH_FILE_BYTES = 1024 * 1024
 # Keys still accepted (of the right type) but ignored, with why: a warning, not a problem.
 _DEPRECATED_NODE_FIELDS = {
     "relay": (_Field(fields.boolean, False),
@@ -87,9 +88,13 @@ _DEPRECATED_NODE_FIELDS = {
 def load_mesh(path: str | FilePath) -> Mesh:
     filename = str(path)
     try:
-        raw = FilePath(path).read_bytes()
+        with FilePath(path).open("rb") as file:
+            raw = file.read(MAX_MESH_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError([Problem(filename, 0, 0, "", f"cannot read: {exc.strerror}")]) from exc
+    if len(raw) > MAX_MESH_FILE_BYTES:
+        raise ConfigError([Problem(filename, 0, 0, "", f"larger than {MAX_MESH_FILE_BYTES} "
+                                   "bytes: far more than any mesh file needs")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -107,10 +112,15 @@ def parse_document(text: str, filename: str) -> tomlkit.TOMLDocument:
         return tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError as exc:
         raise ConfigError([_syntax_problem(exc, SourceMap(text), filename)]) from exc
+    except RecursionError as exc:  # arrays or tables nested hundreds deep
+        raise ConfigError([_too_deep(filename)]) from exc
 
 
 def parse_mesh(text: str, filename: str) -> Mesh:
-    document = parse_document(text, filename).unwrap()
+    try:
+        document = parse_document(text, filename).unwrap()
+    except RecursionError as exc:
+        raise ConfigError([_too_deep(filename)]) from exc
     reader = _Reader(filename, SourceMap(text))
     mesh = reader.mesh(document)
     if mesh is None:
@@ -118,6 +128,11 @@ def parse_mesh(text: str, filename: str) -> Mesh:
     for warning in reader.warnings:
         log.warning("%s", warning)
     return mesh
+
+
+def _too_deep(filename: str) -> Problem:
+    return Problem(filename, 0, 0, "", "nested too deeply to read (no mesh file nests "
+                   "more than a few levels)")
 
 
 def _syntax_problem(
