@@ -357,8 +357,7 @@ class Traversal:
                     anchor_peer.send_keepalive(now)
         self._silent.setdefault(node_id, now)  # since when: the fast retries are bounded
         self.probe_soon(now)
-        self._tick_by(now)
-        self._tick_by(self._next_request[node_id])
+        self._tick_by(now)  # the probe now; that tick asks for the next (the punch's)
 
     # ----- time ------------------------------------------------------------------------
 
@@ -366,6 +365,12 @@ class Traversal:
         """Once a second: punch requests for peers out of reach, NAT info for anchors."""
         if self.is_anchor:
             return
+        # a silent peer's punch request waits SILENCE_SETTLE_S: tick again then, not a
+        # second later
+        settling = [at for node_id, at in self._next_request.items()
+                    if node_id in self._silent and at > now]
+        if settling:
+            self._tick_by(min(settling))
         live = self.live_anchors(now)
         info = self.info()
         for anchor in live:
