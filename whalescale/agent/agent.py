@@ -83,9 +83,9 @@ class Agent:
             sockets = Sockets()
             undo.callback(sockets.close)
             paths, backups = sockets.open(me.port, me.interfaces, me.backup_interfaces)
-            if paths:
+            if me.interfaces or me.backup_interfaces:
                 log.info("multipath: sockets on %s%s (scheduler %s)",
-                         ", ".join(f"{h}:{p}" for h, p in paths),
+                         ", ".join(f"{h}:{p}" for h, p in paths) or "none found",
                          f"; backups {', '.join(f'{h}:{p}' for h, p in sorted(backups))}"
                          if backups else "", scheduler)
             node = Node(mesh, identity, random_bytes=os.urandom, scheduler=scheduler,
