@@ -6,14 +6,14 @@ relay moves `read_batch` output of one TUN into `write_batch` of the other. Prin
 crossed, a sample of packets read, GSO frames written, drops, and whether the echo matched.
 """
 
+import ctypes
 import json
+import os
 import select
 import socket
 import sys
 import threading
 import time
-
-from pyroute2.netns import setns
 
 from whalescale.tun import segment
 from whalescale.tun.device import TunDevice
@@ -22,6 +22,19 @@ MTU = 1420
 PORT = 5201
 DATA = bytes(range(251)) * (4 * 1024 * 1024 // 251)
 SAMPLE = 300
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def setns(name: str) -> None:
+    """Move this thread into a named network namespace (os.setns is Python 3.12)."""
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {name}")
+    finally:
+        os.close(fd)
 
 
 def serve_echo(listener: socket.socket) -> None:
@@ -42,11 +55,11 @@ def run_client(client: socket.socket, received: bytearray) -> None:
 
 def main(ns_a: str, ns_b: str, offload: bool) -> None:
     # Sockets, TUNs and netlink belong to the namespace current when they are created.
-    setns(ns_a, flags=0)
+    setns(ns_a)
     tun_a = TunDevice.open("wsa", offload=offload)
     tun_a.configure(["10.77.0.1/32"], {"10.77.0.2/32": MTU})
     client = socket.socket()
-    setns(ns_b, flags=0)
+    setns(ns_b)
     tun_b = TunDevice.open("wsb", offload=offload)
     tun_b.configure(["10.77.0.2/32"], {"10.77.0.1/32": MTU})
     listener = socket.create_server(("10.77.0.2", PORT))

@@ -3,10 +3,9 @@ local address routes to an anchor, the default gateway). The decisions are the n
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 
-from pyroute2 import IPRoute
+from ..netlink import RT_TABLE_MAIN, Netlink
 
 Addr = tuple[str, int]
 
@@ -31,9 +30,9 @@ def routes(targets: list[Addr]) -> list[tuple[str, Addr]]:
 
 def default_gateway() -> str | None:
     """The IPv4 default route's gateway: where PCP, NAT-PMP and UPnP requests go."""
-    with IPRoute() as ipr:
-        for route in ipr.get_default_routes(family=socket.AF_INET):
-            gateway = route.get_attr("RTA_GATEWAY")
-            if gateway is not None:
-                return str(ipaddress.ip_address(gateway))
+    with Netlink() as netlink:
+        table = netlink.routes(socket.AF_INET)
+    for route in table:
+        if route.table == RT_TABLE_MAIN and route.network.prefixlen == 0 and route.gateway:
+            return route.gateway
     return None

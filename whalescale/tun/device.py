@@ -17,9 +17,7 @@ import struct
 from collections import Counter
 from typing import Self
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from whalescale.netlink import RT_TABLE_MAIN, RTPROT_STATIC, Netlink, NetlinkError
 from whalescale.tun import segment
 
 log = logging.getLogger(__name__)
@@ -45,7 +43,6 @@ _READ_SIZE = segment.VNET_HDR_LEN + 65535 + 40
 
 
 # Routes we add carry proto "static"; on our own device those are ours to remove.
-_RTPROT_STATIC = 4
 
 
 class TunError(OSError):
@@ -156,45 +153,37 @@ class TunDevice:
         try:
             self._converge(addresses, routes)
         except NetlinkError as exc:
-            raise TunError(exc.code, f"configuring {self.name}: {exc}") from exc
+            raise TunError(exc.errno, f"configuring {self.name}: {exc.strerror}") from exc
 
     def _converge(self, addresses: list[str], routes: dict[str, int]) -> None:
-        with IPRoute() as ipr:
-            links = ipr.link_lookup(ifname=self.name)
-            if not links:
-                raise TunError(errno.ENODEV, f"TUN {self.name!r} has vanished")
-            index = links[0]
-            want_routes = {ipaddress.ip_network(r): mtu for r, mtu in routes.items()}
+        try:
+            index = socket.if_nametoindex(self.name)
+        except OSError:
+            raise TunError(errno.ENODEV, f"TUN {self.name!r} has vanished") from None
+        want_routes = {ipaddress.ip_network(r): mtu for r, mtu in routes.items()}
+        want_addrs = {ipaddress.ip_interface(a) for a in addresses}
+        with Netlink() as netlink:
             if want_routes:
-                ipr.link("set", index=index, mtu=max(want_routes.values()))
-            want_addrs = {ipaddress.ip_interface(a) for a in addresses}
-            have_addrs = {
-                ipaddress.ip_interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-                for m in ipr.get_addr(index=index)
-            }
+                netlink.set_link(index, mtu=max(want_routes.values()))
+            have_addrs = {interface for _, interface in netlink.addresses(index)}
             for interface in have_addrs - want_addrs:
                 if not interface.ip.is_link_local:
-                    ipr.addr("del", index=index, address=str(interface.ip),
-                             prefixlen=interface.network.prefixlen)
+                    netlink.delete_address(index, interface)
             for interface in want_addrs - have_addrs:
-                ipr.addr("add", index=index, address=str(interface.ip),
-                         prefixlen=interface.network.prefixlen)
-            ipr.link("set", index=index, state="up")
-            have_routes: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None] = {}
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for m in ipr.get_routes(family=family, oif=index, table=254):
-                    # Only routes we add; the kernel's own (local, link-local) stay.
-                    if m["proto"] == _RTPROT_STATIC and m.get_attr("RTA_DST"):
-                        metrics = m.get_attr("RTA_METRICS")
-                        have_routes[ipaddress.ip_network(
-                            f"{m.get_attr('RTA_DST')}/{m['dst_len']}")] = (
-                            metrics.get_attr("RTAX_MTU") if metrics else None)
+                netlink.add_address(index, interface)
+            netlink.set_link(index, up=True)
+            # Only routes we add; the kernel's own (local, link-local) stay.
+            have_routes = {
+                route.network: route.mtu
+                for family in (socket.AF_INET, socket.AF_INET6)
+                for route in netlink.routes(family)
+                if route.oif == index and route.table == RT_TABLE_MAIN
+                and route.proto == RTPROT_STATIC and route.network.prefixlen > 0}
             for network in have_routes.keys() - want_routes.keys():
-                ipr.route("del", dst=str(network), oif=index)
+                netlink.delete_route(network, index)
             for network, mtu in want_routes.items():
                 if have_routes.get(network) != mtu:
-                    ipr.route("replace", dst=str(network), oif=index, proto=_RTPROT_STATIC,
-                              metrics={"mtu": mtu})
+                    netlink.replace_route(network, index, mtu=mtu)
 
     def close(self) -> None:
         if self._fd >= 0:
