@@ -22,7 +22,8 @@ python3Packages.buildPythonApplication {
 
   build-system = [ python3Packages.setuptools ];
 
-  # pyproject.toml's [project] dependencies, by their nixpkgs attribute names.
+  # pyproject.toml's [project] dependencies, by their nixpkgs attribute names, in its
+  # order; tests/nix/test_nix.py fails when the two lists differ.
   dependencies = with python3Packages; [
     trio
     noiseprotocol # pinned ==0.3.1 upstream: the session core reads its split keys
@@ -34,7 +35,15 @@ python3Packages.buildPythonApplication {
     tomlkit
     rich
     numpy
+    prometheus-client
+    miniupnpc
   ];
+
+  # pyproject.toml's extras. Not installed: without matplotlib, the commands that plot
+  # say how to get it (whalescale/plots.py).
+  optional-dependencies = with python3Packages; {
+    plots = [ matplotlib ];
+  };
 
   # The test suite needs root, network namespaces and lab tools; the build only proves
   # that the package imports with nixpkgs' versions of its dependencies.

@@ -90,18 +90,15 @@ rec {
     outPath = "/nix/store/00000000000000000000000000000000-whalescale-stub";
   };
 
-  pythonDependencies = [
-    "trio"
-    "noiseprotocol"
-    "cryptography"
-    "pynacl"
-    "pyroute2"
-    "attrs"
-    "cattrs"
-    "tomlkit"
-    "rich"
-    "numpy"
-  ];
+  # python3Packages holding only `names` (the test gives pyproject.toml's), each package
+  # its own name: package.nix naming any other fails the evaluation.
+  # buildPythonApplication returns its arguments.
+  pythonPackages =
+    names:
+    lib.genAttrs names (name: name)
+    // {
+      buildPythonApplication = args: args;
+    };
 
   pkgs = {
     inherit lib;
@@ -110,11 +107,6 @@ rec {
       generate = _name: toTOML;
     };
     writeText = name: _text: "/nix/store/00000000000000000000000000000000-${name}";
-    # buildPythonApplication returns its arguments; each dependency is its own name, so a
-    # misspelt attribute fails here as it would in nixpkgs.
-    python3Packages = lib.genAttrs (pythonDependencies ++ [ "setuptools" ]) (name: name) // {
-      buildPythonApplication = args: args;
-    };
     callPackage = fn: args: package;
     testers.runNixOSTest = test: test;
   };
