@@ -6,6 +6,7 @@
 # systemd credential. The unit mirrors deploy/whalescale.service.
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -23,6 +24,24 @@ let
   # A stable path, so that a new mesh from `settings` changes no ExecStart line: the unit
   # is reloaded (sessions stay), not restarted.
   meshPath = if cfg.settings != null then "/etc/whalescale/mesh.toml" else toString cfg.meshFile;
+
+  nodeNameType = types.strMatching "[a-z0-9][a-z0-9-]{0,62}";
+  # This node's entry in `settings.node`, found by `nodeName` (the agent finds it by its
+  # key, which the module never sees); null when unnamed or absent.
+  ownNode =
+    if cfg.settings == null || cfg.nodeName == null then
+      null
+    else
+      lib.findFirst (node: node.name == cfg.nodeName) null cfg.settings.node;
+  # The nodes with a `port` of their own, as "name: port": with any, the port to open
+  # depends on which node this is.
+  ownPorts =
+    if cfg.settings == null then
+      [ ]
+    else
+      map (node: "${node.name}: ${toString node.port}") (
+        lib.filter (node: node ? port) cfg.settings.node
+      );
 
   # Key paths in `settings` named like a secret, as `whalescale check` flags them
   # (whalescale/config/load.py: "private" or "secret", any case, at any depth).
@@ -45,7 +64,7 @@ let
     freeformType = format.type;
     options = {
       name = mkOption {
-        type = types.strMatching "[a-z0-9][a-z0-9-]{0,62}";
+        type = nodeNameType;
         description = "The node's name, unique in the mesh.";
         example = "anchor-1";
       };
@@ -177,10 +196,30 @@ in
       example = "mesh0";
     };
 
+    nodeName = mkOption {
+      type = types.nullOr nodeNameType;
+      default = null;
+      description = ''
+        This node's `name` in `settings.node`, for its `port`. The agent finds its own
+        entry by its key, which the module never sees. Needed with `openFirewall` when a
+        node in `settings` sets its own `port`.
+      '';
+      example = "anchor-1";
+    };
+
     port = mkOption {
       type = types.port;
-      default = if cfg.settings != null then cfg.settings.mesh.port else 51820;
-      defaultText = literalExpression "config.services.whalescale.settings.mesh.port, or 51820";
+      default =
+        if ownNode != null && ownNode ? port then
+          ownNode.port
+        else if cfg.settings != null then
+          cfg.settings.mesh.port
+        else
+          51820;
+      defaultText = literalExpression ''
+        the `port` of the node named `nodeName` in `settings.node`, else
+        `settings.mesh.port`, else 51820
+      '';
       description = ''
         The UDP port this node listens on, as the mesh file says (its node's `port`, else
         `mesh.port`). Used only by `openFirewall`: the agent reads its port from the mesh.
@@ -228,6 +267,26 @@ in
         }
       )
       {
+        assertion = cfg.nodeName == null || cfg.settings == null || ownNode != null;
+        message = ''
+          services.whalescale.nodeName = "${toString cfg.nodeName}": settings.node has no node
+          of that name.
+        '';
+      }
+      {
+        # Set by the user (above the default's priority), `port` needs no node name.
+        assertion =
+          !cfg.openFirewall
+          || cfg.nodeName != null
+          || ownPorts == [ ]
+          || options.services.whalescale.port.highestPrio < (lib.mkOptionDefault null).priority;
+        message = ''
+          services.whalescale.openFirewall: nodes in settings.node set their own port
+          (${lib.concatStringsSep ", " ownPorts}), so the port to open depends on which
+          node this is: set services.whalescale.nodeName (or services.whalescale.port).
+        '';
+      }
+      {
         assertion = lib.hasPrefix "/" cfg.privateKeyFile && !lib.hasPrefix builtins.storeDir cfg.privateKeyFile;
         message = ''
           services.whalescale.privateKeyFile = "${cfg.privateKeyFile}": give an absolute path
@@ -252,6 +311,13 @@ in
       # A new mesh from `settings` is applied by ExecReload, which keeps sessions to
       # unchanged peers; a new package, key path or argument restarts the agent.
       reloadTriggers = lib.optional (cfg.settings != null) renderedMesh;
+      # A switch restarts the agent instead of stopping it before the activation and
+      # starting it after: the tunnel is down for a moment, not for the whole switch, so
+      # an upgrade applied over the mesh keeps its SSH session.
+      stopIfChanged = false;
+      # No start limit: a node that gives up restarting is off the mesh until someone
+      # logs in, perhaps only possible through that mesh.
+      startLimitIntervalSec = 0;
 
       serviceConfig = {
         Type = "exec";

@@ -83,6 +83,7 @@ let
         enable = true;
         inherit package;
         settings = meshSettings nodes;
+        nodeName = host.name;
         privateKeyFile = "/etc/whalescale/private.key";
         openFirewall = true;
       };

@@ -162,6 +162,9 @@ def test_module_renders_a_hardened_unit_and_a_valid_mesh(tmp_path: Path) -> None
     assert service["LoadCredential"] == "private.key:/etc/whalescale/private.key"
     assert service["StateDirectory"] == "whalescale"
     assert service["Restart"] == "on-failure"
+    # Restarted, never stopped for the whole switch; restarted without a limit.
+    assert out["unit"]["stopIfChanged"] is False
+    assert out["unit"]["startLimitIntervalSec"] == 0
     assert out["udp"] == [51820]
     # A new mesh reloads the unit instead of restarting it.
     mesh_text = out["etc"]["whalescale/mesh.toml"]
@@ -192,6 +195,28 @@ def test_module_with_a_mesh_file_and_options(tmp_path: Path) -> None:
     assert out["udp"] == []
 
 
+# MESH, where the peer listens on a port of its own.
+MESH_OWN_PORT = f"""let m = {MESH}; in
+m // {{ node = [ (lib.head m.node) ((lib.last m.node) // {{ port = 51821; }}) ]; }}"""
+
+
+@needs_lib
+@pytest.mark.parametrize(
+    ("options", "port"),
+    [
+        ('nodeName = "peer";', 51821),
+        ('nodeName = "anchor";', 51820),
+        ("port = 51900;", 51900),
+    ],
+    ids=["own-port", "mesh-port", "port-set"],
+)
+def test_open_firewall_opens_this_nodes_port(options: str, port: int, tmp_path: Path) -> None:
+    out = eval_module(f"{{ enable = true; openFirewall = true; settings = {MESH_OWN_PORT}; "
+                      f"{options} }}", tmp_path)
+    assert out["failed"] == []
+    assert out["udp"] == [port]
+
+
 @needs_lib
 @pytest.mark.parametrize(
     ("config", "message"),
@@ -207,8 +232,15 @@ def test_module_with_a_mesh_file_and_options(tmp_path: Path) -> None:
          "services.whalescale.settings.wireguard[0].PresharedSecret: private keys"),
         ('{ enable = true; meshFile = "/srv/mesh.toml"; '
          'privateKeyFile = "/nix/store/abc-key"; }', "outside the Nix store"),
+        (f'{{ enable = true; settings = {MESH}; nodeName = "laptop"; }}',
+         'services.whalescale.nodeName = "laptop": settings.node has no node\nof that name'),
+        (f"{{ enable = true; openFirewall = true; settings = {MESH_OWN_PORT}; }}",
+         "services.whalescale.openFirewall: nodes in settings.node set their own port\n"
+         "(peer: 51821), so the port to open depends on which\nnode this is: set "
+         "services.whalescale.nodeName"),
     ],
-    ids=["both-mesh-sources", "no-mesh-source", "private-key", "nested-secret", "key-in-store"],
+    ids=["both-mesh-sources", "no-mesh-source", "private-key", "nested-secret", "key-in-store",
+         "unknown-node-name", "own-ports-without-node-name"],
 )
 def test_module_assertions_explain_the_mistake(config: str, message: str,
                                                tmp_path: Path) -> None:
