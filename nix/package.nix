@@ -29,7 +29,6 @@ python3Packages.buildPythonApplication {
     noiseprotocol # pinned ==0.3.1 upstream: the session core reads its split keys
     cryptography
     pynacl
-    pyroute2
     attrs
     cattrs
     tomlkit
