@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests.gap_probe import ECHO, PROBE
 from whalescale.lab.scenario import SCENARIO_DIR, build, load, run_check, start_mesh
 
 pytestmark = pytest.mark.lab
@@ -107,40 +108,6 @@ def test_symmetric_pair_is_relayed_and_the_anchor_cannot_read_it(lab):
     warm = mesh.restart_and_time("peer-a", "peer-b")
     assert warm is not None and warm < WARM_BOUND_S, (warm, a.proc.log()[-3000:])
     print(f"\nrelayed pair: answered {warm:.2f} s after peer-a's agent was exec'd again")
-
-
-ECHO = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], int(sys.argv[2])))
-print('ready', flush=True)
-while True:
-    data, source = s.recvfrom(2048)
-    s.sendto(data, source)
-"""
-
-PROBE = """
-import json, socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(0.1)
-target, seconds = (sys.argv[1], int(sys.argv[2])), float(sys.argv[3])
-start = time.monotonic()
-sent, answers = 0, []
-while time.monotonic() - start < seconds:
-    s.sendto(str(sent).encode(), target)
-    sent += 1
-    deadline = time.monotonic() + 0.1
-    while (left := deadline - time.monotonic()) > 0:
-        s.settimeout(left)
-        try:
-            s.recvfrom(64)
-            answers.append(time.monotonic() - start)
-        except TimeoutError:
-            break
-    time.sleep(max(0.0, deadline - time.monotonic()))
-gaps = [b - a for a, b in zip([0.0, *answers], [*answers, time.monotonic() - start])]
-print(json.dumps({"sent": sent, "answered": len(answers), "longest_gap_s": max(gaps)}))
-"""
 
 
 def test_reloads_never_cut_a_relayed_session(lab):

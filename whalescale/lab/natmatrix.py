@@ -1,9 +1,11 @@
 """The NAT connectivity matrix (issue 7): every pair of situations on one `NatLab`, for
 whalescale and for nebula, each run alone on the topology.
 
-Theory of operation: all nodes of one VPN start at once (time zero); at the same moment
-one prober per pair starts pinging the second node's tunnel address from the first node
-until a reply comes or `CONNECT_TIMEOUT_S` passes, and reports when. Then, one pair at a
+Theory of operation: one prober per pair is started first and waits, ready, for time
+zero (so starting 19 Python probers costs neither VPN any CPU); at time zero all nodes
+of one VPN start at once and every prober starts pinging the second node's tunnel
+address from the first node until a reply comes or `CONNECT_TIMEOUT_S` passes, and
+reports when. Then, one pair at a
 time (so no other pair's pings reach the counters), `natlab.classify` sends
 `CLASSIFY_PINGS` pings and reads the lab's own counters to tell how they travelled;
 neither VPN's claims are trusted. Finally the VPN's processes are stopped by their ids.
@@ -13,9 +15,9 @@ port-restricted and symmetric NATs other nodes serve (`SAME_KIND_PAIRS`); the ot
 (public, full cone, CGNAT, UPnP with themselves) are left out (`SKIPPED_PAIRS`).
 
 Run as a script inside a lab namespace, this module is the prober:
-`python -m whalescale.lab.natmatrix first ADDR T0 TIMEOUT_S` prints the seconds from
-the wall-clock time T0 to the first answered ping; `... count ADDR N` prints
-"sent answered" for N pings.
+`python -m whalescale.lab.natmatrix first ADDR T0 TIMEOUT_S` prints "ready", waits for
+the wall-clock time T0, then prints the seconds from T0 to the first answered ping;
+`... count ADDR N` prints "sent answered" for N pings.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import LabError
 from .icmp import ping
 from .mesh import LabMesh
 from .natlab import LAN_PAIR, SITUATIONS, V6_PAIR, VPN_PORT, NatLab, Path, classify
@@ -53,6 +56,7 @@ SKIPPED_PAIRS: list[Pair] = [(s, s) for s in SITUATIONS
                              if all(s not in pair for pair in SAME_KIND_PAIRS)]
 CONNECT_TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 1.0
+PROBERS_READY_S = 5.0  # started and waiting before time zero (19 on a busy 2-core host)
 PROBE_EVERY_S = 0.1  # the first-reply prober's pace (a late reply still counts when it comes)
 CLASSIFY_PINGS = 10
 _FIRST = re.compile(r"first reply after ([\d.]+) s|(no reply)")
@@ -225,9 +229,8 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
     `settle_s`: how long to wait after the last first reply before classifying, to see
     the path a pair settles on rather than the one it starts with."""
     overlay = OVERLAYS[vpn](natlab)
-    t0 = time.time()
+    t0 = time.time() + PROBERS_READY_S
     try:
-        overlay.start()
         probers = {
             (a, b): natlab.node(a).spawn(
                 *_prober("first", overlay.tunnel_addr[b], repr(t0),
@@ -235,6 +238,12 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
                 log_path=natlab.lab.tempdir / f"{vpn}-probe-{a}-{b}.log")
             for a, b in PAIRS
         }
+        for proc in probers.values():
+            proc.wait_for_log("ready", max(0.0, t0 - time.time()))
+        if time.time() > t0:
+            raise LabError(f"the probers were not ready within {PROBERS_READY_S} s")
+        time.sleep(t0 - time.time())
+        overlay.start()
         firsts = {pair: _first_reply(proc) for pair, proc in probers.items()}
         time.sleep(settle_s)
         cells: dict[Pair, Cell] = {}
@@ -295,6 +304,8 @@ def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
 
 
 def _probe_first(addr: str, t0: float, timeout_s: float) -> str:
+    print("ready", flush=True)
+    time.sleep(max(0.0, t0 - time.time()))
     deadline = t0 + timeout_s
     while time.time() < deadline:
         try:
