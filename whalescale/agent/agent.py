@@ -303,22 +303,25 @@ class Agent:
     def _metrics(self) -> dict[str, object]:
         return self.node.metrics() | {"drops": self.drops()}
 
-    async def _ping(self, name: str, timeout_s: float) -> dict[str, Any]:
-        """A PING through the session; the answer says which path it came back on."""
+    async def _ping(self, target: str, timeout_s: float) -> dict[str, Any]:
+        """A PING through the session with `target` (a name or a tunnel address); the answer
+        names the peer and says which path it came back on."""
         nonce = os.urandom(8)
         send, receive = trio.open_memory_channel[Pong](1)
         self._pongs[nonce] = send
         sent_at = trio.current_time()
         try:
-            error = self.node.ping(name, nonce, sent_at)
-            if error is not None:
-                return {"ok": False, "error": error}
+            peer = self.node.ping(target, nonce, sent_at)
+            if isinstance(peer, str):
+                return {"ok": False, "error": peer}
             self._flush()
             with trio.move_on_after(timeout_s):
                 pong = await receive.receive()
-                return {"ok": True, "peer": name, "rtt_ms": round((pong.at - sent_at) * 1e3, 3),
+                return {"ok": True, "peer": peer.name,
+                        "rtt_ms": round((pong.at - sent_at) * 1e3, 3),
                         "endpoint": pong.endpoint, "path": pong.path}
-            return {"ok": False, "error": f"no answer from {name} within {timeout_s:g} s"}
+            return {"ok": False, "peer": peer.name,
+                    "error": f"no answer from {peer.name} within {timeout_s:g} s"}
         finally:
             del self._pongs[nonce]
 

@@ -55,6 +55,7 @@ from collections.abc import Callable
 import attrs
 
 from ..wire import control
+from ..wire.port import endpoint_text
 from . import feedback as fb
 from . import traffic
 from .paths import PathReceiveStats, PathState
@@ -418,8 +419,8 @@ class MultipathLink:
             "active": self.active,
             "mtu": self.mtu,
             "paths": [{
-                "id": path_id, "local": f"{local[0]}:{local[1]}" if local else "default",
-                "remote": f"{remote[0]}:{remote[1]}",
+                "id": path_id, "local": endpoint_text(local) if local else "default",
+                "remote": endpoint_text(remote),  # [host]:port for IPv6, as everywhere
                 "state": self.sender.paths[path_id].state.value,
                 "backup": self.sender.paths[path_id].backup,
                 "weight": round(weights.get(path_id, 0.0)),

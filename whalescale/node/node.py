@@ -23,6 +23,7 @@ addresses moved, the tunnel's MTUs, and how many anchors are reachable.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import logging
 from collections.abc import Callable
@@ -164,17 +165,27 @@ class Node:
                              now)
         self._after(now)
 
-    def ping(self, name: str, nonce: bytes, now: float) -> str | None:
-        """A PING through the session with `name`; its Pong effect carries `nonce`.
-        Returns why it cannot be sent, or None."""
-        peer = self.engine.peer_named(name)
-        if peer is None:
-            return f"no peer named {name!r} in the mesh"
+    def ping(self, target: str, nonce: bytes, now: float) -> Peer | str:
+        """A PING through the session with `target` (a peer's name or a tunnel address);
+        its Pong effect carries `nonce`. Returns the peer pinged, or why it cannot be."""
+        peer = self._peer_for(target)
+        if isinstance(peer, str):
+            return peer
         if not peer.spec.whalescale:
-            return f"{name} is a vanilla WireGuard peer: ping its tunnel address instead"
+            return (f"{peer.name} is a vanilla WireGuard peer: ping(8) its tunnel address "
+                    "instead")
         self.engine.send_control(peer, control.Kind.PING, nonce, now)
         self._after(now)
-        return None
+        return peer
+
+    def _peer_for(self, target: str) -> Peer | str:
+        """The peer named `target`, or the one cryptokey routing sends `target` to."""
+        try:
+            address = ipaddress.ip_address(target)
+        except ValueError:
+            return self.engine.peer_named(target) or f"no peer named {target!r} in the mesh"
+        return (self.engine.peer_for_address(address)
+                or f"no peer has tunnel address {address} in the mesh")
 
     # ----- time -------------------------------------------------------------------------
 
@@ -372,7 +383,8 @@ class Node:
             "anchor": self.me.anchor,
             "anchors": {"health": health.value,
                         "reachable": [p["name"] for p in peers if p["anchor"] and p["reachable"]],
-                        "total": len(anchor_keys) + int(self.me.anchor)},
+                        # the OTHER anchors: an anchor does not count itself here
+                        "total": len(anchor_keys)},
             "peers": sorted(peers, key=lambda p: (not p["anchor"], p["name"])),
             "warnings": warnings,
             "gossip": dict(self.controller.gossip.counters),

@@ -32,7 +32,10 @@ def peer_status(peer: Peer, anchor: bool, now: float, interfaces: list[Interface
         "kind": "whalescale" if peer.spec.whalescale else "wireguard",
         "anchor": anchor,
         "endpoint": endpoint_text(peer.endpoint) if peer.endpoint else None,
-        "path": path_kind(peer.endpoint, interfaces) if peer.endpoint else None,
+        # No path kind until the peer has answered there: an endpoint not yet heard from
+        # is only a candidate (a never-reached IPv6 endpoint is no "ipv6" path).
+        "path": (path_kind(peer.endpoint, interfaces)
+                 if peer.endpoint and peer.last_received_at is not None else None),
         "session": peer.current is not None,
         "reachable": peer.reachable(now),
         "last_handshake_s_ago": _ago(peer.last_handshake_at, now),

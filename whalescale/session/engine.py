@@ -193,6 +193,11 @@ class Engine:
         """The peer the mesh file calls `name` (events and commands name peers)."""
         return next((p for p in self.peers.values() if p.name == name), None)
 
+    def peer_for_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+                         ) -> Peer | None:
+        """The peer whose allowed IPs hold `address` (`whalescale ping ADDRESS`)."""
+        return self._owner(address.packed)
+
     def set_wall_offset(self, wall_offset: float) -> None:
         self._wall_offset = wall_offset
 
