@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trio
 
+from tests.agent.status_sample import IPV6_ENDPOINT, LONG_NAME, SHORT_IPV6, sample_status
+from whalescale.agent import control
 from whalescale.identity import b64, decode_key, fingerprint, read_key_file
 
 
@@ -135,6 +139,7 @@ def test_up_with_a_bad_mesh_prints_positions(keys, tmp_path):
 @pytest.mark.parametrize("command", [[], ["keygen"], ["pubkey"], ["fingerprint"], ["check"],
                                      ["init"], ["mesh", "add-node"], ["mesh", "remove-node"],
                                      ["mesh", "set"], ["up"], ["reload"], ["status"], ["ping"],
+                                     ["netcheck"],
                                      ["lab", "demo"],
                                      ["bench", "tunnel"], ["bench", "start"]])
 def test_every_command_has_help(command):
@@ -143,13 +148,16 @@ def test_every_command_has_help(command):
     assert result.stdout.startswith("usage: whalescale")
 
 
-def test_init_then_add_nodes_gives_a_mesh_that_checks(keys, tmp_path):
+def test_init_writes_a_mesh_that_checks_then_add_nodes(keys, tmp_path):
     mesh = tmp_path / "mesh.toml"
-    assert ws("init", mesh, "--name", "family").returncode == 0
-    assert ws("init", mesh).returncode == 1  # never overwrites
-    added = ws("mesh", "add-node", mesh, "--name", "anchor", "--key", keys["anchor"],
-               "--endpoint", "192.0.2.10:51820", "--anchor")
-    assert added.returncode == 0 and "100.96.0.1" in added.stdout
+    made = ws("init", mesh, "--name", "family", "--node", "anchor", "--key", keys["anchor"],
+              "--endpoint", "192.0.2.10:51820", "--anchor")
+    assert made.returncode == 0 and "100.96.0.1" in made.stdout, made.stderr
+    checked = ws("check", mesh)
+    assert checked.returncode == 0, checked.stderr
+    assert "mesh 'family': 1 nodes (1 anchors)" in checked.stdout
+    again = ws("init", mesh, "--node", "other", "--key", keys["laptop"])
+    assert again.returncode == 1 and "refusing to overwrite" in again.stderr  # never overwrites
     public = ws("pubkey", keys["laptop"]).stdout.strip()
     assert ws("mesh", "add-node", mesh, "--name", "laptop", "--public-key", public).returncode == 0
     refused = ws("mesh", "set", mesh, "mesh.port", "0")
@@ -157,3 +165,69 @@ def test_init_then_add_nodes_gives_a_mesh_that_checks(keys, tmp_path):
     assert "mesh.port" in refused.stderr
     checked = ws("check", mesh)
     assert checked.returncode == 0 and "2 nodes (1 anchors)" in checked.stdout
+
+
+def test_init_with_a_bad_first_node_writes_nothing(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    bad = ws("init", mesh, "--node", "Bad Name", "--key", keys["anchor"])
+    assert bad.returncode == 1 and "not written" in bad.stderr
+    assert f"{mesh}:" in bad.stderr and not mesh.exists()
+
+
+# ----- status, netcheck and ping against a stand-in agent on the control socket -------------
+
+def stand_in_agent(state_dir: Path, *commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """Run `whalescale COMMAND --state-dir STATE_DIR` (stdout a pipe) for each command against
+    a control socket that answers as an agent would: the sample status, and pings of charlie
+    by name or by its tunnel address."""
+    def ping(target: str) -> dict:
+        if target in ("charlie", "100.96.0.3", "fd77:7773::3"):
+            return {"ok": True, "peer": "charlie", "rtt_ms": 1.5, "endpoint": SHORT_IPV6,
+                    "path": "lan"}
+        return {"ok": False, "error": f"no peer has tunnel address {target} in the mesh"}
+
+    async def answer(req: dict) -> dict:
+        if req["command"] == "status":
+            return {"ok": True, "status": sample_status()}
+        return ping(req["peer"])
+
+    results = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(control.serve, control.socket_path(state_dir), answer)
+            for command in commands:
+                results.append(await trio.to_thread.run_sync(
+                    lambda c=command: ws(*c, "--state-dir", state_dir)))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return results
+
+
+def test_status_in_a_pipe_is_whole_lines_and_json_has_the_documented_keys(tmp_path):
+    plain, as_json, netcheck = stand_in_agent(
+        tmp_path, ["status"], ["status", "--json"], ["netcheck", "--json"])
+    (row,) = [line for line in plain.stdout.splitlines() if line.startswith(LONG_NAME)]
+    assert IPV6_ENDPOINT in row and "─" not in plain.stdout  # no table borders in a pipe
+    status = json.loads(as_json.stdout)
+    assert {"node", "port", "anchor", "fingerprint", "interface", "anchors", "peers",
+            "warnings", "published", "addresses", "nat", "drops"} <= status.keys()
+    assert {"name", "kind", "anchor", "endpoint", "path", "session", "reachable",
+            "last_handshake_s_ago", "rx_bytes", "tx_bytes"} <= status["peers"][0].keys()
+    assert json.loads(netcheck.stdout).keys() == {"node", "port", "anchor", "addresses",
+                                                   "published", "nat"}
+
+
+def test_ping_by_tunnel_address_names_the_peer_and_json_counts_the_answers(tmp_path):
+    by_address, as_json, nobody = stand_in_agent(
+        tmp_path, ["ping", "100.96.0.3", "-c", "1"], ["ping", "fd77:7773::3", "-c", "2", "--json"],
+        ["ping", "100.96.9.9", "-c", "1", "--json"])
+    assert by_address.returncode == 0
+    assert by_address.stdout == f"charlie: answered via {SHORT_IPV6} (lan) in 1.50 ms\n"
+    result = json.loads(as_json.stdout)
+    assert result | {"replies": None} == {"target": "fd77:7773::3", "peer": "charlie",
+                                          "sent": 2, "answered": 2, "replies": None}
+    assert result["replies"][0] == {"ok": True, "peer": "charlie", "rtt_ms": 1.5,
+                                    "endpoint": SHORT_IPV6, "path": "lan"}
+    assert nobody.returncode == 1 and json.loads(nobody.stdout)["answered"] == 0

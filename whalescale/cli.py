@@ -8,10 +8,14 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import identity
 from .multipath.scheduler import SCHEDULERS
+
+if TYPE_CHECKING:
+    from .agent.show import Block
+    from .config.edit import NewNode
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # bad input: the mesh file, a key
@@ -77,21 +81,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _new_node(args: argparse.Namespace) -> NewNode:
+    """The [[node]] that `init` and `mesh add-node` describe (see `_node_arguments`)."""
+    from .config.edit import NewNode
+
+    public = identity.read_key_file(args.key).public_b64 if args.key else args.public_key
+    return NewNode(args.node, public, addresses=args.address, endpoints=args.endpoint,
+                   anchor=args.anchor, port=args.port, interfaces=args.interface)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    from .config.edit import init_text, write_new
+    from .config.edit import init_mesh
 
-    try:
-        write_new(args.mesh, init_text(args.name, str(args.mesh)))
-    except FileExistsError:
-        return _fail(f"{args.mesh}: already exists; refusing to overwrite a mesh file")
-    except OSError as exc:
-        return _fail(f"{args.mesh}: {exc.strerror}")
-    print(f"wrote {args.mesh}; next: whalescale mesh add-node {args.mesh} --name NAME "
-          "--key KEYFILE (or --public-key KEY)")
-    return EXIT_OK
+    def action() -> str:
+        addresses = init_mesh(args.mesh, args.name, _new_node(args))
+        return (f"wrote {args.mesh} with node {args.node} ({', '.join(addresses)}); next: "
+                f"whalescale mesh add-node {args.mesh} --name NAME --key KEYFILE "
+                "(or --public-key KEY)")
+
+    return _edit(args, action, verb="not written")
 
 
-def _edit(args: argparse.Namespace, action: Callable[[], str]) -> int:
+def _edit(args: argparse.Namespace, action: Callable[[], str], verb: str = "not changed"
+          ) -> int:
     """Run one mesh edit; every failure leaves the file as it was and says why."""
     from .config import ConfigError
     from .config.edit import EditError
@@ -100,9 +112,11 @@ def _edit(args: argparse.Namespace, action: Callable[[], str]) -> int:
         print(action())
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return _fail(f"{args.mesh}: not changed: the edit would leave the mesh invalid")
+        return _fail(f"{args.mesh}: {verb}: the edit would leave the mesh invalid")
     except (EditError, identity.InvalidKey) as exc:
-        return _fail(f"{args.mesh}: not changed: {exc}")
+        return _fail(f"{args.mesh}: {verb}: {exc}")
+    except FileExistsError:
+        return _fail(f"{args.mesh}: already exists; refusing to overwrite a mesh file")
     except OSError as exc:
         return _fail(f"{args.mesh}: {exc.strerror}")
     return EXIT_OK
@@ -112,12 +126,8 @@ def cmd_mesh_add_node(args: argparse.Namespace) -> int:
     from .config.edit import add_node
 
     def action() -> str:
-        public = (identity.read_key_file(args.key).public_b64 if args.key
-                  else args.public_key)
-        addresses = add_node(args.mesh, name=args.name, public_key=public,
-                             addresses=args.address, endpoints=args.endpoint,
-                             anchor=args.anchor, port=args.port, interfaces=args.interface)
-        return f"added node {args.name} with tunnel address {', '.join(addresses)}"
+        addresses = add_node(args.mesh, _new_node(args))
+        return f"added node {args.node} with tunnel address {', '.join(addresses)}"
 
     return _edit(args, action)
 
@@ -212,10 +222,14 @@ def _ask(state_dir: Path, req: dict[str, object]) -> dict[str, object] | int:
         return EXIT_NO_AGENT
 
 
-def _show_status(args: argparse.Namespace, printer: Callable[[dict[str, Any]], None],
+def _show_status(args: argparse.Namespace,
+                 blocks: Callable[[dict[str, Any]], list[Block]],
                  keys: tuple[str, ...] | None = None) -> int:
-    """The running agent's status: as JSON (only `keys` when given), or by `printer`."""
+    """The running agent's status: as JSON (only `keys` when given), or as `blocks` say
+    (tables on a terminal, plain lines in a pipe)."""
     import json
+
+    from .agent import show  # rich: imported only by the commands that print tables
 
     reply = _ask(args.state_dir, {"command": "status"})
     if isinstance(reply, int):
@@ -224,36 +238,50 @@ def _show_status(args: argparse.Namespace, printer: Callable[[dict[str, Any]], N
     if args.json:
         print(json.dumps(status if keys is None else {k: status[k] for k in keys}, indent=2))
     else:
-        printer(status)
+        show.emit(blocks(status))
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .agent import show  # rich: imported only by the commands that print tables
+    from .agent import show
 
-    return _show_status(args, show.print_status)
+    return _show_status(args, show.status_blocks)
+
+
+NETCHECK_KEYS = ("node", "port", "anchor", "addresses", "published", "nat")
 
 
 def cmd_netcheck(args: argparse.Namespace) -> int:
     from .agent import show
 
-    return _show_status(args, show.print_netcheck,
-                        ("node", "port", "anchor", "addresses", "published", "nat"))
+    return _show_status(args, show.netcheck_blocks, NETCHECK_KEYS)
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    answered = 0
+    """PEER is a name or a tunnel address; the agent says which peer that is."""
+    import json
+
+    replies = []
     for _ in range(args.count):
         reply = _ask(args.state_dir, {"command": "ping", "peer": args.peer,
                                       "timeout_s": args.timeout})
         if isinstance(reply, int):
             return reply
+        replies.append(reply)
+        if args.json:
+            continue
+        name = reply.get("peer", args.peer)
         if reply.get("ok"):
-            answered += 1
-            print(f"{args.peer}: answered via {reply['endpoint']} ({reply['path']}) "
+            print(f"{name}: answered via {reply['endpoint']} ({reply['path']}) "
                   f"in {reply['rtt_ms']:.2f} ms")
         else:
-            print(f"{args.peer}: {reply.get('error')}", file=sys.stderr)
+            print(f"{name}: {reply.get('error')}", file=sys.stderr)
+    answered = sum(bool(r.get("ok")) for r in replies)
+    if args.json:
+        print(json.dumps({"target": args.peer,
+                          "peer": next((r["peer"] for r in replies if "peer" in r), None),
+                          "sent": len(replies), "answered": answered,
+                          "replies": replies}, indent=2))
     return EXIT_OK if answered else EXIT_INVALID
 
 
@@ -310,6 +338,24 @@ def _state_dir_argument(p: argparse.ArgumentParser) -> None:
                    f"(default: {DEFAULT_STATE_DIR})")
 
 
+def _node_arguments(p: argparse.ArgumentParser, name_flag: str) -> None:
+    """A [[node]]'s options, for `init` (its first node) and `mesh add-node`."""
+    p.add_argument(name_flag, dest="node", required=True, metavar="NAME",
+                   help="the node's name ([a-z0-9-])")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key", type=Path, metavar="KEYFILE",
+                     help="the node's private key file (only its public key is written)")
+    key.add_argument("--public-key", metavar="KEY", help="the node's base64 Ed25519 public key")
+    p.add_argument("--address", action="append", default=[],
+                   help="tunnel address (repeat for IPv4 and IPv6); default: the next free "
+                   "address of each mesh prefix")
+    p.add_argument("--endpoint", action="append", default=[], help="static endpoint HOST:PORT")
+    p.add_argument("--anchor", action="store_true", help="mark the node as an anchor")
+    p.add_argument("--port", type=int, help="the node's UDP port, if not the mesh's")
+    p.add_argument("--interface", action="append", default=[],
+                   help="a local interface it may use")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whalescale",
@@ -344,11 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mesh", type=Path, metavar="MESH.toml")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("init", help="write a commented starting mesh file",
-                       description="Write a new mesh file with every setting commented; "
-                       "never overwrites. Add nodes with `whalescale mesh add-node`.")
+    p = sub.add_parser("init", help="write a commented mesh file with its first node",
+                       description="Write a new mesh file with every setting commented and "
+                       "its first [[node]] (usually an anchor), so that `whalescale check` "
+                       "accepts it; never overwrites. Add more nodes with `whalescale mesh "
+                       "add-node`.")
     p.add_argument("mesh", type=Path, metavar="MESH.toml")
     p.add_argument("--name", default="home", help="the mesh's name (default: home)")
+    _node_arguments(p, "--node")
     p.set_defaults(func=cmd_init)
 
     mesh = sub.add_parser("mesh", help="edit a mesh file, keeping its comments").add_subparsers(
@@ -357,19 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Append a [[node]] entry. The edited file is checked "
                         "before it replaces the old one; comments and layout stay.")
     p.add_argument("mesh", type=Path, metavar="MESH.toml")
-    p.add_argument("--name", required=True)
-    key = p.add_mutually_exclusive_group(required=True)
-    key.add_argument("--key", type=Path, metavar="KEYFILE",
-                     help="the node's private key file (only its public key is written)")
-    key.add_argument("--public-key", metavar="KEY", help="the node's base64 Ed25519 public key")
-    p.add_argument("--address", action="append", default=[],
-                   help="tunnel address (repeat for IPv4 and IPv6); default: the next free "
-                   "address of each mesh prefix")
-    p.add_argument("--endpoint", action="append", default=[], help="static endpoint HOST:PORT")
-    p.add_argument("--anchor", action="store_true", help="mark the node as an anchor")
-    p.add_argument("--port", type=int, help="the node's UDP port, if not the mesh's")
-    p.add_argument("--interface", action="append", default=[],
-                   help="a local interface it may use")
+    _node_arguments(p, "--name")
     p.set_defaults(func=cmd_mesh_add_node)
     p = mesh.add_parser("remove-node", help="remove a [[node]] or [[wireguard]] by name",
                         description="Remove the entry with that name; the rest of the file "
@@ -412,8 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="peers, endpoints, sessions and anchors of the agent",
                        description="Ask the running agent for its peers (endpoint, path, "
                        "last handshake, bytes), its anchors and their reachability, and its "
-                       "drop counters.")
-    p.add_argument("--json", action="store_true", help="print JSON")
+                       "drop counters: tables on a terminal, plain lines (one per peer and "
+                       "path, never cut) in a pipe.")
+    p.add_argument("--json", action="store_true",
+                   help="print the agent's status as JSON (keys: see the README)")
     _state_dir_argument(p)
     p.set_defaults(func=cmd_status)
 
@@ -423,16 +462,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "(from PATH_PROBE replies), its port mapping (PCP, NAT-PMP or UPnP), the "
                        "endpoints it publishes, the anchors it reaches, and which peers are "
                        "being punched or relayed.")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: " + ", ".join(NETCHECK_KEYS))
     _state_dir_argument(p)
     p.set_defaults(func=cmd_netcheck)
 
     p = sub.add_parser("ping", help="ping a peer through its session",
                        description="Send a whalescale PING to PEER inside its session and say "
-                       "which path answered (direct, LAN, IPv6 or relayed) and in how long.")
-    p.add_argument("peer", metavar="PEER", help="the peer's name in the mesh file")
+                       "which path answered (direct, lan, ipv6 or relayed) and in how long. "
+                       "Exit status 0 when any ping was answered, 1 when none, 2 when no "
+                       "agent runs.")
+    p.add_argument("peer", metavar="PEER",
+                   help="the peer's name in the mesh file, or its tunnel address")
     p.add_argument("-c", "--count", type=int, default=3, help="pings to send (default 3)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: target, peer, sent, answered, replies")
     _state_dir_argument(p)
     p.set_defaults(func=cmd_ping)
 

@@ -1,25 +1,68 @@
-"""`whalescale status` tables: what a person reads about each multipath path."""
+"""`whalescale status` and `netcheck` for people: plain lines in a pipe, tables on a terminal,
+and the agent's text printed as it is either way."""
 
 from __future__ import annotations
 
-from rich.console import Console
+import io
 
-from whalescale.agent.show import _print_paths
+from tests.agent.status_sample import IPV6_ENDPOINT, LONG_NAME, MULTIPATH, SHORT_IPV6, sample_status
+from whalescale.agent.show import (
+    netcheck_blocks,
+    path_blocks,
+    plain_lines,
+    print_rich,
+    status_blocks,
+    terminal_console,
+)
 
 
-def path(pid: int, remote: str, backup: bool) -> dict:
-    return {"id": pid, "local": "10.0.0.1:51820", "remote": remote, "state": "healthy",
-            "backup": backup, "weight": 2_500_000, "srtt_ms": 12.5, "loss": 0.0, "mtu": 1440,
-            "tx_bytes": 1_000_000, "rx_bytes": 2_000}
+def rows_naming(lines: list[str], text: str) -> list[str]:
+    return [line for line in lines if text in line]
+
+
+def test_plain_status_has_one_whole_line_per_peer_and_path():
+    lines = plain_lines(status_blocks(sample_status()))
+    (long_row,) = rows_naming(lines, "ipv6")
+    assert long_row.split()[:3] == [LONG_NAME, "whalescale", IPV6_ENDPOINT]
+    assert len(long_row) > 80 and "…" not in "\n".join(lines)
+    (never,) = rows_naming(lines, "delta")
+    assert never.split()[3] == "-"  # no path kind for a peer never reached
+    (path_row,) = rows_naming(lines, "healthy")
+    assert f"[fd00::2]:51820 -> {SHORT_IPV6}" in path_row
+    assert "anchors: 1 of 2 reachable (only one anchor reachable)" in lines
+    assert "drops: replay 2" in lines
+
+
+def test_an_anchor_speaks_of_the_other_anchors():
+    status = sample_status() | {"anchor": True}
+    status["anchors"] = {"health": "only one anchor reachable", "reachable": [], "total": 0}
+    assert "other anchors: 0 of 0 reachable (only one anchor reachable)" in plain_lines(
+        status_blocks(status))
+
+
+def test_plain_netcheck_keeps_ipv6_addresses_and_endpoints_whole():
+    lines = plain_lines(netcheck_blocks(sample_status()))
+    assert "addresses: 10.0.0.5/24, 2001:db8:ffff:1234::5/64" in lines
+    assert f"published endpoints: {IPV6_ENDPOINT}, 198.51.100.7:51820" in lines
+    assert f"  {LONG_NAME}: punch punching, relay -" in lines
+
+
+def on_terminal(width: int) -> str:
+    console = terminal_console(record=True, width=width, file=io.StringIO())
+    print_rich(status_blocks(sample_status()) + netcheck_blocks(sample_status()), console)
+    return console.export_text()
+
+
+def test_a_terminal_gets_tables_with_endpoints_never_read_as_markup():
+    text = on_terminal(width=200)
+    assert IPV6_ENDPOINT in text and SHORT_IPV6 in text and "🔢" not in text
+    assert f"[fd00::2]:51820 -> {SHORT_IPV6}" in text
+    assert "…" not in on_terminal(width=60)  # a narrow terminal folds a cell, never cuts it
 
 
 def test_a_backup_path_says_so_beside_its_state():
-    console = Console(record=True, width=200)
-    mp = {"scheduler": "wrr", "mtu": 1428,
-          "paths": [path(0, "10.0.0.2:51820", False), path(1, "10.0.1.2:51820", True)],
-          "reorder": {"released": 5, "gaps_skipped": 0, "late_drops": 0, "max_depth": 1,
-                      "added_delay_mean_ms": 0.1, "added_delay_max_ms": 0.2}}
-    _print_paths(console, "bravo", mp)
-    rows = [line for line in console.export_text().splitlines() if ":51820 ->" in line]
+    backup = MULTIPATH["paths"][0] | {"id": 1, "remote": "10.0.1.2:51820", "backup": True}
+    mp = MULTIPATH | {"paths": [MULTIPATH["paths"][0], backup]}
+    rows = [line for line in plain_lines(path_blocks("bravo", mp)) if "healthy" in line]
     assert "healthy (backup)" in rows[1] and "backup" not in rows[0]
     assert "20.0 Mbit/s" in rows[0] and "12.5 ms" in rows[0]

@@ -39,8 +39,22 @@ def test_status_ping_and_the_only_one_anchor_warning(lab):
     assert f"anchor1: answered via {a1.host.addr()}:51820 (direct) in" in pinged.stdout
     assert ws(laptop, lab, "ping", "nobody", "--count", "1").returncode == 1
 
-    human = ws(laptop, lab, "status")
-    assert "anchors: 2 of 2 reachable" in human.stdout
+    # by tunnel address, as a script would: the agent says which peer that is
+    by_address = json.loads(ws(laptop, lab, "ping", a2.tunnel_addr, "--count", "1",
+                               "--json").stdout)
+    assert by_address["peer"] == "anchor2" and by_address["answered"] == 1
+    assert by_address["replies"][0]["endpoint"] == f"{a2.host.addr()}:51820"
+
+    # stdout is a pipe here: plain lines, one whole line per peer, no table borders
+    piped = ws(laptop, lab, "status").stdout
+    assert "anchors: 2 of 2 reachable" in piped and "─" not in piped
+    (row,) = [line for line in piped.splitlines() if line.startswith("anchor2 ")]
+    assert f"{a2.host.addr()}:51820" in row.split() and "direct" in row.split()
+
+    # an anchor counts the other anchors, not itself
+    assert "other anchors: 1 of 1 reachable" in ws(a1, lab, "status").stdout
+    anchors = json.loads(ws(a1, lab, "status", "--json").stdout)["anchors"]
+    assert anchors["reachable"] == ["anchor2"] and anchors["total"] == 1
 
     a2.proc.stop()
     assert laptop.proc.wait_for_log(r"anchors: only one anchor reachable", 20), laptop.proc.log()

@@ -9,7 +9,15 @@ import pytest
 
 from tests.config.meshfile import ANCHOR, LAPTOP
 from whalescale.config import ConfigError, load_mesh
-from whalescale.config.edit import EditError, add_node, init_text, remove_node, set_value, write_new
+from whalescale.config.edit import (
+    EditError,
+    NewNode,
+    add_node,
+    init_mesh,
+    init_text,
+    remove_node,
+    set_value,
+)
 from whalescale.identity import Identity, b64
 
 HAND_WRITTEN = f"""\
@@ -51,8 +59,7 @@ def mesh(tmp_path: Path) -> Path:
 
 def test_add_node_appends_and_keeps_every_byte_before(mesh):
     phone = Identity.generate()
-    addresses = add_node(mesh, name="phone", public_key=phone.public_b64, addresses=[],
-                         endpoints=[], anchor=False, port=None, interfaces=[])
+    addresses = add_node(mesh, NewNode("phone", phone.public_b64))
     assert addresses == ["100.96.0.3"]  # the next free address of the prefix
     after = mesh.read_text()
     assert after.startswith(HAND_WRITTEN)
@@ -80,10 +87,8 @@ def test_remove_node_removes_its_block_only(mesh):
 @pytest.mark.parametrize("edit", [
     lambda p: set_value(p, "mesh.port", "99999"),
     lambda p: set_value(p, "mesh.colour", "blue"),
-    lambda p: add_node(p, name="laptop", public_key=Identity.generate().public_b64,
-                       addresses=[], endpoints=[], anchor=False, port=None, interfaces=[]),
-    lambda p: add_node(p, name="dup-key", public_key=b64(LAPTOP.public), addresses=[],
-                       endpoints=[], anchor=False, port=None, interfaces=[]),
+    lambda p: add_node(p, NewNode("laptop", Identity.generate().public_b64)),
+    lambda p: add_node(p, NewNode("dup-key", b64(LAPTOP.public))),
 ])
 def test_an_edit_that_breaks_the_mesh_is_refused_and_nothing_changes(mesh, edit):
     with pytest.raises(ConfigError):
@@ -99,15 +104,19 @@ def test_unknown_names_and_keys_are_refused(mesh):
     assert mesh.read_text() == HAND_WRITTEN
 
 
-def test_init_writes_a_commented_file_that_becomes_valid_with_one_node(tmp_path):
+def test_init_writes_a_commented_file_holding_its_first_node(tmp_path):
     path = tmp_path / "mesh.toml"
-    write_new(path, init_text("home", str(path)))
+    first = NewNode("anchor-1", ANCHOR.public_b64, endpoints=["192.0.2.10:51820"], anchor=True)
+    assert init_mesh(path, "home", first) == ["100.96.0.1", "fd77:7773::1"]
     with pytest.raises(FileExistsError):
-        write_new(path, "x")
-    with pytest.raises(ConfigError, match="at least one"):
-        load_mesh(path)
-    add_node(path, name="anchor-1", public_key=ANCHOR.public_b64, addresses=[],
-             endpoints=["192.0.2.10:51820"], anchor=True, port=None, interfaces=[])
-    node = load_mesh(path).nodes[0]
-    assert [str(a) for a in node.addresses] == ["100.96.0.1", "fd77:7773::1"]
+        init_mesh(path, "home", first)
+    (node,) = load_mesh(path).nodes  # the file checks as written
+    assert node.anchor and [str(a) for a in node.addresses] == ["100.96.0.1", "fd77:7773::1"]
     assert path.read_text().startswith(init_text("home", str(path)))
+
+
+def test_init_refuses_a_first_node_the_loader_refuses_and_writes_nothing(tmp_path):
+    path = tmp_path / "mesh.toml"
+    with pytest.raises(ConfigError):
+        init_mesh(path, "home", NewNode("Not A Name", ANCHOR.public_b64))
+    assert not path.exists()

@@ -1,12 +1,86 @@
-"""`whalescale status` for people: the agent's JSON as tables."""
+"""`whalescale status` and `netcheck` for people: the agent's JSON as lines and tables.
+
+Each report is built once as blocks (lines and grids of text) and rendered one of two
+ways: rich tables on a terminal, or plain lines when stdout is a pipe or a file, so that
+`whalescale status | grep NAME` finds a whole row: never cut at 80 columns, one line
+per peer and per path. Nothing the agent reports is read as rich markup or emoji codes:
+`[fd00::1]:51820` is text, not a tag.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import attrs
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+
+@attrs.frozen
+class Line:
+    text: str
+    style: str = ""  # rich style on a terminal; ignored in plain lines
+
+
+@attrs.frozen
+class Grid:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    title: str | None = None
+
+
+Block = Line | Grid
+
+
+# ----- rendering ------------------------------------------------------------------------
+
+def plain_lines(blocks: list[Block]) -> list[str]:
+    """Blocks as plain text: a grid's columns padded to their widest cell, nothing cut."""
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Line):
+            lines.append(block.text)
+            continue
+        if block.title is not None:
+            lines.append(block.title)
+        rows = (block.columns, *block.rows)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(block.columns))]
+        lines.extend("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+    return lines
+
+
+def print_rich(blocks: list[Block], console: Console) -> None:
+    """Blocks as rich tables, on a `terminal_console`."""
+    for block in blocks:
+        if isinstance(block, Line):
+            console.print(Text(block.text, style=block.style))
+            continue
+        table = Table(title=block.title)
+        for column in block.columns:
+            table.add_column(column, overflow="fold")  # wrap a long endpoint, never "…"
+        for row in block.rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def terminal_console(**options: Any) -> Console:
+    """A console that prints text as it is: `[fd00::1]` is no markup tag, `:1234:` no
+    emoji code, and no number is coloured."""
+    return Console(markup=False, emoji=False, highlight=False, **options)
+
+
+def emit(blocks: list[Block]) -> None:
+    """Tables on a terminal, plain lines in a pipe, a file or an ssh without a tty."""
+    if sys.stdout.isatty():
+        print_rich(blocks, terminal_console())
+    else:
+        print("\n".join(plain_lines(blocks)))
+
+
+# ----- what the reports say ---------------------------------------------------------------
 
 def _age(seconds: float | None) -> str:
     if seconds is None:
@@ -23,79 +97,87 @@ def _si(value: float) -> str:
     return f"{value:.0f} "
 
 
-def print_status(status: dict[str, Any]) -> None:
-    console = Console()
+def status_blocks(status: dict[str, Any]) -> list[Block]:
+    """`whalescale status`: who we are, the anchors, the peers, their paths, drops."""
     role = "anchor" if status["anchor"] else "node"
-    console.print(f"[bold]{status['node']}[/] ({role}, {status['fingerprint']}) on "
-                  f"{status['interface']}, udp {status['port']}")
     anchors = status["anchors"]
-    console.print(f"anchors: {len(anchors['reachable'])} of {anchors['total']} reachable "
-                  f"({anchors['health']})")
+    # An anchor counts the others: it always reaches itself (`total` excludes it).
+    which = "other anchors" if status["anchor"] else "anchors"
+    blocks: list[Block] = [
+        Line(f"{status['node']} ({role}, {status['fingerprint']}) on {status['interface']}, "
+             f"udp {status['port']}", "bold"),
+        Line(f"{which}: {len(anchors['reachable'])} of {anchors['total']} reachable "
+             f"({anchors['health']})"),
+    ]
     nat = status["nat"]
     if not status["anchor"]:
         seen = f", seen as {nat['observed']}" if nat["observed"] else ""
         mapped = f", port mapping {nat['port_mapping']}" if nat["port_mapping"] else ""
-        console.print(f"NAT: {nat['nat_type']}{seen}{mapped} (details: whalescale netcheck)")
-    for warning in status["warnings"]:
-        console.print(f"[yellow]warning: {warning}")
-    table = Table()
-    for column in ("peer", "kind", "endpoint", "path", "session", "last handshake",
-                   "rx", "tx"):
-        table.add_column(column)
-    for peer in status["peers"]:
-        name = f"{peer['name']} (anchor)" if peer["anchor"] else peer["name"]
-        table.add_row(name, peer["kind"], peer["endpoint"] or "-", peer["path"] or "-",
-                      "up" if peer["reachable"] else ("keys" if peer["session"] else "-"),
-                      _age(peer["last_handshake_s_ago"]), f"{peer['rx_bytes']}",
-                      f"{peer['tx_bytes']}")
-    console.print(table)
+        blocks.append(Line(f"NAT: {nat['nat_type']}{seen}{mapped} (details: whalescale "
+                           "netcheck)"))
+    blocks += [Line(f"warning: {warning}", "yellow") for warning in status["warnings"]]
+    blocks.append(Grid(
+        ("peer", "kind", "endpoint", "path", "session", "last handshake", "rx", "tx"),
+        tuple((f"{p['name']} (anchor)" if p["anchor"] else p["name"], p["kind"],
+               p["endpoint"] or "-", p["path"] or "-",
+               "up" if p["reachable"] else ("keys" if p["session"] else "-"),
+               _age(p["last_handshake_s_ago"]), str(p["rx_bytes"]), str(p["tx_bytes"]))
+              for p in status["peers"])))
     for peer in status["peers"]:
         if peer["multipath"] and peer["multipath"]["paths"]:
-            _print_paths(console, peer["name"], peer["multipath"])
+            blocks += path_blocks(peer["name"], peer["multipath"])
     if status["drops"]:
-        console.print("drops: " + ", ".join(f"{k} {v}" for k, v in sorted(status["drops"].items())))
+        blocks.append(Line("drops: " + ", ".join(f"{k} {v}"
+                                                 for k, v in sorted(status["drops"].items()))))
+    return blocks
 
 
-def _print_paths(console: Console, name: str, mp: dict[str, Any]) -> None:
+def path_blocks(name: str, mp: dict[str, Any]) -> list[Block]:
     """One peer's multipath paths (ids are ours, as sender) and its reorder buffer."""
-    table = Table(title=f"{name}: {len(mp['paths'])} paths, {mp['scheduler']}, "
-                        f"tunnel MTU {mp['mtu'] or '-'}")
-    for column in ("path", "local -> remote", "state", "weight", "srtt", "loss", "mtu",
-                   "tx", "rx"):
-        table.add_column(column)
+    rows = []
     for path in mp["paths"]:
         srtt = "-" if path["srtt_ms"] is None else f"{path['srtt_ms']:.1f} ms"
         state = f"{path['state']} (backup)" if path.get("backup") else path["state"]
-        table.add_row(str(path["id"]), f"{path['local']} -> {path['remote']}", state,
-                      f"{_si(path['weight'] * 8)}bit/s", srtt, f"{path['loss']:.1%}",
-                      str(path["mtu"]), f"{_si(path['tx_bytes'])}B", f"{_si(path['rx_bytes'])}B")
-    console.print(table)
+        rows.append((str(path["id"]), f"{path['local']} -> {path['remote']}", state,
+                     f"{_si(path['weight'] * 8)}bit/s", srtt, f"{path['loss']:.1%}",
+                     str(path["mtu"]), f"{_si(path['tx_bytes'])}B",
+                     f"{_si(path['rx_bytes'])}B"))
     r = mp["reorder"]
-    console.print(f"reorder: {r['released']} released, {r['gaps_skipped']} gaps skipped, "
-                  f"{r['late_drops']} late drops, max depth {r['max_depth']}, added delay "
-                  f"mean {r['added_delay_mean_ms']} ms, max {r['added_delay_max_ms']} ms")
+    return [
+        Grid(("path", "local -> remote", "state", "weight", "srtt", "loss", "mtu", "tx", "rx"),
+             tuple(rows), title=f"{name}: {len(mp['paths'])} paths, {mp['scheduler']}, "
+                                f"tunnel MTU {mp['mtu'] or '-'}"),
+        Line(f"reorder: {r['released']} released, {r['gaps_skipped']} gaps skipped, "
+             f"{r['late_drops']} late drops, max depth {r['max_depth']}, added delay "
+             f"mean {r['added_delay_mean_ms']} ms, max {r['added_delay_max_ms']} ms"),
+    ]
 
 
-def print_netcheck(status: dict[str, Any]) -> None:
+def netcheck_blocks(status: dict[str, Any]) -> list[Block]:
     """What the node learned about its own connectivity (`whalescale netcheck`)."""
     nat = status["nat"]
-    console = Console()
-    console.print(f"[bold]{status['node']}[/] udp {status['port']}")
-    console.print("addresses: " + (", ".join(status["addresses"]) or "none"))
+    blocks: list[Block] = [
+        Line(f"{status['node']} udp {status['port']}", "bold"),
+        Line("addresses: " + (", ".join(status["addresses"]) or "none")),
+    ]
     if status["anchor"]:
-        console.print("NAT type: none needed (an anchor: public by configuration)")
+        blocks.append(Line("NAT type: none needed (an anchor: public by configuration)"))
     else:
         seen = f", anchors see us at {nat['observed']}" if nat["observed"] else ""
-        console.print(f"NAT type: {nat['nat_type']}{seen} "
-                      f"({nat['anchors_answered']} anchors answered)")
+        blocks.append(Line(f"NAT type: {nat['nat_type']}{seen} "
+                           f"({nat['anchors_answered']} anchors answered)"))
         if nat["port_preserved"] is not None:
-            console.print(f"port preserved by the NAT: {'yes' if nat['port_preserved'] else 'no'}")
+            blocks.append(Line("port preserved by the NAT: "
+                               + ("yes" if nat["port_preserved"] else "no")))
     mapping = (f"{nat['port_mapping']} ({nat['port_mapping_protocol']})"
                if nat["port_mapping"] else "none")
-    console.print(f"port mapping: {mapping}")
-    console.print("published endpoints: " + (", ".join(status["published"]) or "none"))
-    console.print("anchors reachable: " + (", ".join(nat["anchors_reachable"]) or "none"))
-    for name, state in sorted(nat["peers"].items()):
-        console.print(f"  {name}: punch {state['punch'] or '-'}, relay {state['relay'] or '-'}")
+    blocks += [
+        Line(f"port mapping: {mapping}"),
+        Line("published endpoints: " + (", ".join(status["published"]) or "none")),
+        Line("anchors reachable: " + (", ".join(nat["anchors_reachable"]) or "none")),
+    ]
+    blocks += [Line(f"  {name}: punch {state['punch'] or '-'}, relay {state['relay'] or '-'}")
+               for name, state in sorted(nat["peers"].items())]
     if nat["relay_channels"] is not None:
-        console.print(f"relay channels open: {nat['relay_channels']}")
+        blocks.append(Line(f"relay channels open: {nat['relay_channels']}"))
+    return blocks

@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import attrs
 import tomlkit
 from tomlkit.exceptions import ParseError
 from tomlkit.items import AoT, Table
@@ -91,12 +92,17 @@ def _load(path: Path) -> tomlkit.TOMLDocument:
     return parse_document(path.read_text(), str(path))
 
 
-def _commit(path: Path, doc: tomlkit.TOMLDocument) -> None:
+def _checked_text(path: Path, doc: tomlkit.TOMLDocument) -> str:
+    """The document as text, run through the loader (raises ConfigError)."""
     text = tomlkit.dumps(doc)
     if not text.endswith("\n"):  # tomlkit drops it when a key is added at the very end
         text += "\n"
-    parse_mesh(text, str(path))  # raises ConfigError: the file is not touched
-    _replace(path, text)
+    parse_mesh(text, str(path))
+    return text
+
+
+def _commit(path: Path, doc: tomlkit.TOMLDocument) -> None:
+    _replace(path, _checked_text(path, doc))  # a ConfigError leaves the file untouched
 
 
 def _entries(doc: tomlkit.TOMLDocument, kind: str) -> AoT | list[Table]:
@@ -127,33 +133,59 @@ def next_free_address(doc: tomlkit.TOMLDocument, version: int
     return None
 
 
-def add_node(path: Path, *, name: str, public_key: str, addresses: list[str],
-             endpoints: list[str], anchor: bool, port: int | None,
-             interfaces: list[str]) -> list[str]:
-    """Append a [[node]]; returns its tunnel addresses (allocated from the prefixes when
-    none are given)."""
-    doc = _load(path)
+@attrs.frozen
+class NewNode:
+    """A [[node]] to add, as `mesh add-node` and `init` take it."""
+
+    name: str
+    public_key: str
+    addresses: list[str] = attrs.field(factory=list)  # none: the next free of each prefix
+    endpoints: list[str] = attrs.field(factory=list)
+    anchor: bool = False
+    port: int | None = None
+    interfaces: list[str] = attrs.field(factory=list)
+
+
+def _append_node(doc: tomlkit.TOMLDocument, node: NewNode) -> list[str]:
+    addresses = node.addresses
     if not addresses:
         addresses = [str(a) for v in (4, 6) if (a := next_free_address(doc, v)) is not None]
         if not addresses:
             raise EditError("give --address: the mesh has no prefixes to take one from")
     table = tomlkit.table()
     table.trivia.indent = "\n"  # a blank line before the new [[node]]
-    table["name"] = name
-    table["public_key"] = public_key
+    table["name"] = node.name
+    table["public_key"] = node.public_key
     table["address"] = addresses[0] if len(addresses) == 1 else addresses
-    if endpoints:
-        table["endpoints"] = endpoints
-    if anchor:
+    if node.endpoints:
+        table["endpoints"] = node.endpoints
+    if node.anchor:
         table["anchor"] = True
-    if port is not None:
-        table["port"] = port
-    if interfaces:
-        table["interfaces"] = interfaces
+    if node.port is not None:
+        table["port"] = node.port
+    if node.interfaces:
+        table["interfaces"] = node.interfaces
     if "node" not in doc:
         doc["node"] = tomlkit.aot()
     doc["node"].append(table)
+    return addresses
+
+
+def add_node(path: Path, node: NewNode) -> list[str]:
+    """Append a [[node]]; returns its tunnel addresses (allocated from the prefixes when
+    none are given)."""
+    doc = _load(path)
+    addresses = _append_node(doc, node)
     _commit(path, doc)
+    return addresses
+
+
+def init_mesh(path: Path, mesh_name: str, first: NewNode) -> list[str]:
+    """Create a commented mesh file holding its first node, so that it checks (a mesh
+    needs a node); never overwrites. Returns the node's tunnel addresses."""
+    doc = parse_document(init_text(mesh_name, str(path)), str(path))
+    addresses = _append_node(doc, first)
+    write_new(path, _checked_text(path, doc))
     return addresses
 
 
