@@ -25,10 +25,10 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x100, 0x200, 0x400, 0x300
 # linux/rtnetlink.h
-RTM_NEWLINK, RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 16, 20, 21, 22
+RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 16, 18, 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x10, 0x100
-IFLA_MTU = 4
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+IFLA_IFNAME, IFLA_MTU = 3, 4
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_METRICS, RTA_TABLE = 1, 4, 5, 8, 15
 RTAX_MTU = 2
@@ -36,7 +36,7 @@ RT_TABLE_MAIN = 254
 RTPROT_STATIC = 4
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
 RTN_UNICAST = 1
-IFF_UP = 0x1
+IFF_UP, IFF_RUNNING = 0x1, 0x40
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -114,6 +114,15 @@ class Netlink:
             count += 1
 
     # -- reading
+
+    def links(self) -> dict[int, tuple[str, int]]:
+        """Interface index -> (name, flags: IFF_UP, IFF_RUNNING, ...)."""
+        found = {}
+        for payload in self._dump(RTM_GETLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+            _, _, index, flags, _ = _IFINFO.unpack_from(payload)
+            name = dict(_attrs(payload[_IFINFO.size:])).get(IFLA_IFNAME, b"")
+            found[index] = (name.rstrip(b"\0").decode(errors="replace"), flags)
+        return found
 
     def addresses(self, index: int | None = None) -> list[tuple[int, IPInterface]]:
         """(interface index, address/prefix) of every address, or those of one interface."""
@@ -244,7 +253,3 @@ class Netlink:
                  tb: TracebackType | None) -> None:
         self.close()
 
-
-def interface_names() -> dict[int, str]:
-    """Interface index -> name (the kernel's list, through the C library)."""
-    return dict(socket.if_nameindex())

@@ -302,3 +302,35 @@ def test_a_backup_address_is_announced_apart_and_its_paths_carry_data_only_when_
     a.on_timer(0.02, B[0])
     assert primary.state is PathState.FAILED and not backup.standby
     assert {o.remote for o in a.route(packets, 0.03)} == {B[1]}
+
+
+def states(link: MultipathLink) -> dict[str, str]:
+    return {p["local"]: p["state"] for p in link.status("wrr")["paths"]}
+
+
+def test_an_interface_gone_fails_its_paths_at_both_ends_at_once_and_back_they_are_tried():
+    a, b = links()
+    discover(a, b)
+    # a's second interface goes down: its path fails at a's next timer, which is now
+    told = a.set_gone_locals(frozenset({A[1]}), B[0], 0.05)
+    assert a.next_deadline() <= 0.05
+    a.on_timer(0.05, B[0])
+    assert states(a) == {"10.0.0.1:51820": "healthy", "10.0.1.1:51820": "failed"}
+    assert {out.local for out in a.route([b"x" * 100] * 20, 0.05)} == {A[0]}
+    # b is told by an announcement that leaves the address out, not by a timeout
+    assert [decode_announce(control.decode(p)[1]) for out in told for p in out.plaintexts] \
+        == [[A[0]]]
+    deliver(told, b, 0.06)
+    assert b.next_deadline() <= 0.06
+    b.on_timer(0.06, A[0])
+    assert states(b) == {"10.0.0.2:51820": "healthy", "10.0.1.2:51820": "failed"}
+    # nothing changed: nothing to tell
+    assert a.set_gone_locals(frozenset({A[1]}), B[0], 0.07) == []
+    # back: announced again, and neither end holds the paths down any more
+    deliver(a.set_gone_locals(frozenset(), B[0], 0.08), b, 0.09)
+    assert not any(p.gone for link in (a, b) for p in link.sender.paths.values())
+
+
+def test_an_empty_announcement_decodes_to_no_addresses():
+    # every address of a kind gone: a previous release reads this as nothing new
+    assert decode_announce(encode_announce([])) == []

@@ -35,6 +35,12 @@ with Netlink(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR) as events, Netlink(
         out["duplicate"] = [exc.errno, exc.strerror]
     out["addresses"] = sorted(str(i) for at, i in nl.addresses(index) if not i.ip.is_link_local)
     out["local"] = [str(i) for i in addresses.local_interfaces(exclude="none")]
+    name, flags = nl.links()[index]
+    out["link_flags"] = [name, bool(flags & IFF_UP), bool(flags & IFF_RUNNING)]
+    ip("link", "set", "wsnl1", "down")  # the far end: no carrier, still up here
+    out["without_carrier"] = [str(i) for i in addresses.local_interfaces(exclude="none")]
+    out["named_without_carrier"] = len(addresses.addresses_of(("wsnl0",)))
+    ip("link", "set", "wsnl1", "up")
     out["named"] = [[n, str(i)] for n, i in addresses.addresses_of(("wsnl0",))]
     nl.replace_route(ipaddress.ip_network("10.62.0.0/16"), index, mtu=1300)
     nl.replace_route(ipaddress.ip_network("10.62.0.0/16"), index, mtu=1310)  # replaced
@@ -70,6 +76,8 @@ def test_what_it_sets_iproute2_reads_and_back(lab: Lab) -> None:
     assert out["duplicate"][0] == 17 and "adding address 10.61.0.1/24" in out["duplicate"][1]
     assert out["addresses"] == ["10.61.0.1/24", "fd61::1/64"]
     assert out["local"] == ["10.61.0.1/24", "fd61::1/64"]
+    assert out["link_flags"] == ["wsnl0", True, True]
+    assert out["without_carrier"] == [] and out["named_without_carrier"] == 2
     assert out["named"] == [["wsnl0", "fd61::1/64"], ["wsnl0", "10.61.0.1/24"]]
     assert out["routes"] == [["10.61.0.0/24", None, False], ["10.62.0.0/16", 1310, True],
                              ["10.63.0.0/16", None, False], ["fd61::/64", None, False],

@@ -158,6 +158,11 @@ class MultipathLink:
         self._rounds: dict[tuple[Local, Addr], tuple[float, int]] = {}
         self._reprobe_at: dict[int, float] = {}  # by our path id
         self._failed: set[int] = set()
+        # Interfaces gone at either end (down, or their address removed): ours as the
+        # host's netlink says, the peer's as its latest announcement leaves them out.
+        self._gone_locals: frozenset[Addr] = frozenset()
+        self._gone_remotes: set[Addr] = set()
+        self._announced: dict[bool, set[Addr]] = {False: set(), True: set()}  # by backup
         self._next_feedback = now
         # Announcements are repeated until the peer shows (by its heartbeats and data)
         # that it found a path to each of our addresses: the first may be lost while
@@ -196,6 +201,8 @@ class MultipathLink:
 
     # ----- discovery ---------------------------------------------------------
     def announce(self, endpoint: Addr, now: float) -> list[Outgoing]:
+        """Our addresses that are there now, per kind; a kind whose addresses are all
+        gone is announced empty, so the peer stops using them at once."""
         if not self.local_addrs:
             return []
         self._announcements += 1
@@ -203,14 +210,33 @@ class MultipathLink:
         out = []
         for kind, backup in ((control.Kind.PATH_ANNOUNCE, False),
                              (control.Kind.PATH_ANNOUNCE_BACKUP, True)):
-            addrs = [a for a in self.local_addrs if (a in self.backup_addrs) is backup]
-            if addrs:
+            ours = [a for a in self.local_addrs if (a in self.backup_addrs) is backup]
+            if ours:
+                addrs = [a for a in ours if a not in self._gone_locals]
                 body = control.encode(kind, encode_announce(addrs))
                 out.append(Outgoing((body,), None, endpoint))
         return out
 
+    def set_gone_locals(self, gone: frozenset[Addr], endpoint: Addr | None,
+                        now: float) -> list[Outgoing]:
+        """Our addresses whose interface is down or lost them: their paths fail at the
+        next timer rather than after their report timeout, and the peer is told by an
+        announcement without them (a previous release ignores what is left out and
+        finds those paths dead by their timeouts, as before)."""
+        if gone == self._gone_locals:
+            return []
+        self._gone_locals = gone
+        self._mark_gone()
+        self._announcements = 0
+        return [] if endpoint is None else self.announce(endpoint, now)
+
+    def _mark_gone(self) -> None:
+        for path_id, (local, remote) in self._pair_of.items():
+            self.sender.paths[path_id].gone = (local in self._gone_locals
+                                               or remote in self._gone_remotes)
+
     def _peer_has_our_paths(self) -> bool:
-        return len(self.received) >= len(self.local_addrs)
+        return len(self.received) >= len(set(self.local_addrs) - self._gone_locals)
 
     def on_announce(self, body: bytes, now: float, backup: bool = False) -> list[Outgoing]:
         """The peer's addresses (`backup`: those it uses only while the others fail)."""
@@ -221,6 +247,10 @@ class MultipathLink:
             return []
         if backup:
             self._remote_backups.update(remotes)
+        self._gone_remotes |= self._announced[backup] - set(remotes)
+        self._gone_remotes -= set(remotes)
+        self._announced[backup] = set(remotes)
+        self._mark_gone()
         locals_: list[Local] = list(self.local_addrs) or [None]
         out = []
         for remote in sorted(remotes, key=lambda addr: _family(addr[0]) == 4):  # IPv6 first
@@ -278,6 +308,7 @@ class MultipathLink:
         self._remotes.add(remote)
         backup = local in self.backup_addrs or remote in self._remote_backups
         path = self.sender.add_path(path_id, local or ("", 0), remote, size, now, backup)
+        path.gone = local in self._gone_locals or remote in self._gone_remotes
         self._reprobe_at[path_id] = now + REPROBE_EVERY_S
         path.on_rtt_sample(now - sent[2])
         path.on_heard(now)

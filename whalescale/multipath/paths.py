@@ -15,7 +15,9 @@ turns the measurements into one event at a time:
   that the receiver has not reported is older than the path's report timeout
   (srtt + 4 rttvar + `report_slack_s`, at least `report_timeout_min_s`, as an
   RTO per path) -> FAILED. The second rule finds a loaded path dead in about
-  0.2 s: every packet it drops then is a hole in the inner flow;
+  0.2 s: every packet it drops then is a hole in the inner flow. A path whose
+  interface at either end is `gone` (that host's netlink said so) is SILENT at
+  once: no packet is sent into it to find out;
 - BAD: loss rate above `degrade_loss`, or silent for `degrade_after_intervals`
   -> DEGRADED;
 - GOOD: loss rate below `recover_loss` (hysteresis: between the two nothing
@@ -139,6 +141,7 @@ class Path:
     # watched (heartbeats), so it takes over as soon as the others fail.
     backup: bool = False
     standby: bool = False  # a backup while another path is usable (sender.py sets it)
+    gone: bool = False  # an end's interface is down or lost its address (link.py sets it)
     state: PathState = PathState.HEALTHY
     srtt: float | None = None
     rttvar: float = 0.0
@@ -283,6 +286,8 @@ class Path:
 
     def next_health_deadline(self) -> float:
         """When the path fails if nothing is heard (its SILENT deadline)."""
+        if self.gone:
+            return self.created_at
         p = self.params
         deadline = self.last_heard + p.fail_after_intervals * self.interval_s
         unreported_since = self.sent_time(self._reported_seq + 1)

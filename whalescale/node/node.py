@@ -148,10 +148,26 @@ class Node:
         """Our addresses (the shell's netlink view); a change is acted on at once."""
         if interfaces != self._interfaces:
             self._interfaces = list(interfaces)
+            self._paths_follow(interfaces, now)
             if self._started is not None:  # else start() does it
                 # moved: publish, re-probe (our public endpoint may be new) and punch now
                 self.traversal.probe_soon(now)
                 self._next_housekeeping = min(self._next_housekeeping, now)
+                self._after(now)
+
+    def _paths_follow(self, interfaces: list[Interface], now: float) -> None:
+        """Multipath addresses of ours that are gone (interface down, address removed)
+        stop carrying at once; those back are used again once their paths answer."""
+        multipath = self.engine.multipath
+        if multipath is None:
+            return
+        present = {str(i.ip) for i in interfaces}
+        gone = frozenset(a for a in multipath.local_addrs if a[0] not in present)
+        for addr in sorted(gone ^ self.engine.gone_locals):
+            self._log(logging.INFO, f"multipath: {endpoint_text(addr)} "
+                      + ("gone (interface down or address removed): its paths stop"
+                         if addr in gone else "back: its paths are tried again"))
+        self.engine.set_gone_locals(gone, now)
 
     def set_mapping(self, mapping: Mapping | None, now: float) -> None:
         """The port mapper got, renewed or lost our mapping: republish where we are."""

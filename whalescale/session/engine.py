@@ -108,6 +108,7 @@ class Engine:
         multipath: MultipathConfig | None = None,
     ) -> None:
         self.multipath = multipath
+        self.gone_locals: frozenset[Addr] = frozenset()
         self.static_private = static_private
         self.static_public = static_public
         self.random_bytes = random_bytes
@@ -142,9 +143,18 @@ class Engine:
         if spec.static_public in self.peers:
             raise ValueError(f"peer {spec.name}: static key already present")
         peer = Peer(spec, self)
+        if peer.mp is not None:
+            peer.mp.set_gone_locals(self.gone_locals, None, 0.0)
         self.peers[spec.static_public] = peer
         self._reindex()
         return peer
+
+    def set_gone_locals(self, gone: frozenset[Addr], now: float) -> None:
+        """Our multipath addresses whose interface is down or lost them (the shell's
+        netlink view): every whalescale peer's paths from them fail now."""
+        self.gone_locals = gone
+        for peer in self.peers.values():
+            peer.set_gone_locals(gone, now)
 
     def update_peers(self, specs: Iterable[PeerSpec]) -> PeerChanges:
         """Converge on `specs` (a reloaded mesh): unchanged peers keep their sessions,

@@ -279,6 +279,10 @@ class Peer:
         self._engine.register_keypair(kp, self)
         self.zero_keys_at = now + ZERO_KEYS_AFTER_S
 
+    def set_gone_locals(self, gone: frozenset[Addr], now: float) -> None:
+        if self.mp is not None:
+            self._send_outgoing(self.mp.set_gone_locals(gone, self.endpoint, now), now)
+
     def _announce_paths(self, now: float) -> None:
         if self.mp is not None and self.endpoint is not None:
             self._send_outgoing(self.mp.announce(self.endpoint, now), now)
