@@ -8,10 +8,14 @@ answers again and reports how long that took (`pytest -s` prints it).
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 import time
 
 import pytest
 
+from tests.gap_probe import ECHO, PROBE
 from whalescale.lab.mesh import LabMesh
 from whalescale.lab.scenario import SCENARIO_DIR, build, load, start_mesh
 
@@ -63,3 +67,32 @@ def test_punched_session_survives_conntrack_flush_and_a_new_public_address(lab):
     print(f"\nfirst ping answered {first:.1f} s after up; a restarted agent {warm:.2f} s "
           f"after its exec; after conntrack -F {flushed:.1f} s; "
           f"after the gateway's new public address {moved:.1f} s")
+
+
+def test_a_node_that_moves_is_back_within_seconds_whichever_end_sends(lab):
+    """Issue 13: peer-a changes networks (a new address behind its NAT, so a new public
+    mapping too) while a probe crosses the tunnel every 0.1 s: first sent by the mover,
+    then by the other end alone. The mover's netlink event starts the recovery (probe
+    the anchors, publish, punch), so the silent end's case needs no keepalive either."""
+    scenario = load(SCENARIO_DIR / "nat-anchor.toml")
+    hosts = build(lab, scenario)
+    mesh = start_mesh(lab, scenario, hosts)
+    assert time_to_answer(mesh, "peer-a", "peer-b", 30) is not None
+    gaps = {}
+    for port, (sender, receiver) in enumerate((("peer-a", "peer-b"), ("peer-b", "peer-a"))):
+        to = mesh.nodes[receiver]
+        echo = to.host.spawn(sys.executable, "-c", ECHO, to.tunnel_addr, str(7100 + port))
+        assert echo.wait_for_log("ready", 10)
+        probe = mesh.nodes[sender].host.spawn(sys.executable, "-c", PROBE, to.tunnel_addr,
+                                              str(7100 + port), "8")
+        assert probe.wait_for_log("started", 10)
+        time.sleep(1.5)
+        hosts["peer-a"].readdress()
+        assert probe.wait_for_log(r"\{.*\}", 30)
+        result = json.loads(re.findall(r"\{.*\}", probe.log())[-1])
+        gaps[sender] = result["longest_gap_s"]
+        echo.stop()
+    print(f"\npeer-a moved: longest gap {gaps['peer-a']:.2f} s while it sent, "
+          f"{gaps['peer-b']:.2f} s while only peer-b sent")
+    # The target is 2 s; a loaded machine gets room (the figure is in DESIGN.md).
+    assert max(gaps.values()) < ROAM_BOUND_S, (gaps, mesh.nodes["peer-a"].proc.log()[-3000:])

@@ -90,3 +90,29 @@ def test_a_nat_rebinding_is_found_by_silence_and_punched_again_within_seconds():
     assert longest_gap < 2.5, longest_gap  # 1 s of silence, 0.3 s settling, a 0.5 s punch
     assert any("no answer" in line and "looking for a new path" in line
                for line in a.log), a.log[-20:]
+
+
+def test_a_node_that_moves_is_found_again_though_only_the_other_end_sends():
+    """a changes networks (new address, new NAT) and sends nothing: its address change
+    alone starts the search (re-probe, publish, punch), not b's silence detection, which
+    could only wait for a's next keepalive to show the anchors where a went."""
+    net = Internet()
+    net.add("anchor-1", "198.51.100.1", anchor=True)
+    a = net.add("a", "192.168.1.2", nat="cone", public_ip="203.0.113.1")
+    net.add("b", "192.168.2.2", nat="cone", public_ip="203.0.113.2")
+    net.start()
+    net.run(2.0)
+    assert net.endpoint("b", "a") == ("203.0.113.1", 51820)
+    a.address, a.nat = "10.20.0.7", Nat("198.18.0.9", "cone")  # another network
+    assert a.node is not None
+    a.node.set_interfaces(a.interfaces(), net.now)
+    last_answer, longest_gap = net.now, 0.0
+    for i in range(50):  # 5 s of b sending every 0.1 s
+        payload = f"to a {i}".encode()
+        net.send("b", "a", payload)
+        if any(payload in p for p in a.delivered):
+            longest_gap, last_answer = max(longest_gap, net.now - last_answer), net.now
+        net.run(0.1)
+    assert net.endpoint("b", "a") == ("198.18.0.9", 51820)
+    assert longest_gap < 1.5, longest_gap  # 0.3 s settling, a 0.5 s punch
+    assert any("our addresses changed, looking for a new path" in line for line in a.log)

@@ -331,18 +331,33 @@ class Traversal:
             self._silent.pop(node_id, None)
         self._react(now)
 
+    def moved(self, now: float) -> None:
+        """Our addresses changed (netlink): every direct session may now be cut at a
+        NAT (ours maps us anew, the peer's filters the new mapping), so look for a new
+        path to each at once, rather than wait for its silence."""
+        if self.is_anchor:
+            return
+        for peer in self.engine.peers.values():
+            if self._live(peer, now):
+                self._look_for_new_path(peer, "our addresses changed", now)
+        self.probe_soon(now)
+        self._tick_by(now)
+
     def _unanswered(self, event: events.PeerUnanswered, now: float) -> None:
         """A direct session met silence: our public endpoint may have moved (a NAT
         rebinding) or the peer's: re-probe the anchors and punch at once, rather than
         wait out the liveness window."""
         peer = self.engine.peer_named(event.peer)
-        node_id = None if peer is None else peer.spec.node_id
+        if peer is not None:
+            self._look_for_new_path(peer, f"no answer for {event.silent_s:.1f} s", now)
+
+    def _look_for_new_path(self, peer: Peer, reason: str, now: float) -> None:
+        node_id = peer.spec.node_id
         if (self.is_anchor or node_id is None or node_id in self.anchors
-                or peer is None or peer.endpoint is None or channel_of_alias(peer.endpoint)):
+                or peer.endpoint is None or channel_of_alias(peer.endpoint)):
             return
         if node_id not in self._silent:
-            self.log_lines.append(f"{event.peer}: no answer for {event.silent_s:.1f} s, "
-                                  "looking for a new path")
+            self.log_lines.append(f"{peer.name}: {reason}, looking for a new path")
             # the punch waits a moment: the keepalives below, and the peer's own if it
             # noticed too, must reach the anchors before one coordinates it
             self._next_request[node_id] = now + SILENCE_SETTLE_S

@@ -151,7 +151,7 @@ class Node:
             self._paths_follow(interfaces, now)
             if self._started is not None:  # else start() does it
                 # moved: publish, re-probe (our public endpoint may be new) and punch now
-                self.traversal.probe_soon(now)
+                self.traversal.moved(now)
                 self._next_housekeeping = min(self._next_housekeeping, now)
                 self._after(now)
 
