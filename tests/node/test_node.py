@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from tests.nat.sim import Internet, Nat
+from tests.nat.sim import Host, Internet, Nat
 from whalescale.wire.port import channel_of_alias
 
 
@@ -64,18 +64,24 @@ def test_a_reload_leaves_a_direct_session_where_it_is():
         assert net.endpoint("b", "a") == at
 
 
-def test_a_nat_rebinding_is_found_by_silence_and_punched_again_within_seconds():
-    """a's gateway gets a new public address (invisible to a): b's port-restricted NAT
-    drops a's traffic from it. a's data meets silence, a PING too; a re-probes and asks
-    for a punch at once instead of waiting out three keepalives."""
+def punched_cone_pair(anchors: int) -> tuple[Internet, Host]:
+    """a and b behind port-restricted cones, punched direct; returns a's host too."""
     net = Internet()
-    net.add("anchor-1", "198.51.100.1", anchor=True)
-    net.add("anchor-2", "198.51.100.2", anchor=True)
+    for k in range(1, anchors + 1):
+        net.add(f"anchor-{k}", f"198.51.100.{k}", anchor=True)
     a = net.add("a", "192.168.1.2", nat="cone", public_ip="203.0.113.1")
     net.add("b", "192.168.2.2", nat="cone", public_ip="203.0.113.2")
     net.start()
     net.run(2.0)
     assert net.endpoint("b", "a") == ("203.0.113.1", 51820)
+    return net, a
+
+
+def test_a_nat_rebinding_is_found_by_silence_and_punched_again_within_seconds():
+    """a's gateway gets a new public address (invisible to a): b's port-restricted NAT
+    drops a's traffic from it. a's data meets silence, a PING too; a re-probes and asks
+    for a punch at once instead of waiting out three keepalives."""
+    net, a = punched_cone_pair(anchors=2)
     a.nat = Nat("203.0.113.101", "cone")  # the gateway's new address; its mappings gone
     last_answer, longest_gap = net.now, 0.0
     for i in range(100):  # 10 s of a ping every 0.1 s
@@ -96,13 +102,7 @@ def test_a_node_that_moves_is_found_again_though_only_the_other_end_sends():
     """a changes networks (new address, new NAT) and sends nothing: its address change
     alone starts the search (re-probe, publish, punch), not b's silence detection, which
     could only wait for a's next keepalive to show the anchors where a went."""
-    net = Internet()
-    net.add("anchor-1", "198.51.100.1", anchor=True)
-    a = net.add("a", "192.168.1.2", nat="cone", public_ip="203.0.113.1")
-    net.add("b", "192.168.2.2", nat="cone", public_ip="203.0.113.2")
-    net.start()
-    net.run(2.0)
-    assert net.endpoint("b", "a") == ("203.0.113.1", 51820)
+    net, a = punched_cone_pair(anchors=1)
     a.address, a.nat = "10.20.0.7", Nat("198.18.0.9", "cone")  # another network
     assert a.node is not None
     a.node.set_interfaces(a.interfaces(), net.now)
