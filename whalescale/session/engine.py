@@ -143,8 +143,6 @@ class Engine:
         if spec.static_public in self.peers:
             raise ValueError(f"peer {spec.name}: static key already present")
         peer = Peer(spec, self)
-        if peer.mp is not None:
-            peer.mp.set_gone_locals(self.gone_locals, None, 0.0)
         self.peers[spec.static_public] = peer
         self._reindex()
         return peer

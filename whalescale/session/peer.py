@@ -91,6 +91,8 @@ class Peer:
                           random_bytes=engine.random_bytes, base_mtu=lambda: engine.mtu,
                           backup_addrs=config.backup_addrs)
             if config is not None and spec.whalescale else None)
+        if self.mp is not None and engine.gone_locals:
+            self.mp.set_gone_locals(engine.gone_locals, None, 0.0)
 
     # ----- sending -------------------------------------------------------
 
