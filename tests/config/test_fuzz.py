@@ -23,7 +23,8 @@ NEAR_MISSES = [
     b64(ANCHOR.public), b64(LAPTOP.public), b64(ROUTER.x25519_public), b64(bytes(32)), "QUJD",
     "100.96.0.1", "100.96.0.2", "fd00::1", "10.0.0.0/8", "10.0.0.1/8", "192.0.2.1:51820",
     "[2001:db8::1]:1", "[::1]", "[1.2.3.4]:5", "host:1", "1.2.3.4:", "1.2.3.4:99999",
-    "eth0", "a/b", "anchor-1", "-x", "",
+    "eth0", "a/b", "anchor-1", "-x", "", "home.example.org:51820", "a..b:1", "1.2.3:4",
+    "x-.org", "[host.example]:1",
 ]  # fmt: skip
 
 scalars = st.one_of(

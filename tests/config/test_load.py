@@ -110,6 +110,23 @@ def test_endpoint_text_brackets_ipv6() -> None:
     assert str(Endpoint("2001:db8::1", 51820)) == "[2001:db8::1]:51820"
 
 
+def test_endpoints_may_be_host_names_which_are_kept_lower_case_for_the_agent() -> None:
+    mesh = parse_mesh(edit('"192.0.2.10:51820"', '"Home.Example.ORG.:51820"'),
+                      "mesh.toml")
+    endpoint = mesh.nodes[0].endpoints[0]
+    assert endpoint == Endpoint("home.example.org", 51820) and endpoint.named
+    assert not mesh.nodes[0].endpoints[1].named
+    # without a port, the node's own port, as for an address
+    mesh = parse_mesh(edit('"192.0.2.10:51820"', '"anchor-1.lan"'), "mesh.toml")
+    assert mesh.nodes[0].endpoints[0] == Endpoint("anchor-1.lan", 51820)
+
+
+def test_a_metrics_address_must_be_an_address_not_a_name() -> None:
+    text = edit('interfaces = ["eth0", "wlan0"]\n',
+                'interfaces = ["eth0", "wlan0"]\nmetrics = "localhost:9586"\n')
+    assert any("listen on an IP address" in p[3] for p in problems(text))
+
+
 NOT_A_POINT = b64(bytes(32))  # all zeros: a small-order point, refused by libsodium
 
 # (what breaks, old text, new text, line, col, key path, part of the message)
@@ -164,8 +181,10 @@ MISTAKES = [
      10, 11, "node[0].address", "has a prefix length, expected a host address like '100.96.0.1'"),
     ("no addresses", '"100.96.0.20"', "[]",
      26, 11, "wireguard[0].address", "is empty, expected at least one"),
-    ("host name endpoint", '"192.0.2.10:51820"', '"vpn.example.com:51820"',
-     11, 14, "node[0].endpoints[0]", "endpoints are IP literals (no DNS)"),
+    ("neither address nor name", '"192.0.2.10:51820"', '"vpn_example.com:51820"',
+     11, 14, "node[0].endpoints[0]", "is neither an IP address nor a host name"),
+    ("mistyped address", '"192.0.2.10:51820"', '"192.0.2.256:51820"',
+     11, 14, "node[0].endpoints[0]", "is neither an IP address nor a host name"),
     ("IPv6 endpoint without brackets", '"[2001:db8::1]:51820"', '"2001:db8::1"',
      11, 34, "node[0].endpoints[1]", "an IPv6 endpoint needs brackets"),
     ("endpoint port out of range", '"192.0.2.20:51820"', '"192.0.2.20:70000"',
@@ -218,7 +237,7 @@ def test_every_mistake_is_reported_at_once() -> None:
         ('"laptop"', '"anchor-1"'),
         ("anchor = true", "anchor = 1\ncolour = 'blue'"),
         ('"100.96.0.20"', '"100.96.0.1"'),
-        ('"[2001:db8::1]:51820"', '"example.org"'),
+        ('"[2001:db8::1]:51820"', '"example_org"'),
     ]:
         text = edit(old, new, text)
     assert [p[:3] for p in problems(text)] == [

@@ -17,7 +17,7 @@ import random
 from whalescale.config import parse_mesh
 from whalescale.identity import Identity, b64
 from whalescale.nat.traversal import Traversal
-from whalescale.node.effects import FindRoutes, Log
+from whalescale.node.effects import FindRoutes, Log, Resolve
 from whalescale.node.local import Interface
 from whalescale.node.node import Node
 from whalescale.session.engine import Engine
@@ -61,6 +61,7 @@ class Host:
         self.net, self.name, self.ident, self.lan, self.ipv6 = net, name, ident, lan, ipv6
         self.address, self.tunnel, self.anchor, self.nat = address, tunnel, anchor, nat
         self.node: Node | None = None
+        self.dns_name: str | None = None
         self.delivered: list[bytes] = []
         self.log: list[str] = []
 
@@ -98,14 +99,21 @@ class Internet:
         self.nodes: dict[str, Host] = {}
         self._rng = random.Random(seed)
         self._queue: list[tuple[bytes, Addr, Addr]] = []  # (datagram, source, destination)
+        # DNS: an anchor added with `dns_name` is listed by that name; the shell's
+        # lookups are answered from here at once, and recorded
+        self.dns: dict[str, list[str]] = {}
+        self.lookups: list[tuple[str, str, float]] = []  # (who, name, when)
 
     def add(self, name: str, address: str, *, anchor: bool = False, nat: str | None = None,
             public_ip: str | None = None, lan: str | None = None,
-            ipv6: str | None = None) -> Host:
+            ipv6: str | None = None, dns_name: str | None = None) -> Host:
         n = len(self.nodes) + 1
         host = Host(self, name, Identity.from_seed(bytes([n]) * 32), address,
                     f"100.96.0.{n}", anchor, Nat(public_ip or address, nat) if nat else None,
                     lan, ipv6)
+        host.dns_name = dns_name
+        if dns_name is not None:
+            self.dns[dns_name] = [address]
         self.nodes[name] = host
         return host
 
@@ -117,7 +125,7 @@ class Internet:
             text += (f'\n[[node]]\nname = "{host.name}"\npublic_key = "{b64(host.ident.public)}"\n'
                      f'address = "{host.tunnel}"\n')
             if host.anchor:
-                text += f'anchor = true\nendpoints = ["{host.address}:{PORT}"]\n'
+                text += f'anchor = true\nendpoints = ["{host.dns_name or host.address}:{PORT}"]\n'
         return text
 
     def start(self) -> None:
@@ -148,6 +156,12 @@ class Internet:
                 match effect:
                     case FindRoutes(targets):  # every target routes through our one address
                         node.probe([(host.address, t) for t in targets], self.now)
+                    case Resolve(names):
+                        for name in names:
+                            self.lookups.append((host.name, name, self.now))
+                            found = self.dns.get(name)
+                            node.set_resolved(name, found, self.now,
+                                              "" if found else "Name or service not known")
                     case Log(_, message):
                         host.log.append(message)
             host.delivered += node.packets_to_deliver()

@@ -5,13 +5,14 @@ from __future__ import annotations
 from tests.config.meshfile import VALID, edit
 from whalescale.config import parse_mesh
 from whalescale.config.load import DEFAULT_KEEPALIVE_S
+from whalescale.node.names import Names
 from whalescale.node.specs import peer_specs
 
 
 def keepalives(text: str, me: str) -> dict[str, float]:
     mesh = parse_mesh(text, "mesh.toml")
     node = next(n for n in mesh.nodes if n.name == me)
-    return {spec.name: spec.keepalive_s for spec in peer_specs(mesh, node)}
+    return {spec.name: spec.keepalive_s for spec in peer_specs(mesh, node, Names(mesh).expand)}
 
 
 def test_every_peer_gets_the_mesh_keepalive():

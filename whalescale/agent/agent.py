@@ -34,11 +34,11 @@ from ..config import ConfigError, Mesh, load_mesh
 from ..config import Node as MeshNode
 from ..identity import Identity, fingerprint
 from ..nat.driver import Mapping, run_port_mapping
-from ..node.effects import ConfigureTun, Contact, FindRoutes, Log, Pong, StoredRecord
+from ..node.effects import ConfigureTun, Contact, FindRoutes, Log, Pong, Resolve, StoredRecord
 from ..node.node import Node, ReloadRefused
 from ..node.specs import NotInMesh, own_node
 from ..tun.device import TunDevice
-from . import addresses, control, nat, udp
+from . import addresses, control, dns, nat, udp
 from .cache import CacheWriter
 from .sockets import Sockets
 
@@ -67,6 +67,8 @@ class Agent:
         self._timer_scope = trio.CancelScope()
         self._pongs: dict[bytes, trio.MemorySendChannel[Pong]] = {}
         self._tun_error: str | None = None
+        self._nursery: trio.Nursery | None = None
+        self._looking_up: set[str] = set()
 
     @classmethod
     def open(cls, mesh: Mesh, identity: Identity, *, state_dir: Path,
@@ -125,6 +127,7 @@ class Agent:
                   ) -> None:
         """Serve until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._tun_reader)
             for sock in self._sockets.default.values():
                 nursery.start_soon(self._udp_reader, sock, None)
@@ -227,6 +230,11 @@ class Agent:
                     self._cache.store_record(effect)
             case FindRoutes(targets):
                 self.node.probe(nat.routes(list(targets)), trio.current_time())
+            case Resolve(names):
+                for name in names:
+                    if name not in self._looking_up and self._nursery is not None:
+                        self._looking_up.add(name)
+                        self._nursery.start_soon(self._lookup, name)
             case ConfigureTun():
                 self._configure_tun(effect)
             case Pong(nonce):
@@ -234,6 +242,14 @@ class Agent:
                 if waiter is not None:
                     with contextlib.suppress(trio.WouldBlock):
                         waiter.send_nowait(effect)
+
+    async def _lookup(self, name: str) -> None:
+        try:
+            addresses, error = await dns.lookup(name)
+        finally:
+            self._looking_up.discard(name)
+        self.node.set_resolved(name, addresses, trio.current_time(), error)
+        self._flush()
 
     def _configure_tun(self, config: ConfigureTun) -> None:
         try:

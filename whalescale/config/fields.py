@@ -140,10 +140,26 @@ def network(value: object) -> Network:
         raise invalid(f"{text!r} is not a network ({exc}){suggestion}") from exc
 
 
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def host_name(text: str) -> str | None:
+    """`text` as a DNS host name (RFC 1123: letters, digits, hyphens; lower-cased, no
+    trailing dot), or None if it is not one. An all-digit last label is not a name:
+    '10.0.0.256' is a mistyped address, not a host."""
+    name = text.lower().removesuffix(".")
+    labels = name.split(".")
+    if (not name or len(name) > 253 or labels[-1].isdigit()
+            or not all(_LABEL.fullmatch(label) for label in labels)):
+        return None
+    return name
+
+
 def endpoint(value: object) -> tuple[str, int | None]:
-    """An endpoint as (host, port or None); the caller knows the default port."""
-    text = _typed(value, str, "an endpoint 'IP:port' or '[IPv6]:port'")
-    expected = "expected 'IP:port' or '[IPv6]:port' (the port is optional)"
+    """An endpoint as (host, port or None): the host an IP literal or a DNS name (the
+    agent resolves it); the caller knows the default port."""
+    text = _typed(value, str, "an endpoint 'host:port', 'IP:port' or '[IPv6]:port'")
+    expected = "expected 'IP:port', '[IPv6]:port' or 'name.example.org:port' (the port is optional)"
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
@@ -156,20 +172,24 @@ def endpoint(value: object) -> tuple[str, int | None]:
         port_text = port_text_or_empty if colon else None
     try:
         ip = ipaddress.ip_address(host)
-    except ValueError as exc:
-        raise invalid(
-            f"{host!r} is not an IP address; endpoints are IP literals (no DNS), {expected}"
-        ) from exc
-    if text.startswith("[") != (ip.version == 6):
-        raise invalid(f"{text!r} is not an endpoint, {expected}")
+    except ValueError:
+        name = None if text.startswith("[") else host_name(host)
+        if name is None:
+            raise invalid(f"{host!r} is neither an IP address nor a host name, {expected}") \
+                from None
+        host = name
+    else:
+        if text.startswith("[") != (ip.version == 6):
+            raise invalid(f"{text!r} is not an endpoint, {expected}")
+        host = str(ip)
     if port_text is None:
-        return str(ip), None
+        return host, None
     if not port_text.isascii() or not port_text.isdigit():
         raise invalid(f"{text!r} has a bad port {port_text!r}, {expected}")
     number = int(port_text)
     if not 1 <= number <= 65535:
         raise invalid(f"{text!r} has port {number}, expected 1..65535")
-    return str(ip), number
+    return host, number
 
 
 def list_of(item: Converter[T], *, or_single: bool = False) -> Converter[tuple[T, ...]]:
@@ -204,8 +224,11 @@ def non_empty(convert: Converter[tuple[T, ...]]) -> Converter[tuple[T, ...]]:
 
 
 def listen_address(value: object) -> tuple[str, int]:
-    """An 'IP:port' to listen on; unlike a peer's endpoint, the port is required."""
+    """An 'IP:port' to listen on; unlike a peer's endpoint, the port is required and
+    the host an address (a socket binds to addresses, not names)."""
     host, port = endpoint(value)
+    if host_name(host) is not None:
+        raise invalid(f"{value!r}: listen on an IP address, such as '127.0.0.1:9586'")
     if port is None:
         raise invalid(f"{value!r} has no port, expected 'IP:port' such as '127.0.0.1:9586'")
     return host, port

@@ -17,10 +17,15 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @attrs.frozen
 class Endpoint:
-    """A UDP endpoint; host is an IP literal (the mesh file never needs DNS)."""
+    """A UDP endpoint; host is an IP literal or a DNS name (lower-case), which the agent
+    resolves at start, every minute and when the peer goes silent."""
 
     host: str
     port: int
+
+    @property
+    def named(self) -> bool:
+        return not _is_ip(self.host)
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -71,3 +76,11 @@ class Mesh:
 
     def anchors(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.anchor)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

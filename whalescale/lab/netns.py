@@ -123,6 +123,19 @@ class Host:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def set_hosts(self, names: Mapping[str, str]) -> None:
+        """This host's view of DNS: `names` (name -> address) as its /etc/hosts, and a
+        resolv.conf whose only server is its own loopback, where nothing listens, so a
+        name not listed fails here and no query leaves the lab. Rewritten in place: a
+        process started earlier sees the change (`ip netns exec` bound the file)."""
+        etc = self.etc_dir()
+        lines = ["127.0.0.1 localhost", *(f"{addr} {name}" for name, addr in names.items())]
+        for path, text in ((etc / "hosts", "\n".join(lines) + "\n"),
+                           (etc / "resolv.conf", "nameserver 127.0.0.1\n"
+                            "options timeout:1 attempts:1\n")):
+            with path.open("w") as file:  # same inode: bind mounts of it follow
+                file.write(text)
+
     def _route(self, to: str, gw_addr: str) -> None:
         family = "-6" if ipaddress.ip_address(gw_addr).version == 6 else "-4"
         self.run("ip", family, "route", "replace", to, "via", gw_addr)

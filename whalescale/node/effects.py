@@ -38,6 +38,14 @@ class FindRoutes:
 
 
 @attrs.frozen
+class Resolve:
+    """Look these DNS names up (A and AAAA) without blocking; answer each with
+    `Node.set_resolved(name, addresses or None, now, error)`."""
+
+    names: tuple[str, ...]
+
+
+@attrs.frozen
 class ConfigureTun:
     """Give the TUN these addresses and routes (network -> MTU)."""
 
@@ -45,4 +53,4 @@ class ConfigureTun:
     routes: dict[str, int]
 
 
-Effect = Log | Pong | FindRoutes | ConfigureTun | Contact | StoredRecord
+Effect = Log | Pong | FindRoutes | Resolve | ConfigureTun | Contact | StoredRecord

@@ -28,7 +28,7 @@ import itertools
 import logging
 from collections.abc import Callable
 
-from ..config import Mesh
+from ..config import Endpoint, Mesh
 from ..identity import Identity, x25519_public_from_ed25519
 from ..mesh.anchors import AnchorHealth, AnchorWatch
 from ..mesh.controller import MeshController
@@ -36,15 +36,17 @@ from ..mesh.gossip import GossipNode
 from ..mesh.records import MAX_ENDPOINTS
 from ..nat.portmap import Mapping
 from ..nat.traversal import Traversal
+from ..session import events
 from ..session.engine import Engine, MultipathConfig, PeerChanges
 from ..session.peer import Peer
 from ..session.timers import REKEY_TIMEOUT_S
 from ..wire import control
 from ..wire.port import channel_of_alias, endpoint_text
 from . import routes
-from .effects import ConfigureTun, Effect, FindRoutes, Log, Pong
+from .effects import ConfigureTun, Effect, FindRoutes, Log, Pong, Resolve
 from .local import Interface, lan_and_ipv6
 from .logs import event_text
+from .names import Names
 from .specs import own_node, peer_specs
 from .status import path_kind, peer_status
 
@@ -68,8 +70,10 @@ class Node:
         self.identity = identity
         self.me = own_node(mesh, identity)
         self.scheduler = scheduler
+        self.names = Names(mesh)
         self.engine = Engine(
-            identity.x25519_private, identity.x25519_public, peer_specs(mesh, self.me),
+            identity.x25519_private, identity.x25519_public,
+            peer_specs(mesh, self.me, self.names.expand),
             random_bytes=random_bytes, wall_offset=0.0, mtu=mesh.mtu,
             multipath=MultipathConfig(paths, scheduler, backup_paths))
         gossip = GossipNode(identity, [n.public_key for n in mesh.nodes],
@@ -108,7 +112,8 @@ class Node:
         if me.port != self.me.port:
             raise ReloadRefused(f"this node's port changed ({self.me.port} -> {me.port}); "
                                 "a new port needs a restart")
-        changes = self.engine.update_peers(peer_specs(mesh, me))
+        self.names.set_mesh(mesh)
+        changes = self.engine.update_peers(peer_specs(mesh, me, self.names.expand))
         self.engine.mtu = mesh.mtu
         self.mesh, self.me = mesh, me
         self._anchors.anchors = self._anchor_keys()
@@ -127,6 +132,7 @@ class Node:
         self._started = now
         self.engine.start(now)
         self._housekeeping(now)
+        self._resolve_due(now)
         self._after(now, mesh_activity=True)
 
     def receive_datagrams(self, batch: list[tuple[bytes, Addr]], now: float,
@@ -169,6 +175,28 @@ class Node:
                          if addr in gone else "back: its paths are tried again"))
         self.engine.set_gone_locals(gone, now)
 
+    def set_resolved(self, name: str, addresses: list[str] | None, now: float,
+                     error: str = "") -> None:
+        """The answer to Resolve: what `name` stands for now (None: the lookup failed,
+        `error` says why; what it stood for stays)."""
+        changed, line = self.names.answer(name, addresses, error)
+        if line is not None:
+            self._log(*line)
+        if not changed:
+            return
+        before = {p.name: p.spec.endpoints for p in self.engine.peers.values()}
+        self.engine.update_peers(peer_specs(self.mesh, self.me, self.names.expand))
+        self.controller.set_nodes(now)
+        # The new addresses are tried now (a handshake each, which a live session
+        # survives if they do not answer): the peer's gossip record or the LKG cache may
+        # still rank where the name pointed before first, and a session still counted
+        # reachable may already be sending into nothing.
+        for peer in self.engine.peers.values():
+            known = before.get(peer.name, ())
+            for addr in [a for a in peer.spec.endpoints if a not in known]:
+                peer.punch(addr, now, reason=f"{name} resolved anew")
+        self._after(now, mesh_activity=True)
+
     def set_mapping(self, mapping: Mapping | None, now: float) -> None:
         """The port mapper got, renewed or lost our mapping: republish where we are."""
         self.traversal.set_mapping(mapping)
@@ -208,7 +236,9 @@ class Node:
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (self.engine.next_deadline(),
                                  self.controller.gossip.next_deadline(),
-                                 self.traversal.next_deadline(), self._next_housekeeping)
+                                 self.traversal.next_deadline(), self._next_housekeeping,
+                                 self.names.next_deadline() if self._started is not None
+                                 else None)
                      if d is not None]
         return min(deadlines, default=None)
 
@@ -221,7 +251,20 @@ class Node:
             self.traversal.handle_timer(now)
         if now >= self._next_housekeeping:
             self._housekeeping(now)
+        self._resolve_due(now)
         self._after(now, mesh_activity=True)
+
+    def _configured_endpoints(self, name: str) -> tuple[Endpoint, ...]:
+        for node in self.mesh.nodes:
+            if node.name == name:
+                return node.endpoints
+        return next((() if wg.endpoint is None else (wg.endpoint,)
+                     for wg in self.mesh.wireguard if wg.name == name), ())
+
+    def _resolve_due(self, now: float) -> None:
+        names = self.names.due(now)
+        if names:
+            self._effects.append(Resolve(names))
 
     def _housekeeping(self, now: float) -> None:
         self._next_housekeeping = now + HOUSEKEEPING_EVERY_S
@@ -261,7 +304,7 @@ class Node:
     def _own_endpoints(self) -> list[Addr]:
         """Where others can reach us: the mesh file's static endpoints, a port mapping and
         what anchors see of us when anyone can send there, then our addresses."""
-        static = [(e.host, e.port) for e in self.me.endpoints]
+        static = list(self.names.expand(self.me.endpoints))
         public = self.traversal.public_endpoints()
         local = [(str(i.ip), self.me.port) for i in self._interfaces]
         return list(dict.fromkeys(static + public + local))[:MAX_ENDPOINTS]
@@ -330,6 +373,8 @@ class Node:
             happened, engine.events = engine.events, []
             for event in happened:
                 self._log(*event_text(event))
+                if isinstance(event, events.PeerUnanswered | events.HandshakeGaveUp):
+                    self.names.soon(self._configured_endpoints(event.peer), now)
             controller.engine_events(happened, now)
             traversal.engine_events(happened, now)
             mesh_activity = True

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
-from ..config import Mesh, Node
+from ..config import Endpoint, Mesh, Node
 from ..config.load import DEFAULT_KEEPALIVE_S
 from ..identity import Identity, x25519_public_from_ed25519
 from ..session.engine import PeerSpec
+
+Addr = tuple[str, int]
 
 
 class NotInMesh(LookupError):
@@ -28,8 +31,10 @@ def _host_networks(addresses: tuple) -> tuple:
     return tuple(ipaddress.ip_network(a) for a in addresses)
 
 
-def peer_specs(mesh: Mesh, me: Node) -> list[PeerSpec]:
-    """Every other node and every vanilla WireGuard peer, as the engine needs them.
+def peer_specs(mesh: Mesh, me: Node,
+               expand: Callable[[tuple[Endpoint, ...]], tuple[Addr, ...]]) -> list[PeerSpec]:
+    """Every other node and every vanilla WireGuard peer, as the engine needs them;
+    `expand` turns endpoints into addresses (names as they resolved, names.py).
 
     Anchors keep each other alive even in a mesh without keepalives (`keepalive_s = 0`):
     they are where everyone else recovers, so their sessions must never lapse."""
@@ -38,7 +43,7 @@ def peer_specs(mesh: Mesh, me: Node) -> list[PeerSpec]:
             name=node.name,
             static_public=x25519_public_from_ed25519(node.public_key),
             allowed_ips=_host_networks(node.addresses),
-            endpoints=tuple((e.host, e.port) for e in node.endpoints),
+            endpoints=expand(node.endpoints),
             keepalive_s=float(mesh.keepalive_s
                               or (DEFAULT_KEEPALIVE_S if me.anchor and node.anchor else 0)),
             node_id=node.public_key,
@@ -52,7 +57,7 @@ def peer_specs(mesh: Mesh, me: Node) -> list[PeerSpec]:
             name=wg.name,
             static_public=wg.public_key,
             allowed_ips=_host_networks(wg.addresses) + tuple(wg.allowed_ips),
-            endpoints=((wg.endpoint.host, wg.endpoint.port),) if wg.endpoint else (),
+            endpoints=expand((wg.endpoint,)) if wg.endpoint else (),
             keepalive_s=float(wg.keepalive_s),
         )
         for wg in mesh.wireguard

@@ -222,10 +222,11 @@ class Peer:
         self.send_keepalive_at = None
         return self.initiation
 
-    def punch(self, addr: Addr, now: float) -> None:
-        """Send our initiation to `addr` too: a hole punch (nat/punch.py). The pending one
-        is reused while fresh: every copy belongs to one handshake, and the responder's
-        TAI64N check answers only the first copy that gets through."""
+    def punch(self, addr: Addr, now: float, reason: str = "hole punch") -> None:
+        """Send our initiation to `addr` too: a hole punch (nat/punch.py), or an address
+        worth trying now (a name that resolved anew). The pending one is reused while
+        fresh: every copy belongs to one handshake, and the responder's TAI64N check
+        answers only the first copy that gets through."""
         if self.handshake is None or now - self.last_initiation_sent >= REKEY_TIMEOUT_S:
             self._new_initiation(now)
             if self.current is None:  # no session yet: retry it as any first contact
@@ -233,7 +234,7 @@ class Peer:
             # else a failed punch must leave the working (e.g. relayed) session alone
         assert self.initiation is not None
         self._engine.emit(self.initiation, addr)
-        self._engine.event(events.HandshakeInitiated(self.name, addr, "hole punch"))
+        self._engine.event(events.HandshakeInitiated(self.name, addr, reason))
 
     def _arm_retransmit(self, now: float) -> None:
         """timersHandshakeInitiated's retransmit timer, with our recovery backoff."""
