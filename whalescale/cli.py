@@ -151,10 +151,12 @@ def cmd_mesh_set(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     import trio
 
+    from .agent import logs
     from .agent.agent import Agent
     from .config import ConfigError, load_mesh
     from .node.specs import NotInMesh
 
+    logs.configure(args.log_format, verbose=args.verbose)  # journald's own form if stderr is it
     try:
         mesh = load_mesh(args.mesh)
         ident = identity.read_key_file(args.key)
@@ -436,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: wrr)")
     p.add_argument("--no-offload", action="store_true",
                    help="do not use TUN segmentation offloads (slower; for debugging)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text (default; under journald: a syslog priority, no timestamp) "
+                   "or json, one object a line for log shippers")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("reload", help="make the running agent re-read its mesh file",
