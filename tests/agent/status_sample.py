@@ -15,7 +15,8 @@ def peer(name: str, endpoint: str | None, path: str | None, **fields: Any) -> di
             "path": path, "session": path is not None, "reachable": path is not None,
             "last_handshake_s_ago": 3.2 if path else None,
             "last_received_s_ago": 1.0 if path else None, "rx_bytes": 123456,
-            "tx_bytes": 654321, "record_seq": 4, "multipath": None} | fields
+            "tx_bytes": 654321, "rx_packets": 100, "tx_packets": 200, "record_seq": 4,
+            "multipath": None} | fields
 
 
 MULTIPATH = {
@@ -24,14 +25,16 @@ MULTIPATH = {
                "backup": False, "weight": 2_500_000, "srtt_ms": 12.5, "min_rtt_ms": 11.0,
                "loss": 0.0, "mtu": 1440, "tx_packets": 10, "tx_bytes": 1_000_000,
                "rx_packets": 2, "rx_bytes": 2_000}],
-    "reorder": {"released": 5, "gaps_skipped": 0, "late_drops": 0, "max_depth": 1,
+    "reorder": {"held": 1, "released": 5, "gaps_skipped": 0, "late_drops": 0, "duplicates": 0,
+                "max_depth": 1,
                 "added_delay_mean_ms": 0.1, "added_delay_max_ms": 0.2},
 }
 
 
 def sample_status() -> dict[str, Any]:
     return {
-        "node": "alpha", "port": 51820, "anchor": False, "fingerprint": "abcd-efgh",
+        "node": "alpha", "port": 51820, "anchor": False, "version": "0.1.0",
+        "fingerprint": "abcd-efgh",
         "interface": "ws0",
         "anchors": {"health": "only one anchor reachable", "reachable": ["anchor1"],
                     "total": 2},
@@ -40,7 +43,8 @@ def sample_status() -> dict[str, Any]:
                   peer("charlie", SHORT_IPV6, "lan", multipath=MULTIPATH),
                   peer("delta", IPV6_ENDPOINT, None)],  # never reached
         "warnings": ["only one anchor reachable: run at least two anchors"],
-        "gossip": {}, "published": [IPV6_ENDPOINT, "198.51.100.7:51820"],
+        "gossip": {}, "handshakes": {"completed": 3}, "cookie_replies": {},
+        "published": [IPV6_ENDPOINT, "198.51.100.7:51820"],
         "addresses": ["10.0.0.5/24", "2001:db8:ffff:1234::5/64"],
         "nat": {"nat_type": "cone", "observed": "198.51.100.7:51820", "port_preserved": True,
                 "anchors_answered": 1, "port_mapping": None, "port_mapping_protocol": None,

@@ -77,20 +77,34 @@ def test_ping_says_lan_for_a_peer_on_a_shared_link(lab):
 def test_prometheus_metrics_on_the_address_the_mesh_file_names(lab):
     hosts = lab.star(["anchor", "laptop"])
     mesh = LabMesh(lab, keepalive_s=2)
-    anchor = mesh.add_node(hosts["anchor"], anchor=True,
-                           metrics=f"{hosts['anchor'].addr()}:9586")
+    anchor = mesh.add_node(hosts["anchor"], anchor=True, metrics=f"{hosts['anchor'].addr()}:9586")
     laptop = mesh.add_node(hosts["laptop"])
-    mesh.start_all()
+    mesh.write_mesh()
+    mesh.start("anchor")
+    mesh.start("laptop", "--log-format", "json")  # for a log shipper, beside the metrics
+    mesh.wait_up("anchor")
+    mesh.wait_up("laptop")
     assert laptop.host.ping(anchor.tunnel_addr, count=3)
-    scrape = anchor.host.run(sys.executable, "-c",
-                             "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
-                             f"'http://{hosts['anchor'].addr()}:9586/metrics').read().decode())")
-    text = scrape.stdout
-    assert "whalescale_sessions 1.0" in text
-    assert 'whalescale_handshakes_total{outcome="completed"}' in text
-    rx = [line for line in text.splitlines()
-          if line.startswith('whalescale_peer_rx_packets_total{peer="laptop"}')]
-    assert rx and float(rx[0].split()[-1]) > 0
-    assert "whalescale_gossip_records_total" in text and "whalescale_drops_total" in text
-    # off by default: the laptop serves nothing
-    assert "metrics" not in laptop.proc.log().lower()
+
+    families, metrics = anchor.scrape()
+    assert metrics["whalescale_sessions"] == 1
+    assert metrics['whalescale_handshakes_total{outcome="completed"}'] >= 1
+    assert metrics['whalescale_peer_rx_packets_total{peer="laptop"}'] > 0
+    assert {"whalescale_gossip_records_total", "whalescale_drops_total",
+            "whalescale_path_rtt_seconds",
+            "whalescale_reorder_held"} <= families  # no multipath peer: no path samples
+    # the laptop answered the pings across the routed star: up, reached directly
+    assert metrics['whalescale_peer_up{peer="laptop"}'] == 1
+    assert metrics['whalescale_peer_path{kind="direct",peer="laptop"}'] == 1
+    assert 0 <= metrics['whalescale_peer_last_handshake_age_seconds{peer="laptop"}'] < 60
+    assert metrics["whalescale_anchors"] == 0  # no other anchor: an anchor skips itself
+    assert metrics["whalescale_relay_channels"] == 0  # an anchor, relaying nobody
+    # an anchor does not probe its own NAT: the type stays unknown
+    assert metrics['whalescale_nat_type{type="unknown"}'] == 1
+    assert metrics['whalescale_cookie_replies_total{direction="sent"}'] == 0
+    (build,) = [s for s in metrics if s.startswith("whalescale_build_info{version=")]
+    assert metrics[build] == 1
+    # off by default: the laptop serves nothing, and logs one JSON object a line
+    entries = [json.loads(line) for line in laptop.proc.log().splitlines() if line.strip()]
+    assert any("up on ws0" in e["message"] for e in entries)
+    assert not any("metrics" in e["message"].lower() for e in entries)

@@ -21,16 +21,16 @@ pytestmark = pytest.mark.lab
 
 
 def two_path_mesh(lab, rates: list[float], mtus: tuple[int, ...] = (1500, 1500),
-                  delays_ms: tuple[float, ...] = (0.0, 0.0), backup: tuple[str, ...] = ()
-                  ) -> tuple[EmulatedLinks, LabMesh]:
+                  delays_ms: tuple[float, ...] = (0.0, 0.0), backup: tuple[str, ...] = (),
+                  metrics: str | None = None) -> tuple[EmulatedLinks, LabMesh]:
     """left and right over one emulated link per rate; `backup` names the interfaces
-    right uses only as backups."""
+    right uses only as backups; left serves Prometheus metrics at `metrics`, if given."""
     specs = [LinkSpec(rate_mbit=r, mtu=m, delay_ms=d)
              for r, m, d in zip(rates, mtus, delays_ms, strict=True)]
     bench = EmulatedLinks(lab, specs)
     mesh = LabMesh(lab, keepalive_s=5)
     interfaces = [f"path{k}" for k in range(len(rates))]
-    mesh.add_node(bench.left, interfaces=interfaces)
+    mesh.add_node(bench.left, interfaces=interfaces, metrics=metrics)
     right = mesh.add_node(bench.right, interfaces=[i for i in interfaces if i not in backup],
                           endpoint=f"{bench.links[0].right_addr}:51820")
     right.backup_interfaces = backup
@@ -105,6 +105,28 @@ def test_one_tcp_flow_uses_both_paths(lab):
     assert min(sent) > 0.3 * sum(sent), sent
     reorder = multipath_status(mesh, "right")["reorder"]
     assert reorder["released"] > 1000 and reorder["max_depth"] <= 128
+
+
+def test_metrics_show_each_paths_rtt_loss_and_mtu_and_the_reorder_buffer(lab):
+    # netem delays each link one way (5 and 20 ms): a path's round trip is at least that
+    _, mesh = two_path_mesh(lab, [20, 20], delays_ms=(5.0, 20.0), metrics="127.0.0.1:9586")
+    left, right = mesh.nodes["left"], mesh.nodes["right"]
+    wait_for_path_mtus(mesh, [1440, 1440])
+    assert left.host.ping(right.tunnel_addr, count=5)
+    _, metrics = left.scrape()
+    paths = sorted(series.removeprefix("whalescale_path_up") for series in metrics
+                   if series.startswith("whalescale_path_up{"))
+    assert paths == ['{path="0",peer="right"}', '{path="1",peer="right"}']
+    for labels in paths:
+        assert metrics[f"whalescale_path_up{labels}"] == 1
+        assert metrics[f"whalescale_path_mtu_bytes{labels}"] == 1440
+        assert 0 <= metrics[f"whalescale_path_loss_ratio{labels}"] <= 1
+        assert metrics[f"whalescale_path_rtt_seconds{labels}"] >= 0.005
+        assert metrics[f"whalescale_path_tx_packets_total{labels}"] > 0
+    assert max(metrics[f"whalescale_path_min_rtt_seconds{labels}"] for labels in paths) >= 0.02
+    assert metrics['whalescale_reorder_held{peer="right"}'] >= 0
+    assert 'whalescale_reorder_late_drops_total{peer="right"}' in metrics
+    assert metrics['whalescale_peer_up{peer="right"}'] == 1
 
 
 def test_one_flow_over_wifi_and_lte_delays_gets_clearly_more_than_the_fast_link_alone(lab):

@@ -203,6 +203,8 @@ def test_cookie_reply_under_load_then_mac2_accepted():
     # bob answered the initiation with a cookie reply, not a response
     assert sizes(pair) == [("alice", 148), ("bob", 64)]
     assert pair.bob.drops["cookie_required"] == 1
+    # counted for status and metrics at both ends
+    assert pair.bob.cookie_replies == {"sent": 1} and pair.alice.cookie_replies == {"accepted": 1}
     pair.advance(REKEY_TIMEOUT_S + 0.5)
     # the retry carries mac2 with the cookie: bob does the handshake
     assert ("bob", 92) in sizes(pair)
@@ -217,6 +219,7 @@ def test_forged_cookie_reply_is_ignored():
     forged = wire.build_cookie_reply(sender, b"\0" * 24, b"\1" * 32)
     pair.alice.receive_datagram(forged, ("10.0.0.2", 51820), 0.0)
     assert pair.alice.drops["bad_cookie_reply"] == 1
+    assert not pair.alice.cookie_replies
 
 
 def test_handshake_flood_from_one_source_is_rate_limited():

@@ -51,6 +51,17 @@ _RECV_BATCH_BYTES = 4 * 1024 * 1024
 _TUN_BATCH_FRAMES = 64
 
 
+@functools.cache
+def version() -> str:
+    """The installed package's version, for status and the metrics' build info."""
+    import importlib.metadata  # here: it costs start-up time, and only status asks
+
+    try:
+        return importlib.metadata.version("whalescale")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
 class Agent:
     def __init__(self, node: Node, *, mesh_path: Path | None, state_dir: Path,
                  interface: str, sockets: Sockets, tun: TunDevice, cache: CacheWriter,
@@ -136,7 +147,7 @@ class Agent:
             nursery.start_soon(self._timer)
             nursery.start_soon(self._cache.run)
             if self._exporter is not None:
-                nursery.start_soon(self._exporter.run, self._metrics)
+                nursery.start_soon(self._exporter.run, self.status)
             await nursery.start(self._watch_addresses)
             gateway = None if self.me.anchor else nat.default_gateway()
             if gateway is not None:  # in the background: start-up never waits for a router
@@ -306,7 +317,7 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         report = self.node.status(trio.current_time())
-        report |= {"fingerprint": fingerprint(self.node.identity.public),
+        report |= {"version": version(), "fingerprint": fingerprint(self.node.identity.public),
                    "interface": self.interface, "drops": self.drops()}
         return report
 
@@ -315,9 +326,6 @@ class Agent:
         merged = dict(self.node.engine.drops)
         merged.update((f"tun_{reason}", count) for reason, count in self._tun.drops.items())
         return merged
-
-    def _metrics(self) -> dict[str, object]:
-        return self.node.metrics() | {"drops": self.drops()}
 
     async def _ping(self, target: str, timeout_s: float) -> dict[str, Any]:
         """A PING through the session with `target` (a name or a tunnel address); the answer

@@ -61,6 +61,18 @@ class MeshNode:
         return [(m[1], m[2], float(m[3]) if m[3] else None)
                 for m in _ESTABLISHED.finditer(self.proc.log())]
 
+    def scrape(self) -> tuple[set[str], dict[str, float]]:
+        """One scrape of its agent's Prometheus endpoint, from inside its host: the
+        families (a family with nothing to show yet has no sample) and {series: value}."""
+        assert self.metrics is not None, f"{self.name} serves no metrics"
+        text = self.host.run(sys.executable, "-c",
+                             "import sys, urllib.request; sys.stdout.write(urllib.request."
+                             f"urlopen('http://{self.metrics}/metrics').read().decode())").stdout
+        lines = text.splitlines()
+        families = {line.split()[2] for line in lines if line.startswith("# TYPE ")}
+        return families, {series: float(value) for series, value in
+                          (line.rsplit(" ", 1) for line in lines if line and line[0] != "#")}
+
 
 @attrs.define
 class WireGuardGoNode:

@@ -467,6 +467,7 @@ class MultipathLink:
                 "rx_bytes": self.received[path_id].bytes if path_id in self.received else 0,
             } for path_id, (local, remote) in sorted(self._pair_of.items())],
             "reorder": {
+                "held": self.reorder.depth,  # packets waiting for a gap to fill, now
                 "released": stats.released, "gaps_skipped": stats.gaps_skipped,
                 "skipped_by": dict(stats.skipped_by),
                 "late_drops": stats.late_drops, "duplicates": stats.duplicates,

@@ -426,7 +426,7 @@ class Node:
         effects, self._effects = self._effects, []
         return effects
 
-    # ----- for status and metrics ---------------------------------------------------------------
+    # ----- for status and metrics (the exporter reads the status) ---------------------------
 
     def status(self, now: float) -> dict[str, object]:
         seqs = self.controller.record_seqs()
@@ -449,21 +449,10 @@ class Node:
             "peers": sorted(peers, key=lambda p: (not p["anchor"], p["name"])),
             "warnings": warnings,
             "gossip": dict(self.controller.gossip.counters),
+            "handshakes": dict(self.engine.handshake_outcomes),
+            "cookie_replies": dict(self.engine.cookie_replies),
             "published": [endpoint_text(a) for a in self._published],
             "addresses": [str(i) for i in self._interfaces],
             "nat": self.traversal.status(now),
         }
 
-    def metrics(self) -> dict[str, object]:
-        """Counters for Prometheus, copied: the exporter reads them from another thread."""
-        peers = list(self.engine.peers.values())
-        return {
-            "peers": len(peers),
-            "sessions": sum(p.current is not None for p in peers),
-            "handshakes": dict(self.engine.handshake_outcomes),
-            "per_peer": {p.name: {"rx_bytes": p.rx_bytes, "tx_bytes": p.tx_bytes,
-                                  "rx_packets": p.rx_packets, "tx_packets": p.tx_packets}
-                         for p in peers},
-            "drops": dict(self.engine.drops),
-            "gossip": dict(self.controller.gossip.counters),
-        }

@@ -42,6 +42,8 @@ def peer_status(peer: Peer, anchor: bool, now: float, interfaces: list[Interface
         "last_received_s_ago": _ago(peer.last_received_at, now),
         "rx_bytes": peer.rx_bytes,
         "tx_bytes": peer.tx_bytes,
+        "rx_packets": peer.rx_packets,
+        "tx_packets": peer.tx_packets,
         "record_seq": record_seq,  # its self-attested gossip record, if we hold one
         "multipath": peer.mp.status(scheduler) if peer.mp is not None else None,
     }

@@ -125,6 +125,7 @@ class Engine:
         self.events: list[events.Event] = []
         self.drops: Counter[str] = Counter()
         self.handshake_outcomes: Counter[str] = Counter()  # completed, timed_out
+        self.cookie_replies: Counter[str] = Counter()  # sent, accepted: how often load shed
         self._pending_handshakes: dict[int, Peer] = {}  # our initiations, by sender index
         self._control: dict[control.Kind, ControlHandler] = {
             control.Kind.PING: self._answer_ping,
@@ -427,6 +428,7 @@ class Engine:
             nonce, sealed = self._cookies.make_reply(raw, mac1_offset, addr, now)
             self.emit(wire.build_cookie_reply(receiver, nonce, sealed), addr)
             self.event(events.CookieReplySent(addr))
+            self.cookie_replies["sent"] += 1
             self.drops["cookie_required"] += 1
             return False
         return True
@@ -486,6 +488,8 @@ class Engine:
         peer = self._pending_handshakes.get(msg.receiver)
         if peer is None or not peer.cookies.consume_reply(msg.nonce, msg.encrypted_cookie, now):
             self.drops["bad_cookie_reply"] += 1
+            return
+        self.cookie_replies["accepted"] += 1
 
     # ----- time -------------------------------------------------------------
 
