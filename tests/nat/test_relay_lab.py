@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.gap_probe import ECHO, PROBE
+from whalescale.lab import gaps
 from whalescale.lab.scenario import SCENARIO_DIR, build, load, run_check, start_mesh
 
 pytestmark = pytest.mark.lab
@@ -120,9 +120,8 @@ def test_reloads_never_cut_a_relayed_session(lab):
     for check in scenario.checks:
         assert run_check(mesh, check).passed, check.describe()
     a, b = mesh.nodes["peer-a"], mesh.nodes["peer-b"]
-    echo = b.host.spawn(sys.executable, "-c", ECHO, b.tunnel_addr, str(PORT))
-    assert echo.wait_for_log("ready", 10)
-    probe = a.host.spawn(sys.executable, "-c", PROBE, b.tunnel_addr, str(PORT), "12")
+    gaps.start_echo(b.host, b.tunnel_addr, PORT)
+    probe = gaps.start_probe(a.host, b.tunnel_addr, PORT, 12)
     rng = random.Random(5)
     time.sleep(1.0)
     for i in range(10):
@@ -134,8 +133,7 @@ def test_reloads_never_cut_a_relayed_session(lab):
             reload = a.host.run(sys.executable, "-m", "whalescale", "reload",
                                 "--state-dir", str(mesh.state_dir("peer-a")))
             assert "reload applied" in reload.stdout, reload.stdout + reload.stderr
-    assert probe.wait_for_log(r"\{.*\}", 30)
-    result = json.loads(re.findall(r"\{.*\}", probe.log())[-1])
+    result = gaps.result(probe)
     assert result["answered"] >= result["sent"] - 3, result
     assert result["longest_gap_s"] < 1.0, result
     peers = {p["name"]: p for p in status(mesh, "peer-a")["peers"]}
