@@ -293,21 +293,37 @@ def cmd_lab_demo(args: argparse.Namespace) -> int:
     return run_demo(nodes=args.nodes, seconds=args.seconds)
 
 
-def cmd_lab_nat_matrix(args: argparse.Namespace) -> int:
+def _with_nebula(args: argparse.Namespace) -> bool:
+    """Run the nebula reference unless told not to; say so when it is not installed."""
     import shutil
-
-    from .lab.natmatrix import EXPECTED_WHALESCALE, render_side_by_side, run_matrices
 
     with_nebula = not args.no_nebula and shutil.which("nebula") is not None
     if not with_nebula and not args.no_nebula:
         print("whalescale: nebula is not installed (apt install nebula); whalescale only",
               file=sys.stderr)
+    return with_nebula
+
+
+def cmd_lab_nat_matrix(args: argparse.Namespace) -> int:
+    from .lab.natmatrix import EXPECTED_WHALESCALE, render_side_by_side, run_matrices
+
+    with_nebula = _with_nebula(args)
     ours, nebula = run_matrices(with_nebula=with_nebula)
     table = render_side_by_side(ours, nebula)
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")
     return EXIT_OK if ours.paths() == EXPECTED_WHALESCALE else EXIT_INVALID
+
+
+def cmd_lab_roam(args: argparse.Namespace) -> int:
+    from .lab.roam import render, run_roam
+
+    table = render(run_roam(runs=args.runs, with_nebula=_with_nebula(args)))
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+    return EXIT_OK
 
 
 def cmd_bench_tunnel(args: argparse.Namespace) -> int:
@@ -507,6 +523,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
     p.add_argument("--no-nebula", action="store_true", help="skip the nebula reference run")
     p.set_defaults(func=cmd_lab_nat_matrix)
+    p = lab.add_parser("roam", help="roaming gaps, whalescale vs nebula",
+                       description="Build one anchor and two peers behind port-restricted "
+                       "NATs, run Debian's nebula and then whalescale on it, and print how "
+                       "long a flow through the tunnel goes unanswered (a datagram every "
+                       "0.1 s) when a peer moves, when its gateway's public address changes "
+                       "and when the gateways forget their NAT state, beside the time to "
+                       "the first answer. Needs root; about 90 s a run.")
+    p.add_argument("--runs", type=int, default=1, help="rounds of both VPNs (medians)")
+    p.add_argument("--no-nebula", action="store_true", help="whalescale only")
+    p.add_argument("--out", type=Path, help="also write the table to this file")
+    p.set_defaults(func=cmd_lab_roam)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True, metavar="BENCH_COMMAND")
