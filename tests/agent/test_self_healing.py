@@ -47,14 +47,20 @@ def status(mesh: LabMesh, name: str) -> dict:
     return json.loads(out)
 
 
-def test_six_node_mesh_heals_itself(lab):
-    hosts = lab.star(ANCHORS + PEERS)
+def start_star(lab, anchors: list[str], peers: list[str]) -> tuple[dict, LabMesh]:
+    """One host per node on a star; the anchors' endpoints alone are in the mesh file."""
+    hosts = lab.star(anchors + peers)
     mesh = LabMesh(lab, keepalive_s=2)
-    for name in ANCHORS:
+    for name in anchors:
         mesh.add_node(hosts[name], anchor=True)
-    for name in PEERS:
+    for name in peers:
         mesh.add_node(hosts[name], static_endpoint=False)
     mesh.start_all()
+    return hosts, mesh
+
+
+def test_six_node_mesh_heals_itself(lab):
+    hosts, mesh = start_star(lab, ANCHORS, PEERS)
     everyone = ANCHORS + PEERS
 
     # (1) peers know only the anchors; gossip tells them about each other

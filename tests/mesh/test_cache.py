@@ -186,6 +186,15 @@ def test_next_self_seq_strictly_increases_across_reopen(path: Path) -> None:
     assert seen == list(range(1, 13))
 
 
+def test_a_seq_the_mesh_held_for_us_is_never_handed_out_again(path: Path) -> None:
+    with LkgCache.open(path) as cache:
+        assert cache.reserve_self_seqs(10) == 1
+        cache.raise_self_seq(2**40)  # above what we reserved: the floor moves up
+        cache.raise_self_seq(5)  # below it: nothing changes
+    with LkgCache.open(path) as cache:
+        assert cache.next_self_seq() == 2**40 + 1
+
+
 # --- Bad input ------------------------------------------------------------------------
 BAD_CALLS = [
     ("short peer id", lambda c: c.record_contact(b"x" * 31, "10.0.0.1", 1, "ipv4", 1.0)),

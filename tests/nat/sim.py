@@ -134,10 +134,22 @@ class Internet:
         for host in self.nodes.values():
             host.node = Node(mesh, host.ident, random_bytes=self._rng.randbytes)
         for host in self.nodes.values():
-            assert host.node is not None
-            host.node.set_interfaces(host.interfaces(), self.now)
-            host.node.start(self.now, wall_offset=1.8e9)
+            self._start(host)
         self.pump()
+
+    def restart(self, name: str, *, next_self_seq: int) -> None:
+        """The host's agent starts again without its LKG cache (no cached endpoints), its
+        own records' seqs from `next_self_seq` (the block a cache would reserve)."""
+        host = self.nodes[name]
+        host.node = Node(parse_mesh(self.mesh_text(), "sim.toml"), host.ident,
+                         random_bytes=self._rng.randbytes, next_self_seq=next_self_seq)
+        self._start(host)
+        self.pump()
+
+    def _start(self, host: Host) -> None:
+        assert host.node is not None
+        host.node.set_interfaces(host.interfaces(), self.now)
+        host.node.start(self.now, wall_offset=1.8e9)
 
     def reload(self, name: str) -> None:
         """What SIGHUP does: the node applies its (unchanged) mesh file again."""

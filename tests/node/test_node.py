@@ -116,3 +116,28 @@ def test_a_node_that_moves_is_found_again_though_only_the_other_end_sends():
     assert net.endpoint("b", "a") == ("198.18.0.9", 51820)
     assert longest_gap < 1.5, longest_gap  # 0.3 s settling, a 0.5 s punch
     assert any("our addresses changed, looking for a new path" in line for line in a.log)
+
+
+def test_a_node_that_lost_its_cache_and_moved_is_followed_by_its_peers():
+    """a's earlier runs left its record at seq 2**32 + 1 (its second start's block) with
+    the others; now it starts with no cache (seqs from 1 again) at a new address. The
+    neighbours it asks send that record back; a publishes above it, and b holds a's new
+    endpoints instead of counting its records as `replayed_or_older`."""
+    net = Internet()
+    net.add("anchor-1", "198.51.100.1", anchor=True)
+    net.add("anchor-2", "198.51.100.2", anchor=True)
+    a = net.add("a", "203.0.113.10")
+    net.add("b", "203.0.113.20")
+    net.start()
+    net.restart("a", next_self_seq=2**32 + 1)  # a warm restart: the cache's second block
+    net.run(10.0)
+    b_gossip = net.nodes["b"].node.controller.gossip
+    assert b_gossip.current(a.ident.public).seq == 2**32 + 1
+    a.address = "203.0.113.77"
+    net.restart("a", next_self_seq=1)  # the state dir wiped
+    net.run(5.0)
+    record = b_gossip.current(a.ident.public)
+    assert record.seq > 2**32 + 1
+    assert ("203.0.113.77", 51820) in [(e.host, e.port) for e in record.endpoints]
+    assert any("gossip: the mesh holds our record at seq 4294967297" in line
+               for line in a.log), a.log[-20:]

@@ -239,6 +239,8 @@ class Agent:
             case StoredRecord():
                 if effect.peer_id != self.node.identity.public:
                     self._cache.store_record(effect)
+                else:  # ours: only its seq matters, above a seq the mesh sent back
+                    self._cache.keep_self_seq(effect.seq)
             case FindRoutes(targets):
                 self.node.probe(nat.routes(list(targets)), trio.current_time())
             case Resolve(names):

@@ -33,6 +33,7 @@ class CacheWriter:
         self._cache = cache
         self.endpoints = endpoints  # by node ID, as read at start
         self.next_self_seq = next_self_seq
+        self._reserved_end = next_self_seq + SELF_SEQS_PER_START  # the first seq not ours
         self._queue: list[Write] = []
         self._wake = trio.Event()
 
@@ -61,6 +62,16 @@ class CacheWriter:
     def store_record(self, record: StoredRecord) -> None:
         self._enqueue(lambda c: c.store_record(record.peer_id, list(record.endpoints),
                                                record.seq, record.self_attested))
+
+    def keep_self_seq(self, seq: int) -> None:
+        """We published our record at `seq`: beyond the seqs reserved at start (the mesh sent
+        back a higher one of ours, mesh/gossip.py), reserve a block from it, so that the
+        next start signs above it without asking the mesh again."""
+        if seq < self._reserved_end:
+            return
+        self._reserved_end = seq + SELF_SEQS_PER_START
+        last = self._reserved_end - 1
+        self._enqueue(lambda c: c.raise_self_seq(last))
 
     def follow_mesh(self, mesh: Mesh, me: Node) -> None:
         """A reloaded mesh: its peers' names and roles; peers out of it are forgotten."""

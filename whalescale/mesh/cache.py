@@ -395,6 +395,16 @@ class LkgCache:
     def reserve_self_seqs(self, count: int) -> int:
         """The first of `count` seqs for our own records, none ever handed out again.
         Committed before returning, with a full sync (see _connect)."""
+        last = self._update_self_seq("last_self_seq + ?", count)
+        return last - count + 1
+
+    def raise_self_seq(self, at_least: int) -> None:
+        """Hand out no seq up to `at_least` any more (one the mesh held for us, and those
+        reserved above it; past 2^63-1, up to that); a lower value changes nothing. Fully
+        synced like reserving."""
+        self._update_self_seq("max(last_self_seq, ?)", _check_seq(min(at_least, _MAX_SEQ)))
+
+    def _update_self_seq(self, expression: str, value: int) -> int:
         try:
             try:
                 self._db.execute("PRAGMA synchronous = FULL")
@@ -402,12 +412,12 @@ class LkgCache:
                 raise CacheError(self.path, f"cannot set synchronous: {exc}") from exc
             with self._write() as db:
                 (last,) = db.execute(
-                    "UPDATE self_state SET last_self_seq = last_self_seq + ?"
-                    " WHERE id = 1 RETURNING last_self_seq", (count,)).fetchone()
+                    f"UPDATE self_state SET last_self_seq = {expression}"
+                    " WHERE id = 1 RETURNING last_self_seq", (value,)).fetchone()
         finally:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA synchronous = NORMAL")
-        return last - count + 1
+        return last
 
     def set_state(self, key: str, value: str | None) -> None:
         """Small key/value state for the agent; None deletes the key."""

@@ -137,14 +137,14 @@ class MeshController:
     # ----- our own record ---------------------------------------------------
 
     def publish_self(self, endpoints: list[Addr], now: float) -> EndpointRecord:
-        record = self.gossip.publish_self([gossip_endpoint(a) for a in endpoints], now)
-        self._store(record)
-        return record
+        """Sign our endpoints; after_batch hands the record to the cache (its seq is the
+        shell's to keep), as it does when gossip republishes above a returned seq."""
+        return self.gossip.publish_self([gossip_endpoint(a) for a in endpoints], now)
 
     # ----- after each batch -------------------------------------------------
 
     def after_batch(self, now: float) -> None:
-        for node_id in self.engine.node_ids:
+        for node_id in (*self.engine.node_ids, self.gossip.id):  # ours: no peer, no hints
             record = self.gossip.current(node_id)
             hints = self.gossip.hints(node_id)
             if (record is not None and record.seq != self._applied_seq.get(node_id)) or \

@@ -18,7 +18,8 @@ Rules for records (§3.6 "Conflict Resolution"):
 - a self-attested record must be signed by its peer, and orders by seq only;
 - an observation is stored apart, newest seq per (signer, peer): it never
   replaces or moves a self-attested endpoint;
-- a record about ourselves from anyone else is ignored;
+- a record about ourselves from anyone else is ignored; one we signed, with a seq
+  at or above ours, says we lost our state (below, "Our own seq");
 - an equal seq with different content keeps the first (the signer equivocated).
 
 Propagation (anti-patterns 2.4): a newly accepted record is pushed to `fanout`
@@ -34,6 +35,16 @@ what changed (so a hub's leaves, which the bounded push skipped, catch up in
 one interval); otherwise to one random neighbour. A differing DIGEST is
 answered by the bucket hashes, differing buckets by a SUMMARY of them; whoever
 receives the SUMMARY pushes what the other lacks and REQUESTs what it lacks.
+
+Our own seq: the shell's counter restarts low when the LKG cache is lost (a
+wiped state dir), while the mesh still holds our record at a higher seq and
+would ignore every new one as `replayed_or_older`. So each neighbour, when it
+first connects in a run, gets a REQUEST for our own record (any release answers
+it); a SUMMARY showing a higher seq for us is answered by the same REQUEST. A
+record of ours at or above our seq comes back signed by us: we take its seq as
+our floor and republish our endpoints above it at once (at most once per
+`own_republish_spacing_s`, so two nodes run with one key cannot outbid each
+other at gossip speed).
 
 The wire format of the payloads is in gossip_messages.py.
 """
@@ -91,6 +102,7 @@ class GossipParams:
     anti_entropy_min_s: float = 2.0  # after a change; lets the push wave pass first
     jitter: float = 0.25  # timers wait interval * (1 + jitter * U[0, 1))
     first_exchange_s: float = 1.0  # DIGEST to a newly connected neighbour
+    own_republish_spacing_s: float = 30.0  # between republishes above a returned record
 
 
 @attrs.define
@@ -131,6 +143,7 @@ class GossipNode:
         self.members: frozenset[bytes] = frozenset(members) | {self.id}
         self.outbox: list[tuple[bytes, bytes]] = []
         self.counters: Counter[str] = Counter()
+        self.log_lines: list[str] = []  # for the node's log, drained by it
         # peer -> signer -> (record, its bytes); signer == peer is the self-attested one
         self._records: dict[bytes, dict[bytes, tuple[EndpointRecord, bytes]]] = {}
         self._bucket_hashes: list[bytes | None] = [None] * BUCKETS  # None: recompute
@@ -142,6 +155,10 @@ class GossipNode:
         self._digest_at = float("inf")
         self._changed: set[bytes] = set()  # peers whose record changed since the last digest
         self._observed: dict[bytes, list[GossipEndpoint]] = {}  # what we saw, newest first
+        self._own_seq = 0  # the highest seq we know we signed, this run or before it
+        self._asked_own: set[bytes] = set()  # neighbours asked for our record this run
+        self._republish_at: float | None = None  # a paced republish above a returned seq
+        self._republish_not_before = float("-inf")
         p = self.params
         self._receive_budget = TokenBuckets(p.receive_rate_per_s, p.receive_burst)
         self._send_budget = TokenBuckets(p.send_rate_per_s, p.send_burst)
@@ -205,9 +222,13 @@ class GossipNode:
             self._known[new] = {}
             self._outgoing[new] = _Outgoing()
             self._first_exchange_at[new] = now + self._jittered(self.params.first_exchange_s)
+            if new not in self._asked_own:  # does it hold ours above our seq? (Our own seq)
+                self._asked_own.add(new)
+                self._send_control(new, encode_request(Request((self.id,))))
         self._neighbours = sorted(wanted)
         if self._neighbours and self._digest_at == float("inf"):
             self._digest_at = now + self._jittered(self._interval_s)
+        self._flush(now)
 
     def restore(self, saved: Iterable[EndpointRecord]) -> None:
         """Records from the LKG cache at start-up: checked like any other, not forwarded."""
@@ -216,21 +237,47 @@ class GossipNode:
                 own = self.current(self.id)
                 if self._verify(record) and (own is None or record.seq > own.seq):
                     self._store(record, records.encode_record(record))
+                    self._own_seq = max(self._own_seq, record.seq)
                 continue
             self._accept(None, record, records.encode_record(record), now=None)
 
     # ----- local events ----------------------------------------------------
 
     def publish_self(self, endpoints: Iterable[GossipEndpoint], now: float) -> EndpointRecord:
-        """Sign and spread our endpoints under the next seq; the caller persists it."""
-        seq = self._next_seq()
-        own = self.current(self.id)
-        if own is not None and seq <= own.seq:
-            raise ValueError(f"next_seq() gave {seq}, not above our last seq {own.seq}")
-        record = records.sign_self(self.identity, tuple(endpoints), seq)
+        """Sign and spread our endpoints under the next seq (above any of ours we know of);
+        the caller persists it."""
+        self._republish_at = None  # whatever was due goes out now
+        record = records.sign_self(self.identity, tuple(endpoints), self._new_seq())
         self._spread(record, records.encode_record(record), None, now)
         self._flush(now)
         return record
+
+    def _new_seq(self) -> int:
+        """The shell's next seq, or above a seq of ours the mesh sent back if that is higher."""
+        self._own_seq = max(self._next_seq(), self._own_seq + 1)
+        return self._own_seq
+
+    def _own_record_returned(self, record: EndpointRecord, now: float | None) -> None:
+        """A record we signed, at or above our seq, came back: we lost our state. Publish
+        above it, paced (Our own seq); before our first publish, only note the floor."""
+        if record.seq >= records.MAX_SEQ:
+            self.counters["own_seq_exhausted"] += 1  # nothing above it to sign with
+            return
+        self.counters["own_seq_returned"] += 1
+        self._own_seq = max(self._own_seq, record.seq)
+        if self.current(self.id) is None or now is None:
+            return
+        self.log_lines.append(f"the mesh holds our record at seq {record.seq} (was our state "
+                              f"lost?); publishing above it")
+        self._republish_at = max(now, self._republish_not_before)
+        if now >= self._republish_at:
+            self._republish(now)
+
+    def _republish(self, now: float) -> None:
+        own = self.current(self.id)
+        if own is not None:
+            self.publish_self(own.endpoints, now)
+            self._republish_not_before = now + self.params.own_republish_spacing_s
 
     def observe(self, peer_id: bytes, endpoint: GossipEndpoint,
                 now: float) -> EndpointRecord | None:
@@ -243,7 +290,7 @@ class GossipNode:
         if seen and seen[0] == endpoint:
             return None
         seen[:] = [endpoint, *(e for e in seen if e != endpoint)][: records.MAX_ENDPOINTS]
-        record = records.sign_observation(self.identity, peer_id, seen, self._next_seq())
+        record = records.sign_observation(self.identity, peer_id, seen, self._new_seq())
         self._spread(record, records.encode_record(record), None, now)
         self._flush(now)
         return record
@@ -294,6 +341,11 @@ class GossipNode:
             reason = "forged_self_attestation"
         elif peer_id == self.id:
             reason = "about_self"  # we are the authority on ourselves
+            own = self.current(self.id)
+            if record.self_attested and (own is None or record.seq >= own.seq) \
+                    and self._verify(record):
+                self._own_record_returned(record, now)  # counted there
+                return False
         elif not self._verify(record):
             reason = "bad_signature"
         elif stored is not None and record.seq < stored[0].seq:
@@ -397,8 +449,7 @@ class GossipNode:
                 known[peer_id] = max(known.get(peer_id, -1), seq)
             own = self.current(peer_id)
             if own is None or seq > own.seq:
-                if peer_id != self.id:
-                    wanted.append(peer_id)
+                wanted.append(peer_id)  # ours too: a higher seq of ours (Our own seq)
             elif seq < own.seq and peer_id != from_id:
                 self._push_current(from_id, peer_id)
         for bucket in range(BUCKETS):
@@ -425,11 +476,15 @@ class GossipNode:
     def next_deadline(self) -> float | None:
         times = [t for n, q in self._outgoing.items() if q and (t := q.retry_at) is not None]
         times += self._first_exchange_at.values()
+        if self._republish_at is not None:
+            times.append(self._republish_at)
         if self._neighbours:
             times.append(self._digest_at)
         return min(times, default=None)
 
     def handle_timer(self, now: float) -> None:
+        if self._republish_at is not None and now >= self._republish_at:
+            self._republish(now)
         for neighbour, at in list(self._first_exchange_at.items()):
             if at <= now:
                 del self._first_exchange_at[neighbour]

@@ -80,15 +80,20 @@ class Network:
         members = [i.public for i in identities.values()]
         self.nodes: dict[str, SimNode] = {}
         self._by_id: dict[bytes, SimNode] = {}
+        self._new_gossip = functools.partial(GossipNode, members=members, params=params,
+                                             verify_record=verify_record)
+        self._seed = seed
         for name, identity in identities.items():
-            rng = random.Random(f"{seed}:{name}:random")
             node = SimNode(name, identity, None)  # type: ignore[arg-type]
-            node.gossip = GossipNode(identity, members, random_bytes=rng.randbytes,
-                                     next_seq=node.next_seq, params=params,
-                                     verify_record=verify_record)
+            node.gossip = self._start(node)
             self.nodes[name] = node
             self._by_id[identity.public] = node
             self._timer_at[name] = None
+
+    def _start(self, node: SimNode) -> GossipNode:
+        rng = random.Random(f"{self._seed}:{node.name}:random")
+        return self._new_gossip(node.identity, random_bytes=rng.randbytes,
+                                next_seq=node.next_seq)
 
     def __getitem__(self, name: str) -> SimNode:
         return self.nodes[name]
@@ -103,6 +108,15 @@ class Network:
         self._links.pop((a, b), None)
         self._links.pop((b, a), None)
         self._neighbours_changed(a, b)
+
+    def restart_wiped(self, name: str) -> None:
+        """The node restarts with its state lost: a new GossipNode holding nothing, its seq
+        counter from 1 again; its links come up again."""
+        node = self.nodes[name]
+        node.last_seq = 0
+        node.gossip = self._start(node)
+        self._timer_at[name] = None
+        self._neighbours_changed(name)
 
     def neighbours(self, name: str) -> list[str]:
         return [b for (a, b) in self._links if a == name]

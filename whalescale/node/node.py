@@ -387,10 +387,10 @@ class Node:
         if traversal.tick_at is not None and self._started is not None:
             self._next_housekeeping = min(self._next_housekeeping, traversal.tick_at)
             traversal.tick_at = None
-        if traversal.log_lines:
-            for line in traversal.log_lines:
-                self._log(logging.INFO, f"nat: {line}")
-            traversal.log_lines = []
+        for prefix, core in (("nat", traversal), ("gossip", controller.gossip)):
+            for line in core.log_lines:
+                self._log(logging.INFO, f"{prefix}: {line}")
+            core.log_lines = []
 
     def _log(self, level: int, message: str) -> None:
         self._effects.append(Log(level, message))
