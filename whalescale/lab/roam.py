@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from . import gaps
 from .errors import LabError
 from .lab import Lab
-from .mesh import LabMesh
 from .natlab import VPN_PORT
 from .nebula import NebulaMesh
 from .netns import Host
-from .scenario import SCENARIO_DIR, build, load
+from .scenario import SCENARIO_DIR, build, load, mesh_of
 
 PROBE_S = 8.0  # per disturbance: 1.5 s before it, the rest to recover
 DISTURB_AFTER_S = 1.5
@@ -92,13 +91,7 @@ def _disturbances(hosts: dict[str, Host], tunnel: dict[str, str]) -> dict[str, f
 
 
 def _whalescale(lab: Lab, hosts: dict[str, Host]) -> Run:
-    scenario = load(SCENARIO_DIR / "nat-anchor.toml")
-    mesh = LabMesh(lab, port=scenario.mesh.port, keepalive_s=scenario.mesh.keepalive_s)
-    for spec in scenario.hosts:
-        if spec.node is not None:
-            mesh.add_node(hosts[spec.name], anchor=spec.node.anchor,
-                          tunnel_addr=spec.node.address, static_endpoint=spec.node.endpoint)
-    mesh.write_mesh()
+    mesh = mesh_of(lab, load(SCENARIO_DIR / "nat-anchor.toml"), hosts)
     tunnel = {name: node.tunnel_addr for name, node in mesh.nodes.items()}
     started = time.monotonic()
     try:

@@ -246,13 +246,20 @@ def build(lab: Lab, scenario: Scenario) -> dict[str, Host]:
     return hosts
 
 
-def start_mesh(lab: Lab, scenario: Scenario, hosts: dict[str, Host]) -> LabMesh:
-    """Keys, one mesh file and a running agent for every node of the scenario."""
+def mesh_of(lab: Lab, scenario: Scenario, hosts: dict[str, Host]) -> LabMesh:
+    """Keys and one mesh file for every node of the scenario (nothing runs yet)."""
     mesh = LabMesh(lab, port=scenario.mesh.port, keepalive_s=scenario.mesh.keepalive_s)
     for spec in scenario.hosts:
         if spec.node is not None:
             mesh.add_node(hosts[spec.name], anchor=spec.node.anchor,
                           tunnel_addr=spec.node.address, static_endpoint=spec.node.endpoint)
+    mesh.write_mesh()
+    return mesh
+
+
+def start_mesh(lab: Lab, scenario: Scenario, hosts: dict[str, Host]) -> LabMesh:
+    """Keys, one mesh file and a running agent for every node of the scenario."""
+    mesh = mesh_of(lab, scenario, hosts)
     mesh.start_all()
     return mesh
 
