@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import identity
 from .multipath.scheduler import SCHEDULERS
+from .version import version
 
 if TYPE_CHECKING:
     from .agent.show import Block
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A peer-to-peer mesh VPN: one mesh file, WireGuard-compatible sessions.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("keygen", help="create a new private key file",
