@@ -9,9 +9,12 @@ namespace has no route into the lab). What a host must own is made per host:
 - /var/lib/whalescale (the unit's state directory, kept at its default): `ip netns exec`
   gives sshd a mount namespace of its own, and sshd's start-up command binds a per-host
   directory over the path there, invisible to the machine and to the other hosts.
-- the virtualenv, the command, the unit, the pidfile and the agent's log: lab inventory
-  values under the lab's temporary directory, one directory per host, never the machine's
-  /usr/local/bin or /etc/systemd.
+- the installation (the wheel, the virtualenv), the command, the unit, the pidfile and the
+  agent's log: lab inventory values under the lab's temporary directory, one directory per
+  host, never the machine's /opt, /usr/local/bin or /etc/systemd.
+
+The hosts get the release artifact: this checkout's wheel (built once per session, as the role
+builds it), installed with its real dependencies, and nothing else of the checkout.
 
 The lab has no systemd as PID 1, so the role takes its start-stop-daemon path: the agents
 are daemons the lab did not spawn, and this file stops them by their pidfiles.
@@ -39,6 +42,8 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The installed command, away from the checkout (a PYTHONPATH to it would shadow the wheel's).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 NODES = {"anchor1": "100.96.0.1", "peer1": "100.96.0.2", "peer2": "100.96.0.3"}
 ANCHORS = ["anchor1"]
 PORT = 51820
@@ -87,18 +92,27 @@ def _start_sshd(lab: Lab, host: Host, client_pub: str) -> None:
         raise TimeoutError(f"sshd in {host.name} did not start:\n{proc.log()}")
 
 
-def _wheelhouse(lab: Lab) -> Path:
-    """Wheels of whalescale (from this checkout) and its dependencies, made here."""
-    wheelhouse = lab.tempdir / "wheels"
+@pytest.fixture(scope="session")
+def wheelhouse(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheels of whalescale's dependencies (no extras), fetched once per session.
+
+    The lab hosts have no index to reach, so they install from here (`--no-index
+    --find-links`): offline, and the same real dependencies a machine gets. A virtualenv
+    borrowing this one's packages would be faster, but would not prove the wheel's
+    dependency list, and would let the agent import the test extras.
+    """
+    wheelhouse = tmp_path_factory.mktemp("wheelhouse")
     result = subprocess.run(
-        [str(BIN / "pip"), "wheel", "--quiet", "--wheel-dir", str(wheelhouse), str(REPO)],
+        [str(BIN / "pip"), "wheel", "--quiet", "--disable-pip-version-check",
+         "--wheel-dir", str(wheelhouse), str(wheel)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
     return wheelhouse
 
 
-def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheelhouse: Path) -> Path:
+def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheel: Path,
+               wheelhouse: Path) -> Path:
     """The lab inventory: SSH to each host's lab address, per-host install paths."""
 
     def host_vars(name: str) -> dict[str, object]:
@@ -108,7 +122,7 @@ def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheelhouse: P
             "whalescale_address": NODES[name],
             # Static endpoints for every node: the lab's hosts all reach each other.
             "whalescale_endpoints": [f"{hosts[name].addr()}:{PORT}"],
-            "whalescale_venv": str(own / "venv"),
+            "whalescale_install_dir": str(own / "opt"),
             "whalescale_executable": str(own / "bin" / "whalescale"),
             "whalescale_systemd_unit_dir": str(own / "systemd"),
             "whalescale_pidfile": str(own / "whalescale.pid"),
@@ -126,10 +140,9 @@ def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheelhouse: P
                                 f"-o ControlPath={_control_path(lab)}",
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_become": False,
-            # The checkout, built once into a wheel here: three hosts building the one
-            # checkout at once would race in its build/ directory. The lab has no index to
-            # reach, so the dependencies come from the same wheelhouse.
-            "whalescale_install_source": str(next(wheelhouse.glob("whalescale-*.whl"))),
+            # Given, not built by the role: the control host, like the others, reaches no
+            # index for the build backend (tests/ansible/test_wheel_build.py builds one).
+            "whalescale_wheel": str(wheel),
             "whalescale_pip_extra_args": f"--no-index --find-links {wheelhouse}",
             "whalescale_mesh_name": "lab",
             "whalescale_mesh_port": PORT,
@@ -189,7 +202,8 @@ def _stop_agents(lab: Lab) -> None:
 
 
 @pytest.fixture
-def ssh_lab(lab: Lab) -> Iterator[tuple[Lab, dict[str, Host], Path]]:
+def ssh_lab(lab: Lab, wheel: Path,
+            wheelhouse: Path) -> Iterator[tuple[Lab, dict[str, Host], Path]]:
     """Three mesh hosts with sshd and a control host; agents stopped before the lab goes."""
     for path in MOUNT_POINTS:
         path.mkdir(parents=True, exist_ok=True)
@@ -201,7 +215,7 @@ def ssh_lab(lab: Lab) -> Iterator[tuple[Lab, dict[str, Host], Path]]:
     try:
         for name in NODES:
             _start_sshd(lab, hosts[name], client_key.with_suffix(".pub").read_text())
-        yield lab, hosts, _inventory(lab, hosts, client_key, _wheelhouse(lab))
+        yield lab, hosts, _inventory(lab, hosts, client_key, wheel, wheelhouse)
     finally:
         _stop_agents(lab)
         _close_masters(lab, hosts)
@@ -231,7 +245,7 @@ def _pings(src: Host, addr: str, timeout_s: float = 15) -> bool:
 
 
 def test_site_playbook_deploys_a_working_mesh_and_is_idempotent(
-    ssh_lab: tuple[Lab, dict[str, Host], Path],
+    ssh_lab: tuple[Lab, dict[str, Host], Path], wheel: Path, project_version: str,
 ) -> None:
     lab, hosts, inventory = ssh_lab
     control = hosts["control"]
@@ -240,13 +254,24 @@ def test_site_playbook_deploys_a_working_mesh_and_is_idempotent(
     output, recap = _playbook(control, inventory)
     assert all(changed > 0 for changed in recap.values()), output
 
+    # Each host has the release artifact: the wheel in its installation directory, and the
+    # command a link into the virtualenv made from it, which says the wheel's version.
+    for name in NODES:
+        own = _host_dir(lab, name)
+        assert (own / "opt" / wheel.name).read_bytes() == wheel.read_bytes()
+        command = own / "bin" / "whalescale"
+        assert command.resolve().is_relative_to(own / "opt" / "venv")
+        version = subprocess.run([str(command), "--version"], capture_output=True, text=True,
+                                 env=ENV, cwd=own)
+        assert version.stdout == f"whalescale {project_version}\n", version.stderr
+
     # One mesh file, the same bytes on every host, that whalescale accepts.
     meshes = {name: (hosts[name].etc_dir() / "whalescale" / "mesh.toml").read_text()
               for name in NODES}
     assert len(set(meshes.values())) == 1, meshes
     mesh_path = hosts["anchor1"].etc_dir() / "whalescale" / "mesh.toml"
-    check = subprocess.run([str(BIN / "whalescale"), "check", str(mesh_path)],
-                           capture_output=True, text=True)
+    check = subprocess.run([str(_host_dir(lab, "anchor1") / "bin" / "whalescale"), "check",
+                            str(mesh_path)], capture_output=True, text=True, env=ENV)
     assert check.returncode == 0, check.stderr
     assert "3 nodes (1 anchors)" in check.stdout
 
