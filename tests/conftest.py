@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,21 +36,48 @@ def project_version() -> str:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
-# The date the role's build gives every file in the wheel (tasks/wheel.yml): the same source,
-# the same bytes.
-SOURCE_DATE_EPOCH = "315532800"
+ROLE = REPO / "ansible" / "roles" / "whalescale"
+BUILD_PLAY = """\
+- name: Build the whalescale wheel as the role does on the controller
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Build the wheel
+      ansible.builtin.include_role:
+        name: {role}
+        tasks_from: wheel.yml
+    - name: Keep the wheel
+      ansible.builtin.copy:
+        src: "{{{{ _whalescale_built.files[0].path }}}}"
+        dest: {out}/
+        mode: "0644"
+"""
 
 
 @pytest.fixture(scope="session")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This checkout built into a wheel, once per session, as the Ansible role builds it."""
-    out = tmp_path_factory.mktemp("wheel")
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
-         "--wheel-dir", str(out), str(REPO)],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH},
-    )
-    assert result.returncode == 0, result.stderr
-    (built,) = out.glob("whalescale-*.whl")
-    return built
+def build_wheel() -> Callable[[Path], Path]:
+    """Build this checkout's wheel with the Ansible role's own tasks into a directory."""
+
+    def build(directory: Path) -> Path:
+        out = directory / "wheel"
+        playbook = directory / "build.yml"
+        playbook.write_text(BUILD_PLAY.format(role=ROLE, out=out))
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+             str(playbook), "-e", f"ansible_python_interpreter={sys.executable}"],
+            capture_output=True, text=True, timeout=300, cwd=REPO,
+            # The role's scratch directory goes here too, not into the machine's /tmp.
+            env={**os.environ, "TMPDIR": str(directory)},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        (built,) = out.iterdir()
+        return built
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def wheel(build_wheel: Callable[[Path], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout's wheel, built once per session as the hosts get it."""
+    return build_wheel(tmp_path_factory.mktemp("build"))

@@ -140,8 +140,8 @@ def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheel: Path,
                                 f"-o ControlPath={_control_path(lab)}",
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_become": False,
-            # Given, not built by the role: the control host, like the others, reaches no
-            # index for the build backend (tests/ansible/test_wheel_build.py builds one).
+            # Built by the role's tasks before the lab (the `wheel` fixture), and given: the
+            # control host, like the others, reaches no index for the build backend.
             "whalescale_wheel": str(wheel),
             "whalescale_pip_extra_args": f"--no-index --find-links {wheelhouse}",
             "whalescale_mesh_name": "lab",

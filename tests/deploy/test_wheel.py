@@ -1,7 +1,8 @@
 """The release artifact: a wheel of the package alone that installs into a fresh virtualenv as
 a working `whalescale`, versioned from pyproject.toml.
 
-Fast and offline on purpose: the wheel goes in with `--no-deps --no-index`, and the fresh
+The wheel is the session's, built once by the Ansible role's tasks (tests/conftest.py). Its
+install is fast and offline on purpose: it goes in with `--no-deps --no-index`, and the fresh
 virtualenv borrows its dependencies from the running one through a .pth line (see
 `fresh_venv`). The Ansible lab test (tests/ansible/test_playbook.py) installs the same wheel
 with its real dependencies and runs agents from it.
