@@ -24,6 +24,7 @@ from whalescale.nat.bootstrap import (
 )
 from whalescale.session.ratelimit import TokenBuckets
 from whalescale.wire import port
+from whalescale.wire.messages import INITIATION_SIZE
 
 Addr = tuple[str, int]
 LOCAL = ("192.168.1.10", 51820)
@@ -92,12 +93,17 @@ def decode_strictly(data: bytes) -> None:
         message = bootstrap.decode(data)
     except MalformedBootstrap:
         return
-    again = (bootstrap.encode_probe(message) if isinstance(message, PathProbe)
-             else bootstrap.encode_reply(message))
+    if isinstance(message, bootstrap.LanHello):  # its tag cannot be re-made: rebuild it
+        body = data[:4] + message.nonce + message.tag
+        again = body + bytes(bootstrap.LAN_HELLO_BYTES - len(body)) if message.padded else body
+    elif isinstance(message, PathProbe):
+        again = bootstrap.encode_probe(message)
+    else:
+        again = bootstrap.encode_reply(message)
     assert again == data  # strict: one message has one encoding
 
 
-@given(st.binary(max_size=64))
+@given(st.binary(max_size=160))
 def test_decode_raises_only_malformed(data):
     decode_strictly(data)
 
@@ -209,3 +215,31 @@ def test_lan_hello_names_its_sender_to_members_only(node_id, nonce):
     # a new nonce gives an unrelated tag: hellos cannot be linked by a non-member
     other = bootstrap.decode(bootstrap.encode_lan_hello(node_id, bytes(b ^ 0xFF for b in nonce)))
     assert other.tag != hello.tag
+
+
+def test_a_lan_hello_is_padded_to_the_initiation_it_may_be_answered_with():
+    """A hello is answered with a WireGuard initiation (lan.py): no reflection gain."""
+    hello = bootstrap.encode_lan_hello(bytes(32), bytes(16))
+    assert len(hello) == bootstrap.LAN_HELLO_BYTES == INITIATION_SIZE
+    legacy = bootstrap.encode_lan_hello(bytes(32), bytes(16), padded=False)
+    assert len(legacy) == bootstrap.LEGACY_LAN_HELLO_BYTES == 36
+    assert hello.startswith(legacy)
+    assert bootstrap.decode(hello).padded and not bootstrap.decode(legacy).padded
+    assert bootstrap.decode(hello).tag == bootstrap.decode(legacy).tag
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(0, 120), st.integers(-1, 119))
+def test_lan_hello_lengths_and_padding(nonce_and_tag, padding, flipped):
+    """Only the legacy length or the padded one, with zero padding, is a hello."""
+    tail = bytearray(padding)
+    if 0 <= flipped < padding:
+        tail[flipped] = 1
+    data = bytes((0x57, 1, bootstrap.MessageType.LAN_HELLO, 0)) + nonce_and_tag + tail
+    ok = padding in (0, INITIATION_SIZE - 36) and not any(tail)
+    try:
+        hello = bootstrap.decode(data)
+    except MalformedBootstrap:
+        assert not ok
+    else:
+        assert ok and hello.padded == (padding > 0)
+        decode_strictly(data)

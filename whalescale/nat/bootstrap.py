@@ -9,7 +9,9 @@ Wire format (integers big-endian; no field is optional, every length exact):
     PATH_PROBE   = header(type 1, x 0) | nonce (16) | zero padding (20)      40 bytes
     PATH_PROBE_REPLY = header(type 2, x = family 4|6) | nonce (16)
                        | port (u16, >= 1) | address (4 or 16)           26 or 38 bytes
-    LAN_HELLO    = header(type 3, x 0) | nonce (16) | tag (16)          36 bytes
+    LAN_HELLO    = header(type 3, x 0) | nonce (16) | tag (16)
+                   | zero padding (112)                                 148 bytes
+    (legacy: the same without the padding, 36 bytes; still understood)
 
 LAN_HELLO is LAN discovery: broadcast on each local IPv4 network, so two nodes
 behind one router find each other without an anchor and without hairpin NAT. The
@@ -29,9 +31,14 @@ talks to an anchor (which the IP header tells anyway), not which node it is.
 Authentication is Noise_IK's job, right after. The nonce binds a reply to its
 probe (an off-path forger must guess 128 bits) and gives the RTT.
 
-Amplification: a reply (<= 38 bytes) is never larger than the probe (40 bytes),
-so a spoofed probe reflects at most 1:1; the responder also passes each source
-through a token bucket (session/ratelimit.py).
+Amplification (design "Denial of service"): no answer is larger than what it
+answers, so a spoofed source is reflected at most 1:1. A reply (<= 38 bytes) is
+never larger than the probe (40 bytes); the responder also passes each source
+through a token bucket (session/ratelimit.py). A LAN_HELLO is answered with a
+WireGuard initiation (148 bytes), so it is padded to that size. Releases before
+the padding send and accept only the 36-byte hello: a legacy hello is still
+understood, but answered with a legacy hello (36 bytes) instead of an
+initiation, which makes the old node send the initiation itself (lan.py).
 
 Sans-I/O like session/engine.py: `Prober` (the client) and `Responder` (the
 anchor) append (datagram, address) to `outbox`, take `now`, give a deadline;
@@ -51,6 +58,7 @@ from collections.abc import Callable
 import attrs
 
 from ..session.ratelimit import TokenBuckets
+from ..wire.messages import INITIATION_SIZE
 from ..wire.port import BOOTSTRAP_MAGIC as MAGIC
 
 Addr = tuple[str, int]
@@ -64,6 +72,9 @@ PROBE_BYTES = _HEADER.size + NONCE_BYTES + 20  # padded so no reply is larger
 _PORT = struct.Struct(">H")
 MAX_REPLY_BYTES = _HEADER.size + NONCE_BYTES + _PORT.size + 16
 assert MAX_REPLY_BYTES <= PROBE_BYTES
+LEGACY_LAN_HELLO_BYTES = _HEADER.size + NONCE_BYTES + TAG_BYTES
+LAN_HELLO_BYTES = INITIATION_SIZE  # padded to the initiation it may be answered with
+MAX_BOOTSTRAP_BYTES = max(PROBE_BYTES, LAN_HELLO_BYTES)
 
 # ----- implementation --------------------------------------------------------
 PROBE_TIMEOUT_S = 2.0
@@ -95,6 +106,7 @@ class PathProbeReply:
 class LanHello:
     nonce: bytes
     tag: bytes
+    padded: bool = True  # False: a release before the padding sent it (36 bytes)
 
     def is_from(self, node_id: bytes) -> bool:
         return hmac.compare_digest(self.tag, lan_tag(node_id, self.nonce))
@@ -154,15 +166,17 @@ def encode_reply(reply: PathProbeReply) -> bytes:
             + _PORT.pack(check_port(reply.observed[1])) + packed)
 
 
-def encode_lan_hello(node_id: bytes, nonce: bytes) -> bytes:
+def encode_lan_hello(node_id: bytes, nonce: bytes, *, padded: bool = True) -> bytes:
+    """`padded=False`: the legacy 36-byte form, only to answer a legacy hello."""
     if len(nonce) != NONCE_BYTES:
         raise ValueError("nonce must be 16 bytes")
-    return (_HEADER.pack(MAGIC, VERSION, MessageType.LAN_HELLO, 0) + nonce
-            + lan_tag(node_id, nonce))
+    hello = (_HEADER.pack(MAGIC, VERSION, MessageType.LAN_HELLO, 0) + nonce
+             + lan_tag(node_id, nonce))
+    return hello + bytes(LAN_HELLO_BYTES - len(hello)) if padded else hello
 
 
 def decode(datagram: bytes) -> Message:
-    if len(datagram) < _HEADER.size or len(datagram) > PROBE_BYTES:
+    if len(datagram) < _HEADER.size or len(datagram) > MAX_BOOTSTRAP_BYTES:
         raise MalformedBootstrap(f"datagram of {len(datagram)} bytes")
     magic, version, kind, x = _HEADER.unpack_from(datagram)
     if magic != MAGIC:
@@ -184,9 +198,12 @@ def decode(datagram: bytes) -> Message:
         host = read_address(x, datagram[offset + _PORT.size :])
         return PathProbeReply(nonce, (host, check_port(port)))
     if kind == MessageType.LAN_HELLO:
-        if x != 0 or len(datagram) != _HEADER.size + NONCE_BYTES + TAG_BYTES:
+        if x != 0 or len(datagram) not in (LEGACY_LAN_HELLO_BYTES, LAN_HELLO_BYTES):
             raise MalformedBootstrap("LAN_HELLO of the wrong shape")
-        return LanHello(nonce, datagram[_HEADER.size + NONCE_BYTES :])
+        if any(datagram[LEGACY_LAN_HELLO_BYTES:]):
+            raise MalformedBootstrap("LAN_HELLO padding is not zero")
+        return LanHello(nonce, datagram[_HEADER.size + NONCE_BYTES : LEGACY_LAN_HELLO_BYTES],
+                        padded=len(datagram) == LAN_HELLO_BYTES)
     raise MalformedBootstrap(f"unknown type {kind}")
 
 

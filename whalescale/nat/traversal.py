@@ -273,13 +273,17 @@ class Traversal:
         self.outbox += self.lan.hellos(port)
 
     def _lan_hello(self, data: bytes, source: Addr, now: float) -> None:
-        node_id = self.lan.receive(data, source, self.engine.node_ids, now)
-        peer = None if node_id is None else self._peer(node_id)
-        if peer is None or (peer.endpoint == source and self._live(peer, now)):
+        neighbour = self.lan.receive(data, source, self.engine.node_ids, now)
+        peer = None if neighbour is None else self._peer(neighbour.node_id)
+        if neighbour is None or peer is None or (peer.endpoint == source
+                                                 and self._live(peer, now)):
             return
         self.log_lines.append(f"{peer.name}: on our LAN at {endpoint_text(source)}")
         peer.on_lan(source)
-        peer.punch(source, now)  # its answer moves the session onto the LAN
+        if neighbour.legacy:  # an initiation would outweigh it (lan.py): it initiates
+            self.outbox.append((self.lan.legacy_hello(), source))
+        else:
+            peer.punch(source, now)  # its answer moves the session onto the LAN
 
     def relay_out(self, datagram: bytes, dest: Addr) -> tuple[bytes, Addr] | None:
         """An engine datagram to a relay alias, tagged for the anchor (None: no relay)."""
