@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import trio
 
 from tests.agent.status_sample import IPV6_ENDPOINT, LONG_NAME, SHORT_IPV6, sample_status
 from whalescale.agent import control
-from whalescale.identity import b64, decode_key, fingerprint, read_key_file
+from whalescale.identity import Identity, b64, decode_key, fingerprint, read_key_file
 
 
 def ws(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -176,10 +179,12 @@ def test_init_with_a_bad_first_node_writes_nothing(keys, tmp_path):
 
 # ----- status, netcheck and ping against a stand-in agent on the control socket -------------
 
-def stand_in_agent(state_dir: Path, *commands: list[str]) -> list[subprocess.CompletedProcess]:
+def stand_in_agent(state_dir: Path, *commands: list[str],
+                   run: Callable[..., subprocess.CompletedProcess] = ws,
+                   ) -> list[subprocess.CompletedProcess]:
     """Run `whalescale COMMAND --state-dir STATE_DIR` (stdout a pipe) for each command against
     a control socket that answers as an agent would: the sample status, and pings of charlie
-    by name or by its tunnel address."""
+    by name or by its tunnel address. `run` runs the command line (as `ws` does)."""
     def ping(target: str) -> dict:
         if target in ("charlie", "100.96.0.3", "fd77:7773::3"):
             return {"ok": True, "peer": "charlie", "rtt_ms": 1.5, "endpoint": SHORT_IPV6,
@@ -198,7 +203,7 @@ def stand_in_agent(state_dir: Path, *commands: list[str]) -> list[subprocess.Com
             await nursery.start(control.serve, control.socket_path(state_dir), answer)
             for command in commands:
                 results.append(await trio.to_thread.run_sync(
-                    lambda c=command: ws(*c, "--state-dir", state_dir)))
+                    lambda c=command: run(*c, "--state-dir", state_dir)))
             nursery.cancel_scope.cancel()
 
     trio.run(main)
@@ -231,3 +236,59 @@ def test_ping_by_tunnel_address_names_the_peer_and_json_counts_the_answers(tmp_p
     assert result["replies"][0] == {"ok": True, "peer": "charlie", "rtt_ms": 1.5,
                                     "endpoint": SHORT_IPV6, "path": "lan"}
     assert nobody.returncode == 1 and json.loads(nobody.stdout)["answered"] == 0
+
+
+# ----- OS errors: one line on stderr and an exit status, never a traceback (exits.py) ------
+
+def one_line_error(result: subprocess.CompletedProcess, status: int) -> str:
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("whalescale: ")
+    return line
+
+
+def test_status_with_no_agent_running_says_so_in_one_line(tmp_path):
+    for command in (["status"], ["netcheck"], ["reload"], ["ping", "charlie"]):
+        line = one_line_error(ws(*command, "--state-dir", tmp_path), 2)
+        assert "no agent is running" in line and str(tmp_path) in line
+
+
+def ws_as_nobody(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`ws` as the unprivileged user nobody (the environment, PYTHONPATH included, kept)."""
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-m", "whalescale", *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to become another user")
+def test_status_by_a_user_who_cannot_open_the_control_socket_is_permission_denied(tmp_path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)  # as `up` makes it: root and the agent's user only
+    tmp_path.chmod(0o755)
+    (as_root,) = stand_in_agent(state_dir, ["status"])
+    (as_nobody,) = stand_in_agent(state_dir, ["status"], run=ws_as_nobody)
+    # the agent is there and answers root; nobody cannot reach its socket
+    assert as_root.returncode == 0 and "Traceback" not in as_root.stderr
+    line = one_line_error(as_nobody, 3)
+    assert line == f"whalescale: {control.socket_path(state_dir)}: permission denied"
+
+
+def test_check_into_a_pipe_closed_early_exits_141_without_a_word(keys, tmp_path):
+    """`whalescale check mesh.toml | head -1`: more output than a pipe holds, so the
+    reader is gone while we still write."""
+    mesh = tmp_path / "mesh.toml"
+    text = mesh_text(keys)
+    for n in range(2000):  # one line of output each, 160 kB: more than the 64 kB pipe
+        ident = Identity.from_seed(n.to_bytes(32, "big"))
+        text += (f'\n[[node]]\nname = "n{n}"\npublic_key = "{ident.public_b64}"\n'
+                 f'address = "100.97.{n // 250}.{n % 250 + 1}"\n')
+    mesh.write_text(text)
+    result = subprocess.run(
+        ["bash", "-c", '"$0" -m whalescale check "$1" | head -1; exit "${PIPESTATUS[0]}"',
+         sys.executable, mesh], capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith(f"{mesh}: mesh 'home': 2002 nodes")
+    assert len(result.stdout.splitlines()) == 1
+    assert result.stderr == ""  # the reader chose to stop: not an error to report
+    assert result.returncode == 141  # 128 + SIGPIPE, as for any tool a closed pipe stops

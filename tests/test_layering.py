@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 # I/O beside its core: the shell may import these modules of a core's package.
 ADAPTERS = {"mesh.cache", "nat.driver"}
-TOOLS = {"bench", "lab", "cli", "__main__"}
+TOOLS = {"bench", "lab", "cli", "exits", "__main__"}  # exits.py: how the CLI ends
 
 CORE_PACKAGES = ["session", "wire", "multipath", "node"]
 PURE_FILES = [

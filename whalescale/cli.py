@@ -11,21 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import identity
+from .exits import EXIT_INVALID, EXIT_NO_AGENT, EXIT_OK, guarded
+from .exits import fail as _fail
 from .multipath.scheduler import SCHEDULERS
 from .version import version
 
 if TYPE_CHECKING:
     from .agent.show import Block
     from .config.edit import NewNode
-
-EXIT_OK = 0
-EXIT_INVALID = 1  # bad input: the mesh file, a key
-EXIT_NO_AGENT = 2  # `reload`: nothing answers on the control socket
-
-
-def _fail(message: str) -> int:
-    print(f"whalescale: {message}", file=sys.stderr)
-    return EXIT_INVALID
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -589,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@guarded  # OS errors no command handled: one line and a status (exits.py)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(

@@ -93,11 +93,19 @@ def request(path: Path, req: dict[str, Any], timeout_s: float = _CLIENT_TIMEOUT_
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoAgent(f"no agent is running with control socket {path}") from exc
-        sock.sendall(json.dumps(req).encode() + b"\n")
+        except PermissionError as exc:  # connect(2) names no file: name the socket
+            raise PermissionError(exc.errno, exc.strerror, str(path)) from exc
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        try:
+            sock.sendall(json.dumps(req).encode() + b"\n")
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # the agent's side, not our stdout's (exits.py): said as what it is
+            raise NoAgent(f"the agent on {path} went away without answering") from exc
+    if not data:
+        raise NoAgent(f"the agent on {path} went away without answering")
     return json.loads(data)
