@@ -205,8 +205,11 @@ class LabMesh:
 
     def start(self, name: str, *extra: str) -> Proc:
         node = self.nodes[name]
+        # -P: `-m` would put our working directory (this tree, when run from its root)
+        # before PYTHONPATH, and a previous release's node would run this code.
+        safe_path = ("-P",) if node.python_path else ()
         node.proc = node.host.spawn(
-            sys.executable, "-m", "whalescale", "up", str(self.mesh_path),
+            sys.executable, *safe_path, "-m", "whalescale", "up", str(self.mesh_path),
             "--key", str(node.key_path), "--interface", "ws0",
             "--state-dir", str(self.state_dir(name)), *extra,
             env={"PYTHONUNBUFFERED": "1",

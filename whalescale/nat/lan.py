@@ -6,7 +6,8 @@ A member's hello is answered with a WireGuard initiation to where it came from, 
 a hello is padded to the initiation's size so that a forged one reflects 1:1 at most
 (bootstrap.py). A legacy hello (a release before the padding, 36 bytes) is answered
 with our own legacy hello instead, unicast: the old node recognises us and sends the
-initiation itself, so mixed releases still meet on the LAN, one round trip later.
+initiation itself (traversal.py), so mixed releases still meet on the LAN, one round
+trip later.
 New nodes broadcast only padded hellos; an old node counts them as malformed."""
 
 from __future__ import annotations

@@ -279,11 +279,14 @@ class Traversal:
                                                  and self._live(peer, now)):
             return
         self.log_lines.append(f"{peer.name}: on our LAN at {endpoint_text(source)}")
-        peer.on_lan(source)
-        if neighbour.legacy:  # an initiation would outweigh it (lan.py): it initiates
+        if neighbour.legacy:
+            # An initiation would outweigh its hello (lan.py): our hello makes it initiate,
+            # and the session follows that initiation. Not a LAN candidate either: our
+            # retries would go there, more bytes than the hello carried.
             self.outbox.append((self.lan.legacy_hello(), source))
-        else:
-            peer.punch(source, now)  # its answer moves the session onto the LAN
+            return
+        peer.on_lan(source)
+        peer.punch(source, now)  # its answer moves the session onto the LAN
 
     def relay_out(self, datagram: bytes, dest: Addr) -> tuple[bytes, Addr] | None:
         """An engine datagram to a relay alias, tagged for the anchor (None: no relay)."""
