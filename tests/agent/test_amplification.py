@@ -42,15 +42,18 @@ def test_no_answer_to_a_stranger_outweighs_its_request(lab):
 UNPADDED_HELLO_RELEASE = "eeaca4f4c26b2b61be6d1355b71337a270292cc5"
 
 
-def test_a_previous_release_and_this_one_still_meet_on_a_lan(lab, tmp_path):
+@pytest.mark.parametrize("release", ["previous", "this"])
+def test_a_previous_release_and_this_one_still_meet_on_a_lan(lab, tmp_path, release):
     """No anchor, no endpoint in the mesh file: only LAN hellos bring them together. The
     old node's 36-byte hello gets our 36-byte hello back (not an initiation, which would
-    outweigh it), and that makes the old node send the initiation itself."""
+    outweigh it), and that makes the old node send the initiation itself. (Control: two
+    nodes of this release, padded hellos only.)"""
     old_host, new_host = lab.host("old"), lab.host("new")
     lab.link(old_host, new_host)
     mesh = LabMesh(lab, keepalive_s=5)
     old = mesh.add_node(old_host, static_endpoint=False)
-    old.python_path = str(previous_release(tmp_path, UNPADDED_HELLO_RELEASE))
+    if release == "previous":
+        old.python_path = str(previous_release(tmp_path, UNPADDED_HELLO_RELEASE))
     new = mesh.add_node(new_host, static_endpoint=False)
     mesh.start_all()
     deadline = time.monotonic() + 30  # hellos go every 10 s
