@@ -19,6 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "wire": set(),
     "identity": set(),
     "netlink": set(),
+    "version": set(),
     "tun": {"netlink"},
     "plots": set(),
     "config": {"identity"},
@@ -27,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "nat": {"wire", "session"},
     "mesh": {"wire", "session", "identity", "plots"},
     "node": {"wire", "multipath", "session", "nat", "mesh", "config", "identity"},
-    "agent": {"node", "tun", "netlink", "config", "identity"},
+    "agent": {"node", "tun", "netlink", "config", "identity", "version"},
 }
 # I/O beside its core: the shell may import these modules of a core's package.
 ADAPTERS = {"mesh.cache", "nat.driver"}

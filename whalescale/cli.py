@@ -368,13 +368,23 @@ def _node_arguments(p: argparse.ArgumentParser, name_flag: str) -> None:
                    help="a local interface it may use")
 
 
+
+class _PrintVersion(argparse.Action):
+    """--version, read only when asked (importlib.metadata costs every start-up)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whalescale",
         description="A peer-to-peer mesh VPN: one mesh file, WireGuard-compatible sessions.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action=_PrintVersion, nargs=0,
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("keygen", help="create a new private key file",

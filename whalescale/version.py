@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import tomllib
+import functools
 from pathlib import Path
 
 # Beside the package in a source tree; absent from an installed wheel.
 _PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
+@functools.cache
 def version() -> str:
     """The installed distribution's version; else, run from a checkout, pyproject's."""
+    import importlib.metadata  # here: only --version, status and metrics ask, not start-up
+    import tomllib
+
     try:
         return importlib.metadata.version("whalescale")
     except importlib.metadata.PackageNotFoundError:

@@ -38,6 +38,7 @@ from ..node.effects import ConfigureTun, Contact, FindRoutes, Log, Pong, Resolve
 from ..node.node import Node, ReloadRefused
 from ..node.specs import NotInMesh, own_node
 from ..tun.device import TunDevice
+from ..version import version
 from . import addresses, control, dns, nat, udp
 from .cache import CacheWriter
 from .sockets import Sockets
@@ -49,17 +50,6 @@ log = logging.getLogger("whalescale.agent")
 
 _RECV_BATCH_BYTES = 4 * 1024 * 1024
 _TUN_BATCH_FRAMES = 64
-
-
-@functools.cache
-def version() -> str:
-    """The installed package's version, for status and the metrics' build info."""
-    import importlib.metadata  # here: it costs start-up time, and only status asks
-
-    try:
-        return importlib.metadata.version("whalescale")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
-        return "unknown"
 
 
 class Agent:
