@@ -75,8 +75,8 @@ def test_the_installed_wheel_runs_its_commands(
 
     # A mesh file made and checked by the installed command, as the README's first steps do.
     mesh = tmp_path / "mesh.toml"
-    for args in (["keygen", tmp_path / "anchor.key"], ["init", mesh],
-                 ["mesh", "add-node", mesh, "--name", "anchor", "--key", tmp_path / "anchor.key",
+    for args in (["keygen", tmp_path / "anchor.key"],
+                 ["init", mesh, "--node", "anchor", "--key", tmp_path / "anchor.key",
                   "--endpoint", "192.0.2.10:51820", "--anchor"]):
         result = run(fresh_venv, "whalescale", *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
