@@ -30,8 +30,9 @@ ALLOWED: dict[str, set[str]] = {
     "node": {"wire", "multipath", "session", "nat", "mesh", "config", "identity"},
     "agent": {"node", "tun", "netlink", "config", "identity", "version"},
 }
-# I/O beside its core: the shell may import these modules of a core's package.
-ADAPTERS = {"mesh.cache", "nat.driver"}
+# I/O beside its core: the shell may import these modules of a core's package. And the
+# port's datagram classes, which the kernel steering compiles (agent/steering.py).
+ADAPTERS = {"mesh.cache", "nat.driver", "wire.port"}
 TOOLS = {"bench", "lab", "cli", "exits", "__main__"}  # exits.py: how the CLI ends
 
 CORE_PACKAGES = ["session", "wire", "multipath", "node"]

@@ -326,6 +326,18 @@ def cmd_bench_tunnel(args: argparse.Namespace) -> int:
     return run_tunnel_bench(seconds=args.seconds, as_json=args.json, repeat=args.repeat)
 
 
+def cmd_bench_flood(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench.flood import KINDS, render, run_flood_bench
+
+    results = run_flood_bench(tuple(args.kind or KINDS), args.seconds, args.python_path)
+    print(render(results))
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return EXIT_OK
+
+
 def cmd_bench_start(args: argparse.Namespace) -> int:
     from .bench.start import run_start_bench
 
@@ -562,6 +574,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "from a directory that holds no whalescale package)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench_start)
+    p = bench.add_parser("flood", help="what a flooding host costs a live session",
+                         description="A target agent with a live session, and one host that "
+                         "floods its port as fast as one Python process can (valid and wrong "
+                         "mac1 initiations, spoofed sources, transport data with random "
+                         "indices): per flood, the session's lost pings and round trips, the "
+                         "agent's CPU and memory growth, its Diffie-Hellman work, and how soon "
+                         "a new node's handshake gets through. Needs root.")
+    p.add_argument("--kind", action="append", choices=("init-mac1", "init-bad-mac1",
+                   "init-spoofed", "data-random"), help="a flood to run (default: all)")
+    p.add_argument("--seconds", type=float, default=20.0, help="per flood (default 20)")
+    p.add_argument("--python-path", metavar="PATH",
+                   help="the agents' PYTHONPATH, to measure another checkout's agent (run "
+                   "from a directory that holds no whalescale package)")
+    p.add_argument("--out", type=Path, help="also write the results (JSON) to this file")
+    p.set_defaults(func=cmd_bench_flood)
     p = bench.add_parser("multipath", help="multipath schedulers vs single path and MPTCP",
                          description="iperf3 TCP (and UDP) through two whalescale nodes joined "
                          "by several emulated links, per scenario (equal paths, 2:1 rates, "

@@ -39,7 +39,7 @@ from ..node.node import Node, ReloadRefused
 from ..node.specs import NotInMesh, own_node
 from ..tun.device import TunDevice
 from ..version import version
-from . import addresses, control, dns, nat, udp
+from . import addresses, control, dns, nat, steering, udp
 from .cache import CacheWriter
 from .sockets import Sockets
 
@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("whalescale.agent")
 
 _RECV_BATCH_BYTES = 4 * 1024 * 1024
+# The control socket's batch: a flood of handshake messages holds transport data up by
+# at most this many messages' work (each a MAC, a cookie, perhaps a DH) at a time.
+_CONTROL_BATCH = 16
 _TUN_BATCH_FRAMES = 64
 
 
@@ -94,6 +97,8 @@ class Agent:
             node = Node(mesh, identity, random_bytes=os.urandom, scheduler=scheduler,
                         paths=paths, backup_paths=backups, cached=cache.endpoints,
                         next_self_seq=cache.next_self_seq)
+            for sock in [*sockets.default.values(), *sockets.paths.values()]:
+                steering.filter_indices(sock, node.engine.index_tag)
             tun = TunDevice.open(interface, offload=offload)
             undo.callback(tun.close)
             exporter = None
@@ -132,6 +137,8 @@ class Agent:
             nursery.start_soon(self._tun_reader)
             for sock in self._sockets.default.values():
                 nursery.start_soon(self._udp_reader, sock, None)
+            for sock in self._sockets.control.values():
+                nursery.start_soon(self._udp_reader, sock, None, _CONTROL_BATCH)
             for local, sock in self._sockets.paths.items():
                 nursery.start_soon(self._udp_reader, sock, local)
             nursery.start_soon(self._timer)
@@ -164,13 +171,15 @@ class Agent:
                               trio.current_time())
             self._flush()
 
-    async def _udp_reader(self, sock: socket.socket, local: tuple[str, int] | None) -> None:
-        """Datagrams of one socket; `local` is its address for a path socket, else None."""
+    async def _udp_reader(self, sock: socket.socket, local: tuple[str, int] | None,
+                          max_calls: int = udp.MAX_RECV_CALLS) -> None:
+        """Datagrams of one socket; `local` is its address for a path socket, else None.
+        `max_calls` bounds a batch: between two, the other readers get their turn."""
         node = self.node
         v6 = sock.family == socket.AF_INET6
         while True:
             await trio.lowlevel.wait_readable(sock)
-            batch = udp.recv_batch(sock, _RECV_BATCH_BYTES)
+            batch = udp.recv_batch(sock, _RECV_BATCH_BYTES, max_calls)
             if v6:  # (host, port, flowinfo, scope_id) -> (host, port), as the node keys peers
                 batch = [(data, addr[:2]) for data, addr in batch]
             node.receive_datagrams(batch, trio.current_time(), local)

@@ -10,7 +10,7 @@ import socket
 from collections import Counter
 from collections.abc import Iterable
 
-from . import addresses, udp
+from . import addresses, steering, udp
 
 log = logging.getLogger("whalescale.agent")
 
@@ -19,7 +19,8 @@ Addr = tuple[str, int]
 
 class Sockets:
     def __init__(self) -> None:
-        self.default: dict[int, socket.socket] = {}  # by family
+        self.default: dict[int, socket.socket] = {}  # by family: sends, takes transport data
+        self.control: dict[int, socket.socket] = {}  # by family: the rest (steering.py)
         self.paths: dict[Addr, socket.socket] = {}  # by local address
         self.device_of: dict[Addr, str] = {}  # a path socket's interface
 
@@ -27,11 +28,11 @@ class Sockets:
              ) -> tuple[tuple[Addr, ...], frozenset[Addr]]:
         """Bind them all; OSError (a busy port, a missing interface) says what failed.
         Returns the path sockets' addresses, and which of them are backups."""
-        self.default[socket.AF_INET] = udp.open_udp("0.0.0.0", port, socket.AF_INET)
+        self._open_port("0.0.0.0", port, socket.AF_INET)
         # LAN discovery broadcasts its hellos from the mesh port (nat/bootstrap.py)
         self.default[socket.AF_INET].setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         try:
-            self.default[socket.AF_INET6] = udp.open_udp("::", port, socket.AF_INET6)
+            self._open_port("::", port, socket.AF_INET6)
         except OSError as exc:
             log.info("no IPv6 socket (%s); IPv4 only", exc.strerror)
         for name, interface in addresses.addresses_of(interfaces + backup_interfaces):
@@ -41,6 +42,12 @@ class Sockets:
             self.device_of[local] = name
         backups = frozenset(a for a, dev in self.device_of.items() if dev in backup_interfaces)
         return tuple(self.paths), backups
+
+    def _open_port(self, host: str, port: int, family: socket.AddressFamily) -> None:
+        data, control = steering.open_port(host, port, family)
+        self.default[family] = data
+        if control is not None:
+            self.control[family] = control
 
     def send(self, groups: Iterable[tuple[Addr, Addr | None, list[bytes]]],
              drops: Counter[str]) -> None:
@@ -60,8 +67,9 @@ class Sockets:
                 drops[f"send_{errno.errorcode.get(exc.errno or 0, 'error')}"] += len(datagrams)
 
     def close(self) -> None:
-        for sock in [*self.default.values(), *self.paths.values()]:
+        for sock in [*self.default.values(), *self.control.values(), *self.paths.values()]:
             sock.close()
         self.default.clear()
+        self.control.clear()
         self.paths.clear()
         self.device_of.clear()

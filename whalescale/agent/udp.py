@@ -31,20 +31,24 @@ _GSO_SIZE = struct.Struct("=H")  # UDP_SEGMENT takes a u16
 _GRO_SIZE = struct.Struct("=i")  # UDP_GRO reports an int
 _CMSG_BYTES = socket.CMSG_SPACE(_GRO_SIZE.size)
 # Also bounds a batch of empty datagrams, which `max_bytes` cannot.
-_MAX_RECV_CALLS = 256
+MAX_RECV_CALLS = 256
 
 # Sockets on which GSO failed for good; weak so closed sockets drop out.
 _gso_refused: "weakref.WeakSet[socket.socket]" = weakref.WeakSet()
 
 
 def open_udp(host: str, port: int, family: socket.AddressFamily = socket.AF_INET,
-             device: str | None = None) -> socket.socket:
+             device: str | None = None, *, reuseport: bool = False,
+             receive_buffer: int = BUFFER_BYTES) -> socket.socket:
     """Bind a non-blocking UDP socket with large buffers and UDP_GRO on; with `device`,
-    one that sends and receives only through that interface (a multipath path's)."""
+    one that sends and receives only through that interface (a multipath path's); with
+    `reuseport`, one of a SO_REUSEPORT group on the same address (steering.py)."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         # The default socket and the per-interface ones share the port.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if device is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
             # A multipath path's probes measure its MTU (multipath/link.py): one too large
@@ -57,15 +61,15 @@ def open_udp(host: str, port: int, family: socket.AddressFamily = socket.AF_INET
             # The agent binds IPv4 separately on the same port; mapped addresses
             # would also give one peer two spellings of its endpoint.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        for force, plain in (
-            (SO_RCVBUFFORCE, socket.SO_RCVBUF),
-            (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+        for force, plain, size in (
+            (SO_RCVBUFFORCE, socket.SO_RCVBUF, receive_buffer),
+            (SO_SNDBUFFORCE, socket.SO_SNDBUF, BUFFER_BYTES),
         ):
             try:
                 # The FORCE variants pass net.core.[rw]mem_max; they need CAP_NET_ADMIN.
-                sock.setsockopt(socket.SOL_SOCKET, force, BUFFER_BYTES)
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
             except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, plain, BUFFER_BYTES)
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
         try:
             sock.setsockopt(SOL_UDP, UDP_GRO, 1)
         except OSError as error:
@@ -78,13 +82,15 @@ def open_udp(host: str, port: int, family: socket.AddressFamily = socket.AF_INET
     return sock
 
 
-def recv_batch(sock: socket.socket, max_bytes: int = 1 << 20) -> list[tuple[bytes, object]]:
-    """Receive what is queued, up to about `max_bytes`, as (datagram, address) pairs."""
+def recv_batch(sock: socket.socket, max_bytes: int = 1 << 20,
+               max_calls: int = MAX_RECV_CALLS) -> list[tuple[bytes, object]]:
+    """Receive what is queued, up to about `max_bytes` in at most `max_calls` receives,
+    as (datagram, address) pairs."""
     datagrams: list[tuple[bytes, object]] = []
     buffer = bytearray(_RECV_BYTES)
     view = memoryview(buffer)
     received = 0
-    for _ in range(_MAX_RECV_CALLS):
+    for _ in range(max_calls):
         if received >= max_bytes:
             break
         try:

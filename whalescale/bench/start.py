@@ -50,14 +50,14 @@ def vm_rss_bytes(status: str) -> int:
     raise ValueError("no VmRSS line (a kernel thread, or the process has exited)")
 
 
-def _proc_file(pid: int, name: str) -> str:
+def proc_file(pid: int, name: str) -> str:
     return Path(f"/proc/{pid}/{name}").read_text()
 
 
-def _agent_pid(node: MeshNode) -> int:
+def agent_pid(node: MeshNode) -> int:
     """The agent's pid: the lab's own, as `ip netns exec` execs the agent in place."""
     assert node.proc is not None
-    comm = _proc_file(node.proc.pid, "comm").strip()
+    comm = proc_file(node.proc.pid, "comm").strip()
     if not comm.startswith("python"):
         raise RuntimeError(f"pid {node.proc.pid} of agent {node.name} is {comm!r}, not python")
     return node.proc.pid
@@ -82,7 +82,7 @@ def _one_run(idle_s: float, python_path: str | None) -> tuple[list[float], list[
             for name, node in mesh.nodes.items():
                 assert node.proc is not None
                 if name not in cpu and _UP.search(node.proc.log()):
-                    cpu[name] = cpu_seconds(_proc_file(_agent_pid(node), "stat"), ticks)
+                    cpu[name] = cpu_seconds(proc_file(agent_pid(node), "stat"), ticks)
                 elif name not in cpu and not node.proc.alive():
                     raise RuntimeError(f"agent {name} exited:\n{node.proc.log()}")
             if time.monotonic() > deadline:
@@ -90,7 +90,7 @@ def _one_run(idle_s: float, python_path: str | None) -> tuple[list[float], list[
                 raise TimeoutError(f"agents {missing} did not come up in {_UP_TIMEOUT_S} s")
             time.sleep(_POLL_S)
         time.sleep(idle_s)
-        rss = [vm_rss_bytes(_proc_file(_agent_pid(node), "status"))
+        rss = [vm_rss_bytes(proc_file(agent_pid(node), "status"))
                for node in mesh.nodes.values()]
     return list(cpu.values()), rss
 

@@ -108,6 +108,7 @@ class Engine:
         multipath: MultipathConfig | None = None,
     ) -> None:
         self.multipath = multipath
+        self.index_tag = random_bytes(1)[0]  # the top byte of every receiver index of ours
         self.gone_locals: frozenset[Addr] = frozenset()
         self.static_private = static_private
         self.static_public = static_public
@@ -238,8 +239,11 @@ class Engine:
         return stamp
 
     def _new_index(self) -> int:
+        """A random receiver index whose top byte is `index_tag`: the peer sees an opaque
+        number, and the shell can drop transport data with another tag in the kernel
+        (agent/steering.py) before a flood of random indices costs any Python."""
         while True:
-            index = int.from_bytes(self.random_bytes(4), "little")
+            index = int.from_bytes(self.random_bytes(3), "little") | self.index_tag << 24
             if index not in self._pending_handshakes and index not in self._keypairs:
                 return index
 
@@ -490,6 +494,7 @@ class Engine:
             self.drops["bad_cookie_reply"] += 1
             return
         self.cookie_replies["accepted"] += 1
+        peer.cookie_arrived(now)
 
     # ----- time -------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class Peer:
         self.name = spec.name
         self._engine = engine
         self.cookies = CookieGenerator(spec.static_public)
+        self._cookie_retry_at = float("-inf")
         self.candidates = Candidates(configured=list(spec.endpoints))
         self.endpoint: Addr | None = spec.endpoints[0] if spec.endpoints else None
         self.current: Keypair | None = None
@@ -203,6 +204,14 @@ class Peer:
         self._engine.emit(self._new_initiation(now), self.endpoint)
         self._engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
         self._arm_retransmit(now)
+
+    def cookie_arrived(self, now: float) -> None:
+        """The peer is under load and sent a cookie for our initiation: send a new one
+        with it at once (mac2), not at the retransmit 1-5 s later; once per handshake
+        timeout, so a peer that keeps answering with cookies cannot make us loop."""
+        if now - self._cookie_retry_at >= REKEY_TIMEOUT_S:
+            self._cookie_retry_at = now
+            self.initiate(now, retry=True, reason="cookie reply: again with the cookie")
 
     def _new_initiation(self, now: float) -> bytes:
         """A fresh initiation, registered (timersHandshakeInitiated, bar the retransmit

@@ -27,6 +27,23 @@ MAX_CHANNEL = 2**24 - 1
 _ALIAS_NET = ipaddress.IPv6Network("100::/64")  # RFC 6666 discard-only
 
 
+class Queue(enum.IntEnum):
+    """Which of the port's two sockets a datagram waits in; the kernel steers by this
+    (agent/steering.py compiles it into a classic BPF program), so transport data, the
+    bulk of the traffic, never queues behind handshakes, probes or a flood of them. The
+    values are the sockets' places in their reuseport group."""
+
+    CONTROL = 0  # handshakes, cookies, bootstrap, anything unknown (and empty datagrams)
+    DATA = 1  # WireGuard transport data, relay-tagged or not
+
+
+TRANSPORT_TYPE = 4  # WireGuard's transport-data message type (wire/messages.py)
+
+
+def queue_of(datagram: bytes) -> Queue:
+    return Queue.DATA if datagram[:1] == bytes((TRANSPORT_TYPE,)) else Queue.CONTROL
+
+
 class Protocol(enum.Enum):
     WIREGUARD = "wireguard"
     RELAYED = "relayed"
