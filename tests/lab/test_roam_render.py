@@ -9,11 +9,12 @@ def test_the_table_gives_medians_per_vpn_and_a_dash_for_what_never_came():
     found = [Run("nebula", 1.0, gaps), Run("whalescale", 2.0, gaps | {"moves": 0.2}),
              Run("nebula", 3.0, {}), Run("whalescale", None, gaps | {"moves": 0.4})]
     table = render(found)
-    assert table.splitlines()[0] == "| what (median of 2 runs) | nebula | whalescale |"
-    assert "| first answer from start | 2.00 s | 2.00 s |" in table
+    assert table.splitlines()[0] == ("| what (median of 2 runs, and their range) | nebula "
+                                     "| whalescale |")
+    assert "| first answer from start | 2.00 s (1.00-3.00) | 2.00 s |" in table
     moved = next(line for line in table.splitlines() if "peer-a sending" in line
                  and "moves" in line)
-    assert moved.endswith("| 1.00 s | 0.30 s |")
+    assert moved.endswith("| 1.00 s | 0.30 s (0.20-0.40) |")
     assert len([line for line in table.splitlines() if "longest gap" in line]) == len(EVENTS)
 
 

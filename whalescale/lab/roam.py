@@ -18,6 +18,7 @@ processes are stopped by their ids before the next runs.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from . import gaps
 from .errors import LabError
 from .lab import Lab
+from .mesh import LabMesh
 from .natlab import VPN_PORT
 from .nebula import NebulaMesh
 from .netns import Host
@@ -90,8 +92,9 @@ def _disturbances(hosts: dict[str, Host], tunnel: dict[str, str]) -> dict[str, f
     return longest
 
 
-def _whalescale(lab: Lab, hosts: dict[str, Host]) -> Run:
-    mesh = mesh_of(lab, load(SCENARIO_DIR / "nat-anchor.toml"), hosts)
+def _whalescale(mesh: LabMesh, hosts: dict[str, Host]) -> Run:
+    for name in mesh.nodes:  # a cold start every run: no last-known-good cache
+        shutil.rmtree(mesh.state_dir(name), ignore_errors=True)
     tunnel = {name: node.tunnel_addr for name, node in mesh.nodes.items()}
     started = time.monotonic()
     try:
@@ -107,12 +110,7 @@ def _whalescale(lab: Lab, hosts: dict[str, Host]) -> Run:
                 node.proc.stop()
 
 
-def _nebula(lab: Lab, hosts: dict[str, Host]) -> Run:
-    mesh = NebulaMesh(lab, VPN_PORT)
-    mesh.add_lighthouse(hosts["anchor"], hosts["anchor"].addr())
-    for name in ("peer-a", "peer-b"):
-        mesh.add_node(hosts[name])
-    mesh.prepare()
+def _nebula(mesh: NebulaMesh, hosts: dict[str, Host]) -> Run:
     tunnel = {node.name: node.tunnel_addr for node in mesh.nodes.values()}
     started = time.monotonic()
     try:
@@ -126,16 +124,22 @@ def _nebula(lab: Lab, hosts: dict[str, Host]) -> Run:
 
 
 def run_roam(*, runs: int = 1, with_nebula: bool = True) -> list[Run]:
-    """Build the scenario once, then `runs` rounds of nebula (unless told not to) and
-    whalescale on it."""
+    """Build the scenario and both VPNs' keys once, then `runs` rounds of nebula (unless
+    told not to) and whalescale on it."""
     scenario = load(SCENARIO_DIR / "nat-anchor.toml")
     found: list[Run] = []
     with Lab() as lab:
         hosts = build(lab, scenario)
+        ours = mesh_of(lab, scenario, hosts)
+        nebula = NebulaMesh(lab, VPN_PORT)
+        nebula.add_lighthouse(hosts["anchor"], hosts["anchor"].addr())
+        for name in ("peer-a", "peer-b"):
+            nebula.add_node(hosts[name])
+        nebula.prepare()
         for _ in range(runs):
             if with_nebula:
-                found.append(_nebula(lab, hosts))
-            found.append(_whalescale(lab, hosts))
+                found.append(_nebula(nebula, hosts))
+            found.append(_whalescale(ours, hosts))
     return found
 
 
@@ -145,10 +149,13 @@ def render(found: list[Run]) -> str:
 
     def median(vpn: str, pick: Callable[[Run], float | None]) -> str:
         values = [v for r in found if r.vpn == vpn and (v := pick(r)) is not None]
-        return f"{statistics.median(values):.2f} s" if values else "-"
+        if not values:
+            return "-"
+        spread = f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
+        return f"{statistics.median(values):.2f} s{spread}"
 
     runs = sum(1 for r in found if r.vpn == "whalescale")
-    rows = [f"| what (median of {runs} runs) | {' | '.join(vpns)} |",
+    rows = [f"| what (median of {runs} runs, and their range) | {' | '.join(vpns)} |",
             "|---|" + "--:|" * len(vpns),
             "| first answer from start | "
             + " | ".join(median(v, lambda r: r.connect_s) for v in vpns) + " |"]
@@ -157,5 +164,6 @@ def render(found: list[Run]) -> str:
             median(v, lambda r, e=event.name: r.longest_gap_s.get(e)) for v in vpns) + " |")
     rows += ["", "Longest gap: the longest time without an answer to a UDP datagram sent "
              f"through the tunnel every {gaps.EVERY_S:g} s (scenarios/nat-anchor.toml: one "
-             "anchor, two port-restricted NATs; keepalive 5 s)."]
+             "anchor, two port-restricted NATs; keepalive 5 s). The disturbances come in "
+             "this order in each run, each on the state the one before left."]
     return "\n".join(rows)
