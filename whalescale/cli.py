@@ -320,6 +320,21 @@ def cmd_lab_roam(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lab_soak(args: argparse.Namespace) -> int:
+    from .lab.soak import KILLED, render, run_soak
+
+    result = run_soak(args.minutes, args.reload_every, args.restart_every)
+    table = render(result)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+    # the bar: no stall over 1 s on flows without the killed node, < 5 MiB growth
+    stalls = [s for flow, s in result.longest_stall_s.items() if KILLED not in flow]
+    ok = all(s is not None and s <= 1.0 for s in stalls) and all(
+        growth < 5.0 for growth in result.rss_growth_mib.values())
+    return EXIT_OK if ok else EXIT_INVALID
+
+
 def cmd_bench_tunnel(args: argparse.Namespace) -> int:
     from .bench.tunnel import run_tunnel_bench
 
@@ -551,6 +566,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-nebula", action="store_true", help="whalescale only")
     p.add_argument("--out", type=Path, help="also write the table to this file")
     p.set_defaults(func=cmd_lab_roam)
+    p = lab.add_parser("soak", help="a mesh under load, reloaded and with a node killed",
+                       description="Two anchors and two peers behind symmetric NATs (a "
+                       "relayed pair), three paced iperf3 flows for the whole run, a SIGHUP "
+                       "to one agent in turn every --reload-every seconds, peer-b killed "
+                       "and restarted every --restart-every seconds, sessions rekeying "
+                       "under load; print each flow's longest stall and each agent's RSS "
+                       "growth. Exit status 1 when a flow without peer-b stalled over 1 s "
+                       "or an agent grew 5 MiB or more. Needs root; --minutes long.")
+    p.add_argument("--minutes", type=float, default=30.0, help="how long (default 30)")
+    p.add_argument("--reload-every", type=float, default=30.0, metavar="SECONDS",
+                   help="a SIGHUP every (default 30)")
+    p.add_argument("--restart-every", type=float, default=300.0, metavar="SECONDS",
+                   help="peer-b killed and restarted every (default 300)")
+    p.add_argument("--out", type=Path, help="also write the table to this file")
+    p.set_defaults(func=cmd_lab_soak)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True, metavar="BENCH_COMMAND")
