@@ -29,6 +29,7 @@ from .scenario import SCENARIO_DIR, build, load, start_mesh
 RATE = "10M"
 INTERVAL_S = 0.5
 WARM_UP_S = 60.0
+CONNECT_TIMEOUT_S = 30.0
 KILLED = "peer-b"
 FLOWS = (("peer-a", "peer-b"), ("peer-a", "anchor-2"), ("anchor-1", "anchor-2"))
 
@@ -89,8 +90,10 @@ def run_soak(minutes: float = 30.0, reload_every_s: float = 30.0,
     scenario = load(SCENARIO_DIR / "nat-relay.toml")
     with Lab() as lab:
         mesh = start_mesh(lab, scenario, build(lab, scenario))
-        if not mesh.nodes["peer-a"].host.ping(mesh.nodes["peer-b"].tunnel_addr, count=5):
-            raise LabError("peer-a does not reach peer-b over the relay")
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not mesh.nodes["peer-a"].host.ping(mesh.nodes["peer-b"].tunnel_addr, timeout=1):
+            if time.monotonic() > deadline:
+                raise LabError("peer-a does not reach peer-b over the relay")
         flows = _start_flows(mesh, seconds)
         started = time.monotonic()
         names = list(mesh.nodes)
