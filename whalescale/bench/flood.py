@@ -31,7 +31,7 @@ import struct
 import sys
 import time
 
-from .start import agent_pid, cpu_seconds, proc_file, vm_rss_bytes
+from .start import agent_pid, cpu_seconds, proc_file, rss_mib
 
 PING_EVERY_S = 0.02
 KINDS = ("init-mac1", "init-bad-mac1", "init-spoofed", "data-random")
@@ -173,17 +173,6 @@ def _cpu_s(pid: int) -> float:
     return cpu_seconds(proc_file(pid, "stat"), os.sysconf("SC_CLK_TCK"))
 
 
-def _rss_mib(pid: int) -> float:
-    return vm_rss_bytes(proc_file(pid, "status")) / 2**20
-
-
-def _status(mesh, name: str) -> dict:
-    node = mesh.nodes[name]
-    out = node.host.run(sys.executable, "-m", "whalescale", "status", "--json", "--state-dir",
-                        str(mesh.state_dir(name))).stdout
-    return json.loads(out)
-
-
 DH_DROPS = ("unknown_peer", "bad_initiation")
 
 
@@ -224,8 +213,8 @@ def run_flood_bench(kinds: tuple[str, ...] = KINDS, seconds: float = 20.0,
         pid = agent_pid(tnode)
         public_hex = tnode.identity.x25519_public.hex()
         for kind in kinds:
-            drops0 = _status(mesh, "target")["drops"]
-            cpu0, rss0, t0 = _cpu_s(pid), _rss_mib(pid), time.monotonic()
+            drops0 = mesh.status("target")["drops"]
+            cpu0, rss0, t0 = _cpu_s(pid), rss_mib(pid), time.monotonic()
             pinger = hosts["peer"].spawn(sys.executable, "-m", __name__, "ping",
                                          tnode.tunnel_addr, "7300", str(seconds + 2))
             pinger.wait_for_log("started", 10)
@@ -243,8 +232,8 @@ def run_flood_bench(kinds: tuple[str, ...] = KINDS, seconds: float = 20.0,
                     break
             sender.wait_for_log(r"\{.*\}", seconds + 30)
             pinger.wait_for_log(r"\{.*\}", seconds + 30)
-            cpu1, rss1, t1 = _cpu_s(pid), _rss_mib(pid), time.monotonic()
-            drops1 = _status(mesh, "target")["drops"]
+            cpu1, rss1, t1 = _cpu_s(pid), rss_mib(pid), time.monotonic()
+            drops1 = mesh.status("target")["drops"]
             newcomer.proc.stop()
             flood_out = json.loads(gaps.RESULT.findall(sender.log())[-1])
             ping_out = json.loads(gaps.RESULT.findall(pinger.log())[-1])

@@ -54,6 +54,10 @@ def proc_file(pid: int, name: str) -> str:
     return Path(f"/proc/{pid}/{name}").read_text()
 
 
+def rss_mib(pid: int) -> float:
+    return vm_rss_bytes(proc_file(pid, "status")) / 2**20
+
+
 def agent_pid(node: MeshNode) -> int:
     """The agent's pid: the lab's own, as `ip netns exec` execs the agent in place."""
     assert node.proc is not None

@@ -199,6 +199,12 @@ class LabMesh:
         self.mesh_path.write_text(self.mesh_toml())
         return self.mesh_path
 
+    def status(self, name: str) -> dict:
+        """`whalescale status --json` of node `name`'s agent, asked from its host."""
+        node = self.nodes[name]
+        return json.loads(node.host.run(sys.executable, "-m", "whalescale", "status", "--json",
+                                        "--state-dir", str(self.state_dir(name))).stdout)
+
     def state_dir(self, name: str) -> Path:
         """Node `name`'s --state-dir (its control socket, for `whalescale reload`)."""
         return self.lab.tempdir / f"state-{name}"

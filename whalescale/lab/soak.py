@@ -20,6 +20,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+from ..bench.start import rss_mib
 from .errors import LabError
 from .lab import Lab
 from .mesh import LabMesh
@@ -42,14 +43,6 @@ class SoakResult:
     longest_stall_s: dict[str, float | None]  # flow -> seconds (None: the flow broke)
     mean_mbit_s: dict[str, float | None]
     rss_growth_mib: dict[str, float]
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise LabError(f"no VmRSS for pid {pid}")
 
 
 def _flow_name(flow: tuple[str, str]) -> str:
@@ -102,7 +95,7 @@ def run_soak(minutes: float = 30.0, reload_every_s: float = 30.0,
         next_reload, next_restart = reload_every_s, restart_every_s
         while (elapsed := time.monotonic() - started) < seconds:
             if not rss0 and elapsed >= WARM_UP_S:
-                rss0 = {n: _rss_mib(mesh.nodes[n].proc.pid) for n in names if n != KILLED}
+                rss0 = {n: rss_mib(mesh.nodes[n].proc.pid) for n in names if n != KILLED}
             if elapsed >= next_reload:
                 name = names[reloads % len(names)]
                 proc = mesh.nodes[name].proc
@@ -120,7 +113,7 @@ def run_soak(minutes: float = 30.0, reload_every_s: float = 30.0,
                 restarts += 1
                 next_restart += restart_every_s
             time.sleep(0.5)
-        rss = {n: _rss_mib(mesh.nodes[n].proc.pid) - rss0.get(n, 0.0) for n in rss0}
+        rss = {n: rss_mib(mesh.nodes[n].proc.pid) - rss0.get(n, 0.0) for n in rss0}
         stalls: dict[str, float | None] = {}
         rates: dict[str, float | None] = {}
         for flow, (srv, cli) in zip(FLOWS, flows, strict=True):
