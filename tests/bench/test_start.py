@@ -2,7 +2,7 @@
 
 import pytest
 
-from whalescale.bench.start import cpu_seconds, vm_rss_bytes
+from whalescale.lab.proc import cpu_seconds, vm_rss_bytes
 
 # A real line's shape; the command name holds a space and a parenthesis of its own.
 STAT = ("4242 (python3 (x) y) S 1 4242 4242 0 -1 4194560 5143 0 0 0 "

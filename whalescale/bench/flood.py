@@ -31,7 +31,8 @@ import struct
 import sys
 import time
 
-from .start import agent_pid, cpu_seconds, proc_file, rss_mib
+from ..lab.proc import cpu_seconds, proc_file, rss_mib
+from .start import agent_pid
 
 PING_EVERY_S = 0.02
 KINDS = ("init-mac1", "init-bad-mac1", "init-spoofed", "data-random")

@@ -15,47 +15,17 @@ import os
 import re
 import statistics
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from ..lab.lab import Lab, lab_available
 from ..lab.mesh import LabMesh, MeshNode
+from ..lab.proc import cpu_seconds, proc_file, vm_rss_bytes
 
 _UP = re.compile(r" up on ws0")
 _POLL_S = 0.01  # short: CPU spent after the "up" line and before we look is counted too
 _UP_TIMEOUT_S = 30.0
-
-
-def cpu_seconds(stat: str, ticks_per_s: int) -> float:
-    """utime + stime, in seconds, of one /proc/PID/stat line.
-
-    The command name (field 2) is in parentheses and may hold spaces or parentheses of
-    its own, so fields are counted from the last ')'.
-    """
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / ticks_per_s
-
-
-def vm_rss_bytes(status: str) -> int:
-    """VmRSS of a /proc/PID/status text, in bytes."""
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            value, unit = line.split()[1:3]
-            if unit != "kB":
-                raise ValueError(f"VmRSS in unexpected unit {unit!r}")
-            return int(value) * 1024
-    raise ValueError("no VmRSS line (a kernel thread, or the process has exited)")
-
-
-def proc_file(pid: int, name: str) -> str:
-    return Path(f"/proc/{pid}/{name}").read_text()
-
-
-def rss_mib(pid: int) -> float:
-    return vm_rss_bytes(proc_file(pid, "status")) / 2**20
 
 
 def agent_pid(node: MeshNode) -> int:

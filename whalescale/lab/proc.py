@@ -127,3 +127,35 @@ class Proc:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(POLL_INTERVAL_S)
+
+
+# ----- what /proc says of a process (the benches' CPU and memory figures) ---------------
+
+def cpu_seconds(stat: str, ticks_per_s: int) -> float:
+    """utime + stime, in seconds, of one /proc/PID/stat line.
+
+    The command name (field 2) is in parentheses and may hold spaces or parentheses of
+    its own, so fields are counted from the last ')'.
+    """
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / ticks_per_s
+
+
+def vm_rss_bytes(status: str) -> int:
+    """VmRSS of a /proc/PID/status text, in bytes."""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            value, unit = line.split()[1:3]
+            if unit != "kB":
+                raise ValueError(f"VmRSS in unexpected unit {unit!r}")
+            return int(value) * 1024
+    raise ValueError("no VmRSS line (a kernel thread, or the process has exited)")
+
+
+def proc_file(pid: int, name: str) -> str:
+    return Path(f"/proc/{pid}/{name}").read_text()
+
+
+def rss_mib(pid: int) -> float:
+    return vm_rss_bytes(proc_file(pid, "status")) / 2**20

@@ -20,11 +20,10 @@ import signal
 import time
 from dataclasses import dataclass
 
-from ..bench.start import rss_mib
 from .errors import LabError
 from .lab import Lab
 from .mesh import LabMesh
-from .proc import Proc
+from .proc import Proc, rss_mib
 from .scenario import SCENARIO_DIR, build, load, start_mesh
 
 RATE = "10M"
