@@ -404,6 +404,12 @@ class _PrintVersion(argparse.Action):
         print(f"{parser.prog} {version()}")
         parser.exit()
 
+def _python_path_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--python-path", metavar="PATH",
+                   help="the agents' PYTHONPATH, to measure another checkout's agent (run "
+                   "from a directory that holds no whalescale package)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whalescale",
@@ -599,9 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, metavar="N", help="meshes to start (default 5)")
     p.add_argument("--idle", type=float, default=5.0, metavar="SECONDS",
                    help="idle time before RSS is read (default 5)")
-    p.add_argument("--python-path", metavar="PATH",
-                   help="the agents' PYTHONPATH, to measure another checkout's agent (run "
-                   "from a directory that holds no whalescale package)")
+    _python_path_option(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench_start)
     p = bench.add_parser("flood", help="what a flooding host costs a live session",
@@ -614,9 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", action="append", choices=("init-mac1", "init-bad-mac1",
                    "init-spoofed", "data-random"), help="a flood to run (default: all)")
     p.add_argument("--seconds", type=float, default=20.0, help="per flood (default 20)")
-    p.add_argument("--python-path", metavar="PATH",
-                   help="the agents' PYTHONPATH, to measure another checkout's agent (run "
-                   "from a directory that holds no whalescale package)")
+    _python_path_option(p)
     p.add_argument("--out", type=Path, help="also write the results (JSON) to this file")
     p.set_defaults(func=cmd_bench_flood)
     p = bench.add_parser("multipath", help="multipath schedulers vs single path and MPTCP",
