@@ -61,6 +61,7 @@ EXPECTED = Mesh(
             keepalive_s=15,
         ),
     ),
+    suffix="home",
 )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from whalescale.config.positions import Path
-from whalescale.config.schema import Network, TunnelAddress
+from whalescale.config.schema import Network, Rule, TunnelAddress
 from whalescale.identity import InvalidKey, decode_key, x25519_public_from_ed25519
 
 T = TypeVar("T")
@@ -232,3 +232,68 @@ def listen_address(value: object) -> tuple[str, int]:
     if port is None:
         raise invalid(f"{value!r} has no port, expected 'IP:port' such as '127.0.0.1:9586'")
     return host, port
+
+
+def one_of(*choices: str) -> Converter[str]:
+    def convert(value: object) -> str:
+        text = _typed(value, str, " or ".join(repr(c) for c in choices))
+        if text not in choices:
+            raise invalid(f"{text!r} is not one of {', '.join(repr(c) for c in choices)}")
+        return text
+
+    return convert
+
+
+def dns_suffix(value: object) -> str:
+    text = _typed(value, str, "a DNS suffix like 'home.arpa'")
+    suffix = host_name(text.removeprefix("."))
+    if suffix is None:
+        raise invalid(f"{text!r} is not a DNS name, expected labels of letters, digits and "
+                      "'-' separated by dots, like 'home.arpa'")
+    return suffix
+
+
+def port_range(value: object) -> tuple[int, int]:
+    """A port (22) or an inclusive range ("8000-8100")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (port(value),) * 2
+    text = _typed(value, str, "a port (22) or a range (\"8000-8100\")")
+    low, dash, high = text.partition("-")
+    if not (dash and low.isdigit() and high.isdigit()):
+        raise invalid(f"{text!r} is not a port range, expected \"LOW-HIGH\" like \"8000-8100\"")
+    first, last = port(int(low)), port(int(high))
+    if first > last:
+        raise invalid(f"{text!r} runs backwards, expected the lower port first")
+    return first, last
+
+
+_RULE_KEYS = ("action", "from", "proto", "ports")
+_action = one_of("allow", "deny")
+_proto = one_of("any", "tcp", "udp", "icmp")
+_sources = list_of(name, or_single=True)
+_ports = list_of(port_range, or_single=True)
+
+
+def rule(value: object) -> Rule:
+    """A firewall rule table: action (required), from, proto, ports. Whether the names
+    in `from` exist is checked across entries."""
+    table = _typed(value, dict, "a rule table like { action = \"deny\", from = \"tablet\", "
+                   "proto = \"tcp\", ports = [22] }")
+    errors: list[tuple[Path, str]] = [
+        ((key,), f"unknown key {key!r}, expected one of: {', '.join(_RULE_KEYS)}")
+        for key in table if key not in _RULE_KEYS]
+    if "action" not in table:
+        errors.append(((), "missing required key 'action' (\"allow\" or \"deny\")"))
+    converted: dict[str, object] = {}
+    for key, convert, out in (("action", _action, "action"), ("from", _sources, "sources"),
+                              ("proto", _proto, "proto"), ("ports", _ports, "ports")):
+        if key in table:
+            try:
+                converted[out] = convert(table[key])
+            except Invalid as exc:
+                errors.extend(((key, *sub), message) for sub, message in exc.where)
+    if converted.get("ports") and converted.get("proto", "any") not in ("tcp", "udp"):
+        errors.append((("ports",), "ports need proto = \"tcp\" or \"udp\""))
+    if errors:
+        raise Invalid(*errors)
+    return Rule(**converted)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ position, once the file is otherwise valid.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Hashable, Iterable, Mapping
@@ -54,7 +55,10 @@ _MESH_FIELDS = {
     "mtu": _Field(fields.integer(1292, 9000), DEFAULT_MTU),
     # Tunnel prefixes: every tunnel address must lie inside one; routed into the tunnel.
     "prefixes": _Field(fields.list_of(fields.network, or_single=True), ()),
+    # Node names resolve as NAME.SUFFIX on every node (default: the mesh's name).
+    "suffix": _Field(fields.dns_suffix, None),
 }
+_networks = fields.list_of(fields.network, or_single=True)
 _NODE_FIELDS = {
     "name": _Field(fields.name),
     "public_key": _Field(fields.node_key),
@@ -67,6 +71,16 @@ _NODE_FIELDS = {
     "backup_interfaces": _Field(fields.list_of(fields.interface), ()),
     # Prometheus metrics of this node's agent, off unless set ("127.0.0.1:9586").
     "metrics": _Field(fields.listen_address, None),
+    # Routes and access (README "Routes, exit nodes, firewall, names").
+    "routes": _Field(_networks, ()),
+    "standby_routes": _Field(_networks, ()),
+    "accept_routes": _Field(fields.boolean, True),
+    "exit": _Field(fields.boolean, False),
+    "exit_node": _Field(fields.name, None),
+    "kill_switch": _Field(fields.boolean, False),
+    "groups": _Field(fields.list_of(fields.name, or_single=True), ()),
+    "firewall": _Field(fields.list_of(fields.rule), ()),
+    "firewall_default": _Field(fields.one_of("allow", "deny"), "allow"),
 }
 _WIREGUARD_FIELDS = {
     "name": _Field(fields.name),
@@ -197,6 +211,14 @@ class _Reader:
         for i, node in enumerate(nodes):
             self.backup_interfaces(document, ("node", i), node)
         self.inside_prefixes(document, settings.get("prefixes", ()), nodes, peers)
+        self.routes(document, settings.get("prefixes", ()), nodes, peers)
+        self.access(document, nodes)
+        suffix = settings.get("suffix") or settings.get("name", "")
+        if _shadows_tld(suffix):
+            self.warning(("mesh", "suffix") if settings.get("suffix") else ("mesh", "name"),
+                         f"names end in .{suffix}, which shadows the public top-level domain "
+                         f".{suffix.rsplit('.', 1)[-1]}: set [mesh] suffix, e.g. "
+                         f"suffix = \"{settings.get('name', 'mesh')}.internal\"")
         if self.problems:
             return None
         return Mesh(
@@ -207,6 +229,7 @@ class _Reader:
             prefixes=settings["prefixes"],
             nodes=tuple(_node(n, port) for n in nodes),
             wireguard=tuple(_wireguard_peer(p, port, keepalive_s) for p in peers),
+            suffix=suffix,
         )
 
     def secrets(self, value: object, path: Path) -> None:
@@ -347,6 +370,66 @@ class _Reader:
                                  f"tunnel address {address} is outside the mesh prefixes "
                                  f"({shown}), expected an address inside one of them")
 
+    def routes(self, document: dict[str, Any], prefixes: tuple[Network, ...],
+               nodes: list[dict[str, Any]], peers: list[dict[str, Any]]) -> None:
+        """Networks behind nodes: none overlaps the tunnel or another's, except the same
+        network as one node's `routes` and other nodes' `standby_routes`."""
+        taken: list[tuple[Network, str]] = [(p, "the mesh prefix") for p in prefixes]
+        taken += [(ipaddress.ip_network(a), f"{n['name']}'s tunnel address")
+                  for n in nodes + peers if "name" in n for a in n.get("address", ())]
+        taken += [(net, f"WireGuard peer {p['name']}'s allowed_ips")
+                  for p in peers if "name" in p for net in p.get("allowed_ips", ())]
+        primaries: dict[Network, str] = {}
+        for key in ("routes", "standby_routes"):
+            for i, node in enumerate(nodes):
+                owner = node.get("name", f"node[{i}]")
+                for j, net in enumerate(node.get(key, ())):
+                    where = _element_path(document, ("node", i, key), j)
+                    clash = next((what for other, what in taken if net.overlaps(other)), None)
+                    if clash is not None:
+                        self.problem(where, f"route {net} overlaps {clash}, expected a network "
+                                     "outside the tunnel's addresses")
+                    elif key == "routes":
+                        other = next((o for o in primaries if net.overlaps(o)), None)
+                        if other is not None:
+                            self.problem(where, f"route {net} overlaps {other} of "
+                                         f"{primaries[other]}; two nodes may carry one network "
+                                         "only as `routes` on one and `standby_routes` on the "
+                                         "other")
+                        else:
+                            primaries[net] = owner
+                    elif primaries.get(net) in (None, owner):
+                        self.problem(where, f"standby route {net} has no primary, expected "
+                                     "another node to list exactly this network in `routes`")
+
+    def access(self, document: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
+        """Exit nodes, groups and firewall sources name what exists."""
+        names = {n["name"]: n for n in nodes if "name" in n}
+        groups = {g for n in nodes for g in n.get("groups", ())}
+        known = sorted(names) + sorted(groups - names.keys())
+        for i, node in enumerate(nodes):
+            exit_node = node.get("exit_node")
+            if exit_node is not None:
+                target = names.get(exit_node)
+                if target is None or target is node or not target.get("exit"):
+                    offering = ", ".join(n for n, t in names.items() if t.get("exit")
+                                         and t is not node) or "none"
+                    self.problem(("node", i, "exit_node"),
+                                 f"{exit_node!r} is not another node with exit = true "
+                                 f"(those offering: {offering})")
+            for j, group in enumerate(node.get("groups", ())):
+                if group in names:
+                    self.problem(_element_path(document, ("node", i, "groups"), j),
+                                 f"group {group!r} has the name of a node, expected a name "
+                                 "no node uses (a rule's `from` names either)")
+            for r, rule in enumerate(node.get("firewall", ())):
+                for k, source in enumerate(rule.sources):
+                    if source not in names and source not in groups:
+                        self.problem(_element_path(document, ("node", i, "firewall", r, "from"),
+                                                   k),
+                                     f"{source!r} is neither a node nor a group, expected one "
+                                     "of: " + ", ".join(known))
+
     def unique(self, what: str, items: Iterable[tuple[Hashable, Path, str]]) -> None:
         """Report each repeat of a value; items are (value, where, how to show it)."""
         first: dict[Hashable, Path] = {}
@@ -379,6 +462,19 @@ def _endpoint(host_port: tuple[str, int | None], default_port: int) -> Endpoint:
     return Endpoint(host, default_port if port is None else port)
 
 
+# Suffixes a mesh must not take silently: names under them would shadow real ones.
+# The generic and most used TLDs, and any two letters (a country code, or may become one).
+_PUBLIC_TLDS = frozenset((
+    "com", "net", "org", "info", "biz", "name", "pro", "mobi", "app", "dev", "page", "io",
+    "ai", "co", "me", "tv", "cloud", "online", "site", "shop", "store", "tech", "xyz", "live",
+    "blog", "email", "link", "network", "systems", "services", "zone"))
+
+
+def _shadows_tld(suffix: str) -> bool:
+    tld = suffix.rsplit(".", 1)[-1]
+    return tld in _PUBLIC_TLDS or (len(tld) == 2 and tld.isalpha())
+
+
 def _node(fields_: dict[str, Any], mesh_port: int) -> Node:
     port = mesh_port if fields_["port"] is None else fields_["port"]
     return Node(
@@ -392,7 +488,12 @@ def _node(fields_: dict[str, Any], mesh_port: int) -> Node:
         interfaces=fields_["interfaces"],
         backup_interfaces=fields_["backup_interfaces"],
         metrics=Endpoint(*fields_["metrics"]) if fields_["metrics"] else None,
+        **{key: fields_[key] for key in _ACCESS_KEYS},
     )
+
+
+_ACCESS_KEYS = ("routes", "standby_routes", "accept_routes", "exit", "exit_node",
+                "kill_switch", "groups", "firewall", "firewall_default")
 
 
 def _wireguard_peer(fields_: dict[str, Any], mesh_port: int, keepalive_s: int) -> WireGuardPeer:

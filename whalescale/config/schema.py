@@ -32,6 +32,23 @@ class Endpoint:
 
 
 @attrs.frozen
+class Rule:
+    """One inbound firewall rule of a node: the first rule that matches a packet decides.
+    `sources` are node and group names (empty: any node); `ports` inclusive ranges of
+    destination ports (empty: any; only with tcp or udp)."""
+
+    action: str  # "allow" | "deny"
+    sources: tuple[str, ...] = ()
+    proto: str = "any"  # "any" | "tcp" | "udp" | "icmp"
+    ports: tuple[tuple[int, int], ...] = ()
+
+    def __str__(self) -> str:
+        who = ",".join(self.sources) or "*"
+        ports = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.ports)
+        return f"{self.action} from {who} {self.proto}" + (f" port {ports}" if ports else "")
+
+
+@attrs.frozen
 class Node:
     """A whalescale node, identified by its Ed25519 public key (the node ID)."""
 
@@ -44,6 +61,17 @@ class Node:
     interfaces: tuple[str, ...]
     metrics: Endpoint | None = None  # where its agent serves Prometheus metrics, if anywhere
     backup_interfaces: tuple[str, ...] = ()  # multipath: used only while the others fail
+    # Networks behind this node that it forwards for; `standby_routes` it carries only
+    # while the node whose `routes` name the same network is unreachable.
+    routes: tuple[Network, ...] = ()
+    standby_routes: tuple[Network, ...] = ()
+    accept_routes: bool = True  # route other nodes' networks (unless we sit in them)
+    exit: bool = False  # offers itself as an exit node (forwards and masquerades)
+    exit_node: str | None = None  # sends its default route through this node
+    kill_switch: bool = False  # after a crash while using an exit: block, not restore
+    groups: tuple[str, ...] = ()
+    firewall: tuple[Rule, ...] = ()
+    firewall_default: str = "allow"  # what no rule matched gets
 
 
 @attrs.frozen
@@ -70,12 +98,16 @@ class Mesh:
     prefixes: tuple[Network, ...]
     nodes: tuple[Node, ...]
     wireguard: tuple[WireGuardPeer, ...]
+    suffix: str = ""  # node names resolve as NAME.SUFFIX; the loader defaults it to `name`
 
     def node_by_key(self, ed_public: bytes) -> Node | None:
         return next((n for n in self.nodes if n.public_key == ed_public), None)
 
     def anchors(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.anchor)
+
+    def node_by_name(self, name: str) -> Node | None:
+        return next((n for n in self.nodes if n.name == name), None)
 
 
 def _is_ip(host: str) -> bool:
