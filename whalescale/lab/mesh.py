@@ -53,6 +53,8 @@ class MeshNode:
     python_path: str | None = None
     # Its static endpoint "IP:port" when not its host's first address (LabMesh.endpoint).
     endpoint: str | None = None
+    # More lines of its [[node]] table, TOML as written ('routes = ["10.1.0.0/24"]').
+    toml_lines: list[str] = attrs.field(factory=list)
 
     def handshakes(self) -> list[tuple[str, str, float | None]]:
         """(peer, role, milliseconds) of each session the agent's log reports."""
@@ -136,6 +138,7 @@ class LabMesh:
         self.keepalive_s = keepalive_s
         self.nodes: dict[str, MeshNode] = {}
         self.wireguard: dict[str, WireGuardGoNode] = {}
+        self.mesh_lines: list[str] = []  # more lines of [mesh], TOML as written
         self.mesh_path = lab.tempdir / "mesh.toml"
         _compile_whalescale()
 
@@ -170,7 +173,7 @@ class LabMesh:
 
     def mesh_toml(self) -> str:
         lines = ["[mesh]", 'name = "lab"', f"port = {self.port}",
-                 f"keepalive_s = {self.keepalive_s}", ""]
+                 f"keepalive_s = {self.keepalive_s}", *self.mesh_lines, ""]
         for node in self.nodes.values():
             lines += ["[[node]]", f'name = "{node.name}"',
                       f'public_key = "{node.identity.public_b64}"',
@@ -182,7 +185,8 @@ class LabMesh:
                       *([f"backup_interfaces = {json.dumps(list(node.backup_interfaces))}"]
                         if node.backup_interfaces else []),
                       f"anchor = {'true' if node.anchor else 'false'}",
-                      *([f'metrics = "{node.metrics}"'] if node.metrics else []), ""]
+                      *([f'metrics = "{node.metrics}"'] if node.metrics else []),
+                      *node.toml_lines, ""]
         for wg in self.wireguard.values():
             lines += ["[[wireguard]]", f'name = "{wg.name}"',
                       f'public_key = "{b64(wg.public_key)}"',
