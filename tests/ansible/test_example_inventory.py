@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from whalescale.config import load_mesh
 from whalescale.identity import Identity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,3 +58,10 @@ def test_example_inventory_renders_a_valid_mesh(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stderr + mesh
     assert "5 nodes (2 anchors), 1 WireGuard peers" in check.stdout
     assert 'interfaces = ["wlan0"]\nbackup_interfaces = ["usb0"]' in mesh
+    nodes = {node.name: node for node in load_mesh(tmp_path / "mesh.toml").nodes}
+    home = nodes["homeserver"]
+    assert [str(net) for net in home.routes] == ["192.168.1.0/24"]
+    assert [str(rule) for rule in home.firewall] == ["allow from admins tcp port 22",
+                                                     "deny from * tcp port 22"]
+    assert (nodes["vps"].exit, nodes["laptop"].exit_node) == (True, "vps")
+    assert nodes["handheld-1"].groups == ("kids",)
