@@ -20,7 +20,23 @@ let
 
   stateDir = "/var/lib/whalescale";
   exe = "${cfg.package}/bin/whalescale";
-  renderedMesh = format.generate "whalescale-mesh.toml" cfg.settings;
+  # The routes and access options left empty (no routes, no exit node...) stay out of the
+  # file, which has no null; they are the loader's defaults.
+  unsetWhenEmpty = [
+    "routes"
+    "standby_routes"
+    "exit_node"
+    "groups"
+    "firewall"
+  ];
+  renderedMesh = format.generate "whalescale-mesh.toml" (
+    cfg.settings
+    // {
+      node = map (lib.filterAttrs (
+        name: v: !(builtins.elem name unsetWhenEmpty && (v == null || v == [ ]))
+      )) cfg.settings.node;
+    }
+  );
   # A stable path, so that a new mesh from `settings` changes no ExecStart line: the unit
   # is reloaded (sessions stay), not restarted.
   meshPath = if cfg.settings != null then "/etc/whalescale/mesh.toml" else toString cfg.meshFile;
@@ -99,8 +115,73 @@ let
         description = "Whether the node is an anchor: stable and reachable by the others.";
         example = true;
       };
+      routes = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = ''
+          Networks behind this node that it forwards for (a subnet router): the other nodes
+          route them into the tunnel, unless they sit in them. On the node itself the module
+          turns on IP forwarding.
+        '';
+        example = [ "192.168.1.0/24" ];
+      };
+      standby_routes = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "The same networks as another node's `routes`, carried while it is unreachable.";
+        example = [ "192.168.1.0/24" ];
+      };
+      exit = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Whether the node offers itself as an exit node (forwards and masquerades).";
+        example = true;
+      };
+      exit_node = mkOption {
+        type = types.nullOr nodeNameType;
+        default = null;
+        description = "The exit node this node sends its default route through.";
+        example = "vps";
+      };
+      groups = mkOption {
+        type = types.listOf nodeNameType;
+        default = [ ];
+        description = "Groups the node belongs to, named in other nodes' `firewall` rules.";
+        example = [ "laptops" ];
+      };
+      firewall = mkOption {
+        type = types.listOf (
+          types.submodule {
+            freeformType = format.type;
+            options.action = mkOption {
+              type = types.enum [
+                "allow"
+                "deny"
+              ];
+              description = "What a packet this rule matches gets; the first rule that matches decides.";
+            };
+          }
+        );
+        default = [ ];
+        description = ''
+          Inbound rules for traffic from the mesh to this node: `action`, and optionally
+          `from` (node or group names), `proto` (any, tcp, udp, icmp), `ports` (22 or
+          "8000-8100"). Replies to this node's own connections always pass.
+        '';
+        example = [
+          {
+            action = "deny";
+            from = [ "kids" ];
+            proto = "tcp";
+            ports = [ 22 ];
+          }
+        ];
+      };
     };
   };
+  # This node forwards for the mesh: a subnet router, a standby or an exit node.
+  forwards =
+    ownNode != null && (ownNode.routes != [ ] || ownNode.standby_routes != [ ] || ownNode.exit);
 in
 {
   options.services.whalescale = {
@@ -302,6 +383,13 @@ in
     };
 
     networking.firewall.allowedUDPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
+
+    # Forwarding is host policy: on for the node that forwards for the mesh (found by
+    # `nodeName`), left alone elsewhere.
+    boot.kernel.sysctl = lib.mkIf forwards {
+      "net.ipv4.ip_forward" = lib.mkDefault 1;
+      "net.ipv6.conf.all.forwarding" = lib.mkDefault 1;
+    };
 
     systemd.services.whalescale = {
       description = "whalescale mesh VPN agent";

@@ -8,7 +8,8 @@ let
   inherit (lib) types mkOption;
 
   # Enough TOML for a mesh file: top-level tables of scalars and lists of scalars, and
-  # arrays of such tables. Anything deeper is refused rather than written wrongly.
+  # arrays of such tables; inside those, a list of tables (a node's firewall rules) as
+  # inline tables. Anything deeper is refused rather than written wrongly.
   tomlValue =
     v:
     if builtins.isString v then
@@ -19,6 +20,10 @@ let
       toString v
     else if builtins.isList v then
       "[" + lib.concatMapStringsSep ", " tomlValue v + "]"
+    else if builtins.isAttrs v && lib.all (x: !builtins.isAttrs x) (lib.attrValues v) then
+      "{ "
+      + lib.concatStringsSep ", " (lib.mapAttrsToList (k: x: "${tomlKey k} = ${tomlValue x}") v)
+      + " }"
     else
       throw "stub TOML writer: cannot write ${builtins.typeOf v}";
   tomlKey = k: if builtins.match "[A-Za-z0-9_-]+" k != null then k else builtins.toJSON k;
@@ -28,7 +33,7 @@ let
     lib.concatStrings (
       lib.mapAttrsToList (
         k: v:
-        if builtins.isAttrs v || isTableList v then
+        if builtins.isAttrs v then
           throw "stub TOML writer: nested table ${k}"
         else
           "${tomlKey k} = ${tomlValue v}\n"

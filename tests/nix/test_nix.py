@@ -136,6 +136,7 @@ in {{
   etc = lib.mapAttrs (_: e: e.source) c.environment.etc;
   udp = c.networking.firewall.allowedUDPPorts;
   packages = c.environment.systemPackages;
+  sysctl = c.boot.kernel.sysctl or {{ }};
 }}""",
         tmp_path,
     )
@@ -193,6 +194,36 @@ def test_module_with_a_mesh_file_and_options(tmp_path: Path) -> None:
     assert out["unit"]["reloadTriggers"] == []
     assert out["etc"] == {}
     assert out["udp"] == []
+
+
+# MESH, where the anchor routes the home LAN and is an exit the peer uses.
+MESH_ACCESS = f"""let m = {MESH}; in
+m // {{ node = [
+  ((lib.head m.node) // {{ routes = [ "192.168.1.0/24" ]; exit = true; groups = [ "servers" ];
+                          firewall = [ {{ action = "deny"; from = [ "peer" ]; proto = "tcp";
+                                         ports = [ 22 ]; }} ]; }})
+  ((lib.last m.node) // {{ exit_node = "anchor"; }}) ]; }}"""
+
+
+@needs_lib
+@pytest.mark.parametrize(("node", "forwards"), [("anchor", True), ("peer", False)])
+def test_module_renders_routes_and_access_and_forwards_on_a_router(
+        node: str, forwards: bool, tmp_path: Path) -> None:
+    out = eval_module(f'{{ enable = true; nodeName = "{node}"; settings = {MESH_ACCESS}; }}',
+                      tmp_path)
+    assert out["failed"] == []
+    mesh_file = tmp_path / "mesh.toml"
+    mesh_file.write_text(out["etc"]["whalescale/mesh.toml"])
+    from whalescale.config import load_mesh
+
+    anchor, peer = load_mesh(mesh_file).nodes
+    assert ([str(n) for n in anchor.routes], anchor.exit, peer.exit_node) == (
+        ["192.168.1.0/24"], True, "anchor")
+    assert [str(rule) for rule in anchor.firewall] == ["deny from peer tcp port 22"]
+    # the peer's empty options stay out of the file rather than render as empty lists
+    assert "routes" not in tomllib.loads(mesh_file.read_text())["node"][1]
+    expected = {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1}
+    assert out["sysctl"] == (expected if forwards else {})
 
 
 # MESH, where the peer listens on a port of its own.
