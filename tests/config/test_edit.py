@@ -78,6 +78,29 @@ def test_set_changes_only_its_line_and_keeps_the_comment(mesh):
     assert load_mesh(mesh).port == 51900
 
 
+def test_routes_and_access_are_set_like_any_key(mesh):
+    set_value(mesh, "node.anchor-1.routes", '["192.168.1.0/24"]')
+    set_value(mesh, "node.anchor-1.firewall",
+              '[{ action = "deny", from = ["laptop"], proto = "tcp", ports = [22] }]')
+    set_value(mesh, "node.anchor-1.exit", "true")
+    set_value(mesh, "node.laptop.exit_node", "anchor-1")
+    set_value(mesh, "mesh.suffix", "home.arpa")
+    # each new key goes after its table's last key, before the comment of the next table
+    text = mesh.read_text()
+    assert text.replace('anchor = true\nroutes = ["192.168.1.0/24"]\nfirewall = '
+                        '[{ action = "deny", from = ["laptop"], proto = "tcp", ports = [22] }]\n'
+                        'exit = true\n', "anchor = true\n").replace(
+        'relay = false    # not yet\nexit_node = "anchor-1"\n', "relay = false    # not yet\n"
+    ).replace('prefixes = ["100.96.0.0/24"]\nsuffix = "home.arpa"\n',
+              'prefixes = ["100.96.0.0/24"]\n') == HAND_WRITTEN
+    anchor, laptop = load_mesh(mesh).nodes
+    assert [str(net) for net in anchor.routes] == ["192.168.1.0/24"]
+    assert [str(rule) for rule in anchor.firewall] == ["deny from laptop tcp port 22"]
+    assert laptop.exit_node == "anchor-1"
+    with pytest.raises(ConfigError, match=r"overlaps 192\.168\.1\.0/24 of anchor-1"):
+        set_value(mesh, "node.laptop.routes", '["192.168.0.0/16"]')
+
+
 def test_remove_node_removes_its_block_only(mesh):
     assert remove_node(mesh, "laptop") == "node"
     after = mesh.read_text()

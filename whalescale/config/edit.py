@@ -214,12 +214,19 @@ def set_value(path: Path, key: str, value: str) -> None:
         field = parts[2]
     else:
         raise EditError(f"{key!r}: expected mesh.KEY, node.NAME.KEY or wireguard.NAME.KEY")
-    table[field] = _toml_value(value)
+    keys = [k for k, _ in table.value.body if k is not None]
+    if field in table or not keys:
+        table[field] = _toml_value(value)
+    else:
+        # After the table's last key, not after what trails it: the blank line and the
+        # comment that introduce the next table stay with that table.
+        table.value._insert_after(keys[-1], field, _toml_value(value))
     _commit(path, doc)
 
 
 def _toml_value(text: str) -> object:
     try:
-        return tomlkit.parse(f"v = {text}")["v"]
+        # The newline ends the value's line: without it tomlkit writes the next line on it.
+        return tomlkit.parse(f"v = {text}\n")["v"]
     except ParseError:
-        return text
+        return tomlkit.item(text)
