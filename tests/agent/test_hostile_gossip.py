@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,9 +27,7 @@ def test_forged_records_move_no_endpoint(lab):
     assert target.host.ping(anchor.tunnel_addr, count=3)
 
     def target_seen_by_anchor() -> dict:
-        out = anchor.host.run(sys.executable, "-m", "whalescale", "status", "--json",
-                              "--state-dir", str(mesh.state_dir("anchor"))).stdout
-        status = json.loads(out)
+        status = mesh.status("anchor")
         return status, next(p for p in status["peers"] if p["name"] == "target")
 
     deadline = time.monotonic() + 20

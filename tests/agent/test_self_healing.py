@@ -10,10 +10,8 @@ their caches reach each other; (5) one anchor alone: the warning.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
-import sys
 import time
 
 import pytest
@@ -40,13 +38,6 @@ def wait_all_pairs(mesh: LabMesh, names: list[str], timeout: float) -> float:
     return time.monotonic() - started
 
 
-def status(mesh: LabMesh, name: str) -> dict:
-    node = mesh.nodes[name]
-    out = node.host.run(sys.executable, "-m", "whalescale", "status", "--json", "--state-dir",
-                        str(mesh.state_dir(name))).stdout
-    return json.loads(out)
-
-
 def start_star(lab, anchors: list[str], peers: list[str]) -> tuple[dict, LabMesh]:
     """One host per node on a star; the anchors' endpoints alone are in the mesh file."""
     hosts = lab.star(anchors + peers)
@@ -65,12 +56,12 @@ def test_six_node_mesh_heals_itself(lab):
 
     # (1) peers know only the anchors; gossip tells them about each other
     full_mesh_s = wait_all_pairs(mesh, everyone, timeout=60)
-    p2 = status(mesh, "p2")
+    p2 = mesh.status("p2")
     assert {p["name"] for p in p2["peers"] if p["session"]} == set(everyone) - {"p2"}
     # and gossip converges: p2 holds every other node's own signed record
     deadline = time.monotonic() + 20
-    while any(p["record_seq"] is None for p in status(mesh, "p2")["peers"]):
-        assert time.monotonic() < deadline, status(mesh, "p2")
+    while any(p["record_seq"] is None for p in mesh.status("p2")["peers"]):
+        assert time.monotonic() < deadline, mesh.status("p2")
         time.sleep(0.5)
 
     # (2) p1 moves to a new address: everyone reaches it again
@@ -84,7 +75,7 @@ def test_six_node_mesh_heals_itself(lab):
     assert not pending, f"still cannot reach p1 from {pending}"
     readdress_s = time.monotonic() - started
     assert any(p["endpoint"] == f"{new_address}:51820"
-               for p in status(mesh, "p3")["peers"] if p["name"] == "p1")
+               for p in mesh.status("p3")["peers"] if p["name"] == "p1")
 
     # (3) both anchors restart, one of them killed outright (kill -9: no clean shutdown,
     # whatever it was writing to its cache); the mesh file gives them no peer endpoints
@@ -113,7 +104,7 @@ def test_six_node_mesh_heals_itself(lab):
     mesh.start("anchor1")
     mesh.wait_up("anchor1")
     assert mesh.nodes["p4"].proc.wait_for_log(r"anchors: only one anchor reachable", 30)
-    assert "only one anchor reachable" in status(mesh, "p4")["warnings"][0]
+    assert "only one anchor reachable" in mesh.status("p4")["warnings"][0]
 
     print(f"\nself-healing figures: full mesh {full_mesh_s:.1f} s, re-addressed peer reached "
           f"again by all in {readdress_s:.1f} s, anchors restarted and all pairs back in "

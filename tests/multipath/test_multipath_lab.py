@@ -3,7 +3,6 @@ flow, and the flow survives when a link dies."""
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import threading
@@ -83,10 +82,7 @@ def flow_while_a_link_dies(bench: EmulatedLinks, mesh: LabMesh, link: int, after
 
 
 def multipath_status(mesh: LabMesh, name: str) -> dict:
-    node = mesh.nodes[name]
-    out = node.host.run(sys.executable, "-m", "whalescale", "status", "--json", "--state-dir",
-                        str(mesh.state_dir(name))).stdout
-    return json.loads(out)["peers"][0]["multipath"]
+    return mesh.status(name)["peers"][0]["multipath"]
 
 
 def test_one_tcp_flow_uses_both_paths(lab):

@@ -6,7 +6,6 @@ tunnel reaches the other peer, and never appears in the relaying anchor's memory
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -44,13 +43,6 @@ def process_memory_contains(pid: int, needle: bytes) -> bool:
     return False
 
 
-def status(mesh, name: str) -> dict:
-    node = mesh.nodes[name]
-    out = node.host.run(sys.executable, "-m", "whalescale", "status", "--json",
-                        "--state-dir", str(mesh.state_dir(name))).stdout
-    return json.loads(out)
-
-
 def test_symmetric_pair_is_relayed_and_the_anchor_cannot_read_it(lab):
     scenario = load(SCENARIO_DIR / "nat-relay.toml")
     mesh = start_mesh(lab, scenario, build(lab, scenario))
@@ -61,14 +53,14 @@ def test_symmetric_pair_is_relayed_and_the_anchor_cannot_read_it(lab):
     ping = a.host.run(sys.executable, "-m", "whalescale", "ping", "peer-b", "-c", "1",
                       "--state-dir", str(mesh.state_dir("peer-a")))
     assert "(relayed)" in ping.stdout, ping.stdout
-    relays = {name: status(mesh, name)["nat"]["relay_channels"]
+    relays = {name: mesh.status(name)["nat"]["relay_channels"]
               for name in ("anchor-1", "anchor-2")}
     (relay_name,) = [name for name, channels in relays.items() if channels == 1]
     # The relay needs no NAT type; the type may still wait for a re-probe (a probe sent
     # while the anchors were starting times out after 2 s).
     deadline = time.monotonic() + 10
-    while status(mesh, "peer-a")["nat"]["nat_type"] != "symmetric":
-        assert time.monotonic() < deadline, status(mesh, "peer-a")["nat"]
+    while mesh.status("peer-a")["nat"]["nat_type"] != "symmetric":
+        assert time.monotonic() < deadline, mesh.status("peer-a")["nat"]
         time.sleep(0.5)
     for command, line in (("netcheck", "NAT type: symmetric (2 anchors answered)"),
                           ("status", "NAT: symmetric")):
@@ -96,7 +88,7 @@ def test_symmetric_pair_is_relayed_and_the_anchor_cannot_read_it(lab):
     assert receiver.wait_for_log(re.escape(f"got {secret.decode()}"), 10)
 
     anchor = mesh.nodes[relay_name]
-    counters = status(mesh, relay_name)["nat"]["counters"]
+    counters = mesh.status(relay_name)["nat"]["counters"]
     assert counters.get("relay_anchor_forwarded", 0) >= 200
     assert anchor.proc is not None
     assert not process_memory_contains(anchor.proc.pid, secret)
@@ -136,6 +128,6 @@ def test_reloads_never_cut_a_relayed_session(lab):
     result = gaps.result(probe)
     assert result["answered"] >= result["sent"] - 3, result
     assert result["longest_gap_s"] < 1.0, result
-    peers = {p["name"]: p for p in status(mesh, "peer-a")["peers"]}
+    peers = {p["name"]: p for p in mesh.status("peer-a")["peers"]}
     assert peers["peer-b"]["path"] == "relayed", peers["peer-b"]
     assert a.proc is not None and a.proc.log().count("reload applied") == 10
