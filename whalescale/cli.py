@@ -302,7 +302,7 @@ def cmd_lab_nat_matrix(args: argparse.Namespace) -> int:
     from .lab.natmatrix import EXPECTED_WHALESCALE, render_side_by_side, run_matrices
 
     with_nebula = _with_nebula(args)
-    ours, nebula = run_matrices(with_nebula=with_nebula)
+    ours, nebula = run_matrices(with_nebula=with_nebula, alone=args.alone)
     table = render_side_by_side(ours, nebula)
     print(table)
     if args.out is not None:
@@ -560,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "whalescale cell is not what it should be. Needs root; about a minute.")
     p.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
     p.add_argument("--no-nebula", action="store_true", help="skip the nebula reference run")
+    p.add_argument("--alone", action="store_true",
+                   help="then time each pair again, started alone with the anchors from cold "
+                   "(what a node starting on its own host sees; about 5 more minutes)")
     p.set_defaults(func=cmd_lab_nat_matrix)
     p = lab.add_parser("roam", help="roaming gaps, whalescale vs nebula",
                        description="Build one anchor and two peers behind port-restricted "

@@ -30,3 +30,19 @@ def test_a_relayed_session_goes_direct_when_it_moves_to_a_real_endpoint():
 def test_when_the_agent_was_up():
     assert agent_up(LOG) == stamp("2026-12-03 13:00:00,900")
     assert agent_up(LOG.split("\n", 1)[1]) is None
+
+
+def test_the_table_gets_the_alone_columns_only_when_measured():
+    from whalescale.lab.natlab import Path
+    from whalescale.lab.natmatrix import PAIRS, Cell, Matrix, render_side_by_side
+
+    pair = PAIRS[0]
+    ours = Matrix("whalescale", {pair: Cell(True, 2.5, Path.DIRECT, both_up_s=2.0)})
+    nebula = Matrix("nebula", {pair: Cell(True, 0.9, Path.RELAYED)})
+    assert "alone" not in render_side_by_side(ours, nebula).splitlines()[0]
+    ours.cells[pair] = Cell(True, 2.5, Path.DIRECT, both_up_s=2.0, alone_s=0.74)
+    nebula.cells[pair] = Cell(True, 0.9, Path.RELAYED, alone_s=0.61)
+    header, _, row, *_ = render_side_by_side(ours, nebula).splitlines()
+    assert header.endswith("| whalescale alone | nebula alone |")
+    assert row.endswith("| 0.7 s | 0.6 s |")
+    assert "direct 2.5 s (0.5 s after up)" in row

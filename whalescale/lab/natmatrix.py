@@ -26,10 +26,11 @@ import contextlib
 import datetime
 import itertools
 import re
+import shutil
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .errors import LabError
@@ -57,6 +58,7 @@ SKIPPED_PAIRS: list[Pair] = [(s, s) for s in SITUATIONS
 CONNECT_TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 1.0
 PROBERS_READY_S = 5.0  # started and waiting before time zero (19 on a busy 2-core host)
+PAIR_READY_S = 2.0  # one prober, started before a pair's time zero
 PROBE_EVERY_S = 0.1  # the first-reply prober's pace (a late reply still counts when it comes)
 CLASSIFY_PINGS = 10
 _FIRST = re.compile(r"first reply after ([\d.]+) s|(no reply)")
@@ -95,6 +97,7 @@ class Cell:
     path: Path
     direct_s: float | None = None  # when the first node's session went direct (whalescale)
     both_up_s: float | None = None  # when the later of the two agents said it was up
+    alone_s: float | None = None  # first ping when the pair started alone (connect_alone)
 
     def __str__(self) -> str:
         if not self.connected or self.first_ping_s is None:
@@ -105,6 +108,9 @@ class Cell:
 
     def direct_text(self) -> str:
         return "-" if self.direct_s is None else f"{self.direct_s:.1f} s"
+
+    def alone_text(self) -> str:
+        return "-" if self.alone_s is None else f"{self.alone_s:.1f} s"
 
 
 @dataclass
@@ -122,10 +128,11 @@ class Matrix:
 @dataclass
 class _Overlay:
     """A VPN ready to start (keys, certificates, configs written): each node's tunnel
-    address, and how to start and stop all of its processes."""
+    address, and how to start (every node, or the ones named) and stop its processes
+    (`stop` also forgets what a node learned, so the next start is cold)."""
 
     tunnel_addr: dict[str, str]
-    start: Callable[[], None]
+    start: Callable[[Collection[str] | None], None]
     stop: Callable[[], None]
     direct_at: Callable[[str, str], float | None] = lambda a, b: None  # wall clock
     up_at: Callable[[str], float | None] = lambda name: None  # wall clock
@@ -139,9 +146,9 @@ def _nebula(natlab: NatLab) -> _Overlay:
         mesh.add_node(host)
     mesh.prepare()
 
-    def start() -> None:
-        mesh.start_all()
-        mesh.wait_up()
+    def start(names: Collection[str] | None) -> None:
+        mesh.start_all(names)
+        mesh.wait_up(names)
 
     return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, start, mesh.stop)
 
@@ -154,15 +161,17 @@ def _whalescale(natlab: NatLab) -> _Overlay:
         mesh.add_node(host, static_endpoint=False)
     mesh.write_mesh()
 
-    def start() -> None:
+    def start(names: Collection[str] | None) -> None:
         # Not LabMesh.start_all: it waits for each agent in turn while the clock runs.
-        for name in mesh.nodes:
+        for name in mesh.nodes if names is None else names:
             mesh.start(name)
 
     def stop() -> None:
-        for node in mesh.nodes.values():
+        for name, node in mesh.nodes.items():
             if node.proc is not None:
                 node.proc.stop()
+                node.proc = None
+            shutil.rmtree(mesh.state_dir(name), ignore_errors=True)  # the LKG cache
 
     def direct_at(a: str, b: str) -> float | None:
         proc = mesh.nodes[a].proc
@@ -243,7 +252,7 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
         if time.time() > t0:
             raise LabError(f"the probers were not ready within {PROBERS_READY_S} s")
         time.sleep(t0 - time.time())
-        overlay.start()
+        overlay.start(None)
         firsts = {pair: _first_reply(proc) for pair, proc in probers.items()}
         time.sleep(settle_s)
         cells: dict[Pair, Cell] = {}
@@ -263,21 +272,60 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
         overlay.stop()
 
 
-def run_matrices(*, with_nebula: bool = True) -> tuple[Matrix, Matrix]:
+def connect_alone(natlab: NatLab, vpn: Vpn) -> dict[Pair, float | None]:
+    """Seconds from start to the first answered ping for each pair started alone with
+    the anchors, cold: nothing else of `vpn` runs, no cache, the NATs' connection
+    tracking flushed. On this 2-core machine starting every node at once (run_matrix)
+    makes start-up CPU-bound; a real node has its host's CPU to itself, as here."""
+    overlay = OVERLAYS[vpn](natlab)
+    out: dict[Pair, float | None] = {}
+    try:
+        for a, b in PAIRS:
+            for site in natlab.sites.values():
+                site.flush_conntrack()
+            t0 = time.time() + PAIR_READY_S
+            prober = natlab.node(a).spawn(
+                *_prober("first", overlay.tunnel_addr[b], repr(t0), str(CONNECT_TIMEOUT_S)),
+                log_path=natlab.lab.tempdir / f"{vpn}-alone-{a}-{b}.log")
+            if not prober.wait_for_log("ready", PAIR_READY_S) or time.time() > t0:
+                raise LabError(f"the prober for {a} <-> {b} was not ready within "
+                               f"{PAIR_READY_S} s")
+            time.sleep(t0 - time.time())
+            try:
+                overlay.start([*natlab.anchors, a, b])
+                out[(a, b)] = _first_reply(prober)
+            finally:
+                overlay.stop()
+    finally:
+        overlay.stop()
+    return out
+
+
+def run_matrices(*, with_nebula: bool = True, alone: bool = False
+                 ) -> tuple[Matrix, Matrix]:
     """Build the NAT lab, run nebula (unless told not to) then whalescale on it, tear down.
-    Without nebula the reference matrix is empty."""
+    Without nebula the reference matrix is empty. `alone`: then time each pair started
+    alone (`connect_alone`), into the cells' `alone_s`."""
     from .lab import Lab
 
     with Lab() as lab, NatLab(lab) as natlab:
         nebula = run_matrix(natlab, "nebula") if with_nebula else Matrix("nebula", {})
-        return run_matrix(natlab, "whalescale"), nebula
+        ours = run_matrix(natlab, "whalescale")
+        for matrix in (nebula, ours) if alone else ():
+            if matrix.cells:
+                times = connect_alone(natlab, matrix.vpn)
+                matrix.cells = {pair: replace(cell, alone_s=times.get(pair))
+                                for pair, cell in matrix.cells.items()}
+        return ours, nebula
 
 
 def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
     """A markdown table: each pair, whalescale's cell, what the issue expects, nebula's."""
+    alone = any(cell.alone_s is not None for cell in ours.cells.values())
     rows = [
-        "| pair | whalescale | went direct | expected | nebula 1.6.1 |",
-        "|---|---|---|---|---|",
+        "| pair | whalescale | went direct | expected | nebula 1.6.1 |"
+        + (" whalescale alone | nebula alone |" if alone else ""),
+        "|---|---|---|---|---|" + ("---|---|" if alone else ""),
     ]
     for pair in PAIRS:
         label = f"{pair[0]} <-> {pair[1]}"
@@ -286,14 +334,22 @@ def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
         got = ours.cells.get(pair)
         mark = "" if got is not None and got.path is EXPECTED_WHALESCALE[pair] else " (!)"
         direct = got.direct_text() if got is not None else "-"
-        rows.append(f"| {label} | {got}{mark} | {direct} | "
-                    f"{EXPECTED_WHALESCALE[pair].value} | {nebula.cells.get(pair) or '-'} |")
+        theirs = nebula.cells.get(pair)
+        row = (f"| {label} | {got}{mark} | {direct} | "
+               f"{EXPECTED_WHALESCALE[pair].value} | {theirs or '-'} |")
+        if alone:
+            row += (f" {got.alone_text() if got else '-'} |"
+                    f" {theirs.alone_text() if theirs else '-'} |")
+        rows.append(row)
     skipped = ", ".join(f"{a}<->{b}" for a, b in SKIPPED_PAIRS)
     rows += ["", f"Times: seconds from starting all nodes to the first answered ping "
                  f"(a ping every {PROBE_EVERY_S:g} s, timeout {CONNECT_TIMEOUT_S:.0f} s); went "
                  "direct: when the first node's session left the relay or started direct, from "
                  "its log; after up: since the later of the two agents logged it was up "
                  "(start-up is CPU-bound here: every agent starts at once on this machine). "
+                 + ("Alone: the pair and the anchors started alone, cold (no cache, the NATs' "
+                    "connection tracking flushed): what one node starting on its own host "
+                    "sees. " if alone else "") +
                  "Paths: the lab's nftables counters "
                  f"during {CLASSIFY_PINGS} pings. (!): not what the issue expects. "
                  f"Not run (one node per situation): {skipped}."]

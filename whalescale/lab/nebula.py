@@ -10,6 +10,7 @@ by their own process group (`Proc.stop`) in `stop`, and by the lab's teardown an
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,15 +114,21 @@ class NebulaMesh:
     def _config_path(self, node: NebulaNode) -> Path:
         return self.dir / f"{node.name}.yml"
 
-    def start_all(self) -> None:
-        """Start every node without waiting, lighthouses first (`prepare` first)."""
-        for node in sorted(self.nodes.values(), key=lambda n: not n.lighthouse):
+    def start_all(self, names: Collection[str] | None = None) -> None:
+        """Start every node (or those named) without waiting, lighthouses first (`prepare`
+        first)."""
+        chosen = [n for n in self.nodes.values() if names is None or n.name in names]
+        for node in sorted(chosen, key=lambda n: not n.lighthouse):
             node.proc = node.host.spawn("nebula", "-config", str(self._config_path(node)),
                                         log_path=self.dir / f"{node.name}.log")
 
-    def wait_up(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Raise unless every node has brought its interface up within `timeout`."""
+    def wait_up(self, names: Collection[str] | None = None,
+                timeout: float = START_TIMEOUT_S) -> None:
+        """Raise unless every node (or those named) has brought its interface up within
+        `timeout`."""
         for node in self.nodes.values():
+            if names is not None and node.name not in names:
+                continue
             assert node.proc is not None
             if not node.proc.wait_for_log(r"Nebula interface is active", timeout):
                 raise LabError(f"nebula {node.name} did not start:\n{node.proc.log()[-2000:]}")
@@ -131,3 +138,4 @@ class NebulaMesh:
         for node in self.nodes.values():
             if node.proc is not None:
                 node.proc.stop()
+                node.proc = None
