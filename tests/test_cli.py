@@ -121,6 +121,44 @@ def test_check_reports_every_problem_with_its_position(keys, tmp_path):
                for line in lines), lines
 
 
+def test_hosts_prints_a_marked_block_of_every_tunnel_address(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    phone = Identity.generate().public_b64
+    mesh.write_text(mesh_text(keys) + f"""
+[[wireguard]]
+name = "phone"
+public_key = "{phone}"
+address = "100.96.0.9"
+""")
+    result = ws("hosts", mesh)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ("# BEGIN whalescale mesh home\n"
+                             "100.96.0.1\tanchor.home anchor\n"
+                             "100.96.0.2\tlaptop.home laptop\n"
+                             "fd7a::2\tlaptop.home laptop\n"
+                             "100.96.0.9\tphone.home phone\n"
+                             "# END whalescale mesh home\n")
+    # the markers let a script swap the block: here sed, as the README shows
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n" + result.stdout + "::1 localhost\n")
+    text = mesh.read_text().replace('name = "home"', 'name = "home"\nsuffix = "home.arpa"')
+    mesh.write_text(text)
+    block = ws("hosts", mesh, check=True).stdout
+    subprocess.run(["sed", "-i", "/^# BEGIN whalescale mesh home$/,/^# END whalescale mesh home$/d",
+                    str(hosts)], check=True)
+    hosts.write_text(hosts.read_text() + block)
+    assert hosts.read_text().count("anchor.home") == 1
+    assert "100.96.0.1\tanchor.home.arpa anchor\n" in hosts.read_text()
+
+
+def test_hosts_of_a_bad_mesh_reports_where(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text(mesh_text(keys).replace('name = "home"', 'name = "home"\nsuffix = "a b"'))
+    result = ws("hosts", mesh)
+    assert result.returncode == 1 and result.stdout == ""
+    assert f"{mesh}:3:10: mesh.suffix" in result.stderr
+
+
 def test_up_without_an_entry_for_our_key_says_which_key(keys, tmp_path):
     mesh = tmp_path / "mesh.toml"
     mesh.write_text(mesh_text(keys))

@@ -18,6 +18,7 @@ from .version import version
 
 if TYPE_CHECKING:
     from .agent.show import Block
+    from .config import Mesh
     from .config.edit import NewNode
 
 
@@ -57,13 +58,20 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def _load_mesh(path: Path) -> Mesh | None:
+    """The mesh file, or None after printing its problems (exit with EXIT_INVALID)."""
     from .config import ConfigError, load_mesh
 
     try:
-        mesh = load_mesh(args.mesh)
+        return load_mesh(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    mesh = _load_mesh(args.mesh)
+    if mesh is None:
         return EXIT_INVALID
     print(f"{args.mesh}: mesh {mesh.name!r}: {len(mesh.nodes)} nodes "
           f"({sum(n.anchor for n in mesh.nodes)} anchors), "
@@ -72,6 +80,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         role = "anchor" if node.anchor else "node"
         addresses = ", ".join(map(str, node.addresses))
         print(f"  {role:6} {node.name:20} {identity.fingerprint(node.public_key)}  {addresses}")
+    return EXIT_OK
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    from .node.tunnel_names import TunnelNames
+
+    mesh = _load_mesh(args.mesh)
+    if mesh is None:
+        return EXIT_INVALID
+    sys.stdout.write(TunnelNames.of(mesh).hosts_block())
     return EXIT_OK
 
 
@@ -445,6 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "every problem and exit 1, or a summary and exit 0.")
     p.add_argument("mesh", type=Path, metavar="MESH.toml")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("hosts", help="print the mesh's names as an /etc/hosts block",
+                       description="Print every node's and WireGuard peer's tunnel addresses "
+                       "as NAME.SUFFIX (and NAME) between '# BEGIN whalescale mesh MESH' and "
+                       "'# END whalescale mesh MESH' lines, for hosts whose resolver does not "
+                       "ask the agent.")
+    p.add_argument("mesh", type=Path, metavar="MESH.toml")
+    p.set_defaults(func=cmd_hosts)
 
     p = sub.add_parser("init", help="write a commented mesh file with its first node",
                        description="Write a new mesh file with every setting commented and "
