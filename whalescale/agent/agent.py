@@ -11,6 +11,7 @@ one nursery, each task's lifetime bounded by it:
 - the port mapper (nat/driver.py) reports our mapping;
 - the LKG cache writer runs sqlite in a worker thread, off the event loop;
 - the control socket answers `whalescale status/ping/reload`;
+- the name server answers DNS for the mesh's names on our tunnel addresses;
 - the Prometheus exporter (if configured) is shut down with the nursery.
 
 After each input, `_flush` sends the node's datagrams, writes its packets to the
@@ -41,6 +42,7 @@ from ..tun.device import TunDevice
 from ..version import version
 from . import addresses, control, dns, nat, steering, udp
 from .cache import CacheWriter
+from .name_server import NameServer
 from .sockets import Sockets
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ class Agent:
         self._tun_error: str | None = None
         self._nursery: trio.Nursery | None = None
         self._looking_up: set[str] = set()
+        self._names = NameServer(node.dns, interface)
 
     @classmethod
     def open(cls, mesh: Mesh, identity: Identity, *, state_dir: Path,
@@ -146,6 +149,7 @@ class Agent:
             if self._exporter is not None:
                 nursery.start_soon(self._exporter.run, self.status)
             await nursery.start(self._watch_addresses)
+            await nursery.start(self._names.run)  # it binds once the TUN has its addresses
             gateway = None if self.me.anchor else nat.default_gateway()
             if gateway is not None:  # in the background: start-up never waits for a router
                 nursery.start_soon(functools.partial(
@@ -271,6 +275,7 @@ class Agent:
             log.error("%s", self._tun_error)
             return
         self._tun_error = None
+        self._names.follow(self.me.addresses, self.node.mesh.suffix)
         self._device_mtu = max(config.routes.values(), default=self.node.mesh.mtu)
 
     # ----- the control socket ---------------------------------------------------------------

@@ -43,6 +43,7 @@ from ..session.timers import REKEY_TIMEOUT_S
 from ..wire import control
 from ..wire.port import channel_of_alias, endpoint_text
 from . import routes
+from .dns_answer import DnsResponder
 from .effects import ConfigureTun, Effect, FindRoutes, Log, Pong, Resolve
 from .local import Interface, lan_and_ipv6
 from .logs import event_text
@@ -71,6 +72,7 @@ class Node:
         self.me = own_node(mesh, identity)
         self.scheduler = scheduler
         self.names = Names(mesh)
+        self.dns = DnsResponder(mesh)  # answers for the mesh's names (agent/name_server.py)
         self.engine = Engine(
             identity.x25519_private, identity.x25519_public,
             peer_specs(mesh, self.me, self.names.expand),
@@ -113,6 +115,7 @@ class Node:
             raise ReloadRefused(f"this node's port changed ({self.me.port} -> {me.port}); "
                                 "a new port needs a restart")
         self.names.set_mesh(mesh)
+        self.dns.set_mesh(mesh)
         changes = self.engine.update_peers(peer_specs(mesh, me, self.names.expand))
         self.engine.mtu = mesh.mtu
         self.mesh, self.me = mesh, me
@@ -454,5 +457,6 @@ class Node:
             "published": [endpoint_text(a) for a in self._published],
             "addresses": [str(i) for i in self._interfaces],
             "nat": self.traversal.status(now),
+            "dns": dict(self.dns.counters),
         }
 
