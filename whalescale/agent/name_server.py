@@ -86,8 +86,8 @@ class NameServer:
             if address not in self._serving:
                 self._serving[address] = await nursery.start(self._serve_address, address)
         served = tuple(a for a in addresses if not self._serving[a].cancel_called)
-        if (served, suffix) == self._announced or not served:
-            return
+        if (served, suffix) == self._announced or not served or not suffix:
+            return  # (no suffix: a Mesh not from the loader; "~" would route every name)
         self._announced = (served, suffix)
         listed = ", ".join(_where(a, self._port) for a in served)
         why = await resolved.register(self._interface, list(served), suffix)
