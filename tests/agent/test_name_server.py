@@ -225,3 +225,31 @@ def test_names_resolve_through_the_agents_and_follow_a_reload(lab):
     finally:
         for host in hosts.values():  # the lab's teardown does it too; be sure
             shutil.rmtree(Path("/etc/netns") / host.netns, ignore_errors=True)
+
+
+@pytest.mark.lab
+def test_without_port_53_the_tunnel_works_and_the_log_says_what_to_do(lab):
+    """bob's port 53 is taken by another server on every address; alice runs without
+    CAP_NET_BIND_SERVICE, as a unit that did not grant it would."""
+    hosts = lab.star(["alice", "bob"])
+    mesh = LabMesh(lab)
+    alice, bob = mesh.add_node(hosts["alice"]), mesh.add_node(hosts["bob"])
+    mesh.write_mesh()
+    holder = bob.host.spawn(
+        sys.executable, "-c",
+        "import socket, time; u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        "t = socket.socket(); [s.bind(('0.0.0.0', 53)) for s in (u, t)]; t.listen(); "
+        "print('bound', flush=True); time.sleep(60)")
+    assert holder.wait_for_log("bound", 10)
+    mesh.start("alice", wrapper=("setpriv", "--inh-caps=-net_bind_service",
+                                 "--bounding-set=-net_bind_service"))
+    mesh.start("bob")
+    for name in ("alice", "bob"):
+        mesh.wait_up(name)
+    assert alice.host.ping(bob.tunnel_addr, count=3, timeout=2.0)
+    assert bob.host.ping(alice.tunnel_addr6, count=2, timeout=2.0)
+    assert alice.proc.wait_for_log(r"cannot serve DNS on \[fd77:7773::1\]:53 tcp: a port "
+                                   "below 1024 needs CAP_NET_BIND_SERVICE", 10), alice.proc.log()
+    assert bob.proc.wait_for_log(r"cannot serve DNS on 100\.96\.0\.2:53 udp: the port is "
+                                 "taken", 10), bob.proc.log()
+    assert "Traceback" not in alice.proc.log() + bob.proc.log()

@@ -213,13 +213,15 @@ class LabMesh:
         """Node `name`'s --state-dir (its control socket, for `whalescale reload`)."""
         return self.lab.tempdir / f"state-{name}"
 
-    def start(self, name: str, *extra: str) -> Proc:
+    def start(self, name: str, *extra: str, wrapper: tuple[str, ...] = ()) -> Proc:
+        """Start node `name`'s agent; `wrapper` runs it (e.g. `setpriv` with fewer
+        capabilities)."""
         node = self.nodes[name]
         # -P: `-m` would put our working directory (this tree, when run from its root)
         # before PYTHONPATH, and a previous release's node would run this code.
         safe_path = ("-P",) if node.python_path else ()
         node.proc = node.host.spawn(
-            sys.executable, *safe_path, "-m", "whalescale", "up", str(self.mesh_path),
+            *wrapper, sys.executable, *safe_path, "-m", "whalescale", "up", str(self.mesh_path),
             "--key", str(node.key_path), "--interface", "ws0",
             "--state-dir", str(self.state_dir(name)), *extra,
             env={"PYTHONUNBUFFERED": "1",
