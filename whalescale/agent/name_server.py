@@ -131,7 +131,11 @@ class NameServer:
     async def _serve_udp(self, sock: trio.socket.SocketType) -> None:
         with sock:
             while True:
-                data, addr = await sock.recvfrom(MAX_QUERY_BYTES)
+                try:
+                    data, addr = await sock.recvfrom(MAX_QUERY_BYTES)
+                except OSError as exc:  # (an ICMP error queued on the socket): read on
+                    log.debug("names: reading a query: %s", exc)
+                    continue
                 reply = self._responder.answer_udp(data, ipaddress.ip_address(addr[0]))
                 if reply is not None:
                     try:
