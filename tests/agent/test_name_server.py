@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.node.test_dns_answer import MESH, parsed, query
+from tests.node.dns_queries import MESH, parsed, query
 from whalescale.agent.name_server import NameServer
 from whalescale.config import parse_mesh
 from whalescale.identity import Identity
