@@ -2,10 +2,10 @@
 only "no I/O in the core"), and that the protocol cores do no I/O.
 
 From the bottom: wire/ (formats) < multipath/ < session/ (the WireGuard engine) <
-nat/ and mesh/ (side by side, neither imports the other) < node/ (the cores wired
-together once) < agent/ (the trio shell). The shell reaches the cores only through the
-node, bar the I/O adapters that live beside their cores (ADAPTERS). bench/, lab/ and
-the CLI are tools on top and may use anything.
+nat/ and mesh/ (side by side, neither imports the other), and firewall/ (on config/
+alone) < node/ (the cores wired together once) < agent/ (the trio shell). The shell
+reaches the cores only through the node, bar the I/O adapters that live beside their
+cores (ADAPTERS). bench/, lab/ and the CLI are tools on top and may use anything.
 """
 
 import ast
@@ -27,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "session": {"wire", "multipath"},
     "nat": {"wire", "session"},
     "mesh": {"wire", "session", "identity", "plots"},
-    "node": {"wire", "multipath", "session", "nat", "mesh", "config", "identity"},
+    "firewall": {"config"},
+    "node": {"wire", "multipath", "session", "nat", "mesh", "config", "identity", "firewall"},
     "agent": {"node", "tun", "netlink", "config", "identity", "version"},
 }
 # I/O beside its core: the shell may import these modules of a core's package. And the
@@ -35,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
 ADAPTERS = {"mesh.cache", "nat.driver", "wire.port"}
 TOOLS = {"bench", "lab", "cli", "exits", "__main__"}  # exits.py: how the CLI ends
 
-CORE_PACKAGES = ["session", "wire", "multipath", "node"]
+CORE_PACKAGES = ["session", "wire", "multipath", "node", "firewall"]
 PURE_FILES = [
     "tun/segment.py",  # packet surgery for the TUN, no I/O of its own
     "mesh/records.py", "mesh/gossip.py", "mesh/gossip_messages.py", "mesh/anchors.py",

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 
 from ..config import Endpoint, Mesh
+from ..firewall.filter import Firewall
 from ..identity import Identity, x25519_public_from_ed25519
 from ..mesh.anchors import AnchorHealth, AnchorWatch
 from ..mesh.controller import MeshController
@@ -97,6 +98,9 @@ class Node:
         self._next_housekeeping = float("inf")
         self._next_lan_hello = 0.0
         self._tunnel_mtus = self._peer_mtus()
+        self._now = 0.0  # of the last input: when packets_to_deliver's packets arrived
+        self.firewall = Firewall()
+        self.firewall.load(mesh, self.me, self._owner_name)
 
     # ----- the mesh file -------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class Node:
         changes = self.engine.update_peers(peer_specs(mesh, me, self.names.expand))
         self.engine.mtu = mesh.mtu
         self.mesh, self.me = mesh, me
+        self.firewall.load(mesh, me, self._owner_name)
         self._anchors.anchors = self._anchor_keys()
         self.controller.set_nodes(now)
         self.traversal.set_nodes(self._anchor_ids())
@@ -150,6 +155,8 @@ class Node:
 
     def send_packets(self, packets: list[bytes], now: float) -> None:
         """IP packets read from the TUN."""
+        if self.firewall.active:  # their replies pass the firewall
+            self.firewall.track(packets, now)
         self.engine.send_packets(packets, now)
         self._after(now)
 
@@ -233,6 +240,11 @@ class Node:
             return self.engine.peer_named(target) or f"no peer named {target!r} in the mesh"
         return (self.engine.peer_for_address(address)
                 or f"no peer has tunnel address {address} in the mesh")
+
+    def _owner_name(self, packed: bytes) -> str | None:
+        """The peer cryptokey routing gives a tunnel address to (the firewall's sources)."""
+        peer = self.engine.peer_for_address(ipaddress.ip_address(packed))
+        return None if peer is None else peer.name
 
     # ----- time -------------------------------------------------------------------------
 
@@ -371,6 +383,7 @@ class Node:
     # ----- after each input: the cores' outputs to each other, and to the shell -----------------
 
     def _after(self, now: float, *, mesh_activity: bool = False) -> None:
+        self._now = now
         engine, controller, traversal = self.engine, self.controller, self.traversal
         if engine.events:
             happened, engine.events = engine.events, []
@@ -422,7 +435,14 @@ class Node:
         return ready
 
     def packets_to_deliver(self) -> list[bytes]:
+        """For the TUN: what the tunnel delivered and our firewall admits."""
         packets, self.engine.inbox = self.engine.inbox, []
+        firewall = self.firewall
+        if firewall.active and packets:
+            packets = firewall.admit(packets, self._now)
+            for level, line in firewall.log_lines:
+                self._log(level, line)
+            firewall.log_lines = []
         return packets
 
     def effects(self) -> list[Effect]:
@@ -458,5 +478,6 @@ class Node:
             "addresses": [str(i) for i in self._interfaces],
             "nat": self.traversal.status(now),
             "dns": dict(self.dns.counters),
+            "firewall": self.firewall.status(),
         }
 
