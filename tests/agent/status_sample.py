@@ -52,4 +52,9 @@ def sample_status() -> dict[str, Any]:
                 "peers": {LONG_NAME: {"punch": "punching", "relay": None}},
                 "relay_channels": None, "counters": {}},
         "drops": {"replay": 2},
+        "firewall": {"active": True, "default": "allow",
+                     "rules": [{"index": 0, "rule": "allow from laptops tcp port 22", "drops": 0},
+                               {"index": 1, "rule": "deny from kids any", "drops": 7}],
+                     "default_drops": 0, "malformed_drops": 0, "flows": 3,
+                     "flows_evicted": 0},
     }

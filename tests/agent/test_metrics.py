@@ -95,4 +95,12 @@ def test_labels_are_names_and_ids_never_addresses():
     labels = {key for samples in scrape(sample_status()).values() for labelset in samples
               for key, _ in labelset}
     assert labels <= {"peer", "path", "kind", "type", "protocol", "outcome", "direction",
-                      "reason", "version"}
+                      "reason", "version", "rule"}
+
+
+def test_firewall_drops_are_counted_by_rule_index_default_or_malformed():
+    metrics = scrape(sample_status())
+    assert metrics["whalescale_firewall_drops_total"] == {
+        (("rule", "0"),): 0, (("rule", "1"),): 7, (("rule", "default"),): 0,
+        (("rule", "malformed"),): 0}
+    assert metrics["whalescale_firewall_flows"][()] == 3

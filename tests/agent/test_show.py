@@ -66,3 +66,19 @@ def test_a_backup_path_says_so_beside_its_state():
     rows = [line for line in plain_lines(path_blocks("bravo", mp)) if "healthy" in line]
     assert "healthy (backup)" in rows[1] and "backup" not in rows[0]
     assert "20.0 Mbit/s" in rows[0] and "12.5 ms" in rows[0]
+
+
+def test_the_firewall_shows_its_rules_in_order_with_their_drops():
+    lines = plain_lines(status_blocks(sample_status()))
+    start = lines.index("firewall: 2 rules, 3 flows of ours tracked (their replies pass)")
+    assert [line.split() for line in lines[start + 1:start + 5]] == [
+        ["#", "rule", "(first", "match", "decides)", "dropped"],
+        ["0", "allow", "from", "laptops", "tcp", "port", "22", "0"],
+        ["1", "deny", "from", "kids", "any", "7"],
+        ["-", "default:", "allow", "0"]]
+
+
+def test_a_firewall_that_drops_nothing_is_not_shown():
+    status = sample_status()
+    status["firewall"] = status["firewall"] | {"active": False, "rules": []}
+    assert not rows_naming(plain_lines(status_blocks(status)), "firewall")

@@ -84,8 +84,24 @@ def families(status: Status) -> Iterator[Metric]:
                    {"sent": 0, "accepted": 0} | status["cookie_replies"])
     yield _counter("whalescale_drops", "Datagrams and packets dropped, by reason", "reason",
                    status["drops"])
+    yield from _firewall_families(status.get("firewall"))
     yield _counter("whalescale_gossip_records", "Gossip records and messages, by outcome",
                    "outcome", status["gossip"])
+
+
+def _firewall_families(firewall: Status | None) -> Iterator[Metric]:
+    """Drops by the deciding rule's index in the node's `firewall` list (the mesh file bounds
+    the set), `default` or `malformed`; and the flows of ours tracked."""
+    if firewall is None:
+        return
+    yield _counter("whalescale_firewall_drops",
+                   "Packets from the tunnel the firewall dropped, by deciding rule", "rule",
+                   {str(r["index"]): r["drops"] for r in firewall["rules"]}
+                   | {"default": firewall["default_drops"],
+                      "malformed": firewall["malformed_drops"]})
+    yield GaugeMetricFamily("whalescale_firewall_flows",
+                            "Flows we sent on that the firewall tracks (their replies pass)",
+                            value=firewall["flows"])
 
 
 def _peer_families(peers: list[Status]) -> Iterator[Metric]:

@@ -126,6 +126,7 @@ def status_blocks(status: dict[str, Any]) -> list[Block]:
     for peer in status["peers"]:
         if peer["multipath"] and peer["multipath"]["paths"]:
             blocks += path_blocks(peer["name"], peer["multipath"])
+    blocks += firewall_blocks(status.get("firewall"))
     if status["drops"]:
         blocks.append(Line("drops: " + ", ".join(f"{k} {v}"
                                                  for k, v in sorted(status["drops"].items()))))
@@ -151,6 +152,20 @@ def path_blocks(name: str, mp: dict[str, Any]) -> list[Block]:
              f"{r['late_drops']} late drops, max depth {r['max_depth']}, added delay "
              f"mean {r['added_delay_mean_ms']} ms, max {r['added_delay_max_ms']} ms"),
     ]
+
+
+def firewall_blocks(firewall: dict[str, Any] | None) -> list[Block]:
+    """The rules in force and what each dropped; nothing for a firewall that drops nothing
+    (or an agent too old to report one)."""
+    if firewall is None or not firewall["active"]:
+        return []
+    rows = [(str(r["index"]), r["rule"], str(r["drops"])) for r in firewall["rules"]]
+    rows.append(("-", f"default: {firewall['default']}", str(firewall["default_drops"])))
+    malformed = firewall["malformed_drops"]
+    return [Grid(("#", "rule (first match decides)", "dropped"), tuple(rows),
+                 title=f"firewall: {len(firewall['rules'])} rules, {firewall['flows']} flows "
+                       "of ours tracked (their replies pass)"
+                       + (f", {malformed} malformed packets dropped" if malformed else ""))]
 
 
 def netcheck_blocks(status: dict[str, Any]) -> list[Block]:
