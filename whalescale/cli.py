@@ -356,7 +356,8 @@ def cmd_lab_soak(args: argparse.Namespace) -> int:
 def cmd_bench_tunnel(args: argparse.Namespace) -> int:
     from .bench.tunnel import run_tunnel_bench
 
-    return run_tunnel_bench(seconds=args.seconds, as_json=args.json, repeat=args.repeat)
+    return run_tunnel_bench(seconds=args.seconds, as_json=args.json, repeat=args.repeat,
+                            firewall_rules=args.firewall_rules)
 
 
 def cmd_bench_flood(args: argparse.Namespace) -> int:
@@ -625,6 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=int, default=10, help="iperf3 duration per run")
     p.add_argument("--repeat", type=int, default=1, help="runs of each contender (median)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--firewall-rules", type=int, default=0, metavar="N",
+                   help="also measure whalescale with N firewall rules on the receiving node "
+                   "(N-1 deny rules for other ports, then the allow rule the flow matches), "
+                   "in turn with the others")
     p.set_defaults(func=cmd_bench_tunnel)
     p = bench.add_parser("start", help="CPU time to start an agent and its idle memory",
                          description="Start a three-node mesh (one anchor, two peers) in lab "

@@ -209,6 +209,15 @@ class LabMesh:
         return json.loads(node.host.run(sys.executable, "-m", "whalescale", "status", "--json",
                                         "--state-dir", str(self.state_dir(name))).stdout)
 
+    def reload(self, name: str) -> None:
+        """`whalescale reload` of node `name`'s agent (the mesh file as last written);
+        RuntimeError if it refuses."""
+        node = self.nodes[name]
+        result = node.host.run(sys.executable, "-m", "whalescale", "reload", "--state-dir",
+                               str(self.state_dir(name)), check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"reload of {name} refused: {result.stderr.strip()}")
+
     def state_dir(self, name: str) -> Path:
         """Node `name`'s --state-dir (its control socket, for `whalescale reload`)."""
         return self.lab.tempdir / f"state-{name}"
