@@ -134,6 +134,7 @@ def test_the_decision_cache_is_bounded() -> None:
 
 
 SOURCES = st.sampled_from([ADDRESSES[n][0] for n in ADDRESSES] + ["100.96.0.99"])
+SOURCES6 = st.sampled_from([a[1] for a in ADDRESSES.values() if len(a) > 1] + ["fd77:7773::99"])
 RULES = (Rule("allow", ("laptop",), "tcp", ((22, 22),)), Rule("deny", ("kids",), "udp"),
          Rule("allow", ("printer",), "icmp"), Rule("deny", (), "tcp", ((1, 1023),)),
          Rule("allow", ("laptops",), "udp", ((53, 53), (5000, 6000))))
@@ -145,8 +146,15 @@ def arriving(draw: st.DrawFn) -> bytes:
         st.builds(tcp, st.integers(0, 65535), st.sampled_from([22, 53, 80, 5000, 65535])),
         st.builds(udp, st.integers(0, 3), st.sampled_from([22, 53, 80, 5000, 6001])),
         st.builds(icmp, st.sampled_from([0, 3, 8, 11]), st.integers(0, 3))))
-    packet = ip4(draw(SOURCES), SERVER, transport, offset=draw(st.sampled_from([0, 0, 0, 9])))
-    return packet[:draw(st.integers(20, len(packet)))]
+    if draw(st.booleans()):
+        packet = ip4(draw(SOURCES), SERVER, transport,
+                     offset=draw(st.sampled_from([0, 0, 0, 9])))
+    else:
+        fragment = draw(st.sampled_from([(), (), (fragment6(0, True),), (fragment6(9),)]))
+        source = draw(SOURCES6)
+        packet = ip6(source, SERVER6, (58, transport[1]) if transport[0] == 1 else transport,
+                     extensions=fragment)
+    return packet[:draw(st.integers(40 if packet[0] >> 4 == 6 else 20, len(packet)))]
 
 
 @given(st.lists(arriving(), max_size=40))
@@ -170,3 +178,24 @@ def test_a_fresh_firewall_allows_everything_and_is_inactive() -> None:
     fw = Firewall()
     assert not fw.active
     assert fw.status()["rules"] == [] and fw.status()["default"] == "allow"
+
+
+@given(st.lists(st.binary(min_size=20, max_size=80), max_size=20))
+def test_whatever_a_peer_sends_is_judged_without_raising(packets: list[bytes]) -> None:
+    fw = server_firewall(*RULES, default="deny")
+    fw.track(packets, 0.0)
+    admitted = fw.admit(packets, 0.0)
+    assert len(admitted) + sum(fw.drops.values()) == len(packets)
+
+
+def test_decisions_follow_the_owner_of_an_address_when_it_changes() -> None:
+    """A standby route taking over hands its addresses to another peer without a reload."""
+    owners = {"laptop": "laptop"}
+    fw = Firewall()
+    m = mesh((Rule("deny", ("tablet",)),))
+    fw.load(m, m.nodes[0], lambda packed: owners["laptop"])
+    packet = ip4(LAPTOP, SERVER, tcp(40000, 80))
+    assert fw.admit([packet], 0.0) == [packet]
+    owners["laptop"] = "tablet"
+    fw.owners_changed()
+    assert fw.admit([packet], 0.0) == []

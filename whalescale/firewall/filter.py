@@ -41,12 +41,12 @@ LOG_EVERY_S = 60.0
 EXPIRE_EVERY_S = 60.0  # idle flows swept this often (the shortest timeout is 30 s)
 MALFORMED = "malformed"  # a drop counted beside the rules': no readable IP header
 _PROTO_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp"}
-_FAST_TRANSPORT = (TCP, UDP)
+_TRANSPORTS = (TCP, UDP)
 
 
 def _key(header: Header) -> FlowKey:
     """A packet's flow as the rules see it: the 5-tuple, or the addresses alone."""
-    if header.proto in _FAST_TRANSPORT and header.sport != NO_PORT:
+    if header.proto in _TRANSPORTS and header.sport != NO_PORT:
         ports = header.sport.to_bytes(2, "big") + header.dport.to_bytes(2, "big")
         return header.proto, header.src + header.dst + ports
     return header.proto, header.src + header.dst
@@ -71,22 +71,31 @@ class Firewall:
         self.active = not self.ruleset.allows_everything
         self.drops = Counter({k: n for k, n in self.drops.items() if k == MALFORMED})
         self._owner = owner
+        self._logged.clear()
+        self.owners_changed()
+
+    def owners_changed(self) -> None:
+        """Which peer owns which address changed (a reload; a standby route taking over):
+        the sources and decisions cached under the old owners go."""
         self._owners.clear()
         self._decisions.clear()
-        self._logged.clear()
 
     # ----- the packets -----------------------------------------------------------------------
 
     def track(self, packets: list[bytes], now: float) -> None:
-        """Packets we send into the tunnel: their flows' replies will pass."""
+        """Packets we send into the tunnel (at least 20 bytes each, as the engine routes
+        them): their flows' replies will pass."""
         flows = self.flows
         seen = flows.seen
         for packet in packets:
-            # IPv4 TCP or UDP without options, not a fragment (nearly all traffic): the
-            # flow key is its bytes 12-24 as they stand (flows.py)
-            if packet[0] == 0x45 and packet[9] in _FAST_TRANSPORT \
+            # TCP or UDP right after an IPv4 header without options (not a fragment) or
+            # an IPv6 header: the flow key is the packet's bytes as they stand (flows.py)
+            version = packet[0]
+            if version == 0x45 and packet[9] in _TRANSPORTS \
                     and not (packet[6] & 0x3F or packet[7]) and len(packet) >= 24:
                 key: FlowKey | None = (packet[9], packet[12:24])
+            elif version >> 4 == 6 and packet[6] in _TRANSPORTS and len(packet) >= 44:
+                key = (packet[6], packet[8:44])
             else:
                 header = parse(packet)
                 key = sent_key(header) if header is not None else None
@@ -99,20 +108,25 @@ class Firewall:
             self._next_expiry = now + EXPIRE_EVERY_S
 
     def admit(self, packets: list[bytes], now: float) -> list[bytes]:
-        """The packets from the tunnel the rules (or our flows) let reach the TUN."""
+        """The packets from the tunnel the rules (or our flows) let reach the TUN. Each at
+        least 20 bytes long, as the engine delivers them (it checks the IP header's length)."""
         allowed = self._decisions.get
         admitted = []
         for packet in packets:
-            # The hot path, inlined: an IPv4 packet without options, not a fragment. Its
-            # bytes 12-24 with the protocol hold everything the rules read (source,
-            # protocol, TCP/UDP destination port), so they key its cached decision.
-            if packet[0] == 0x45 and not (packet[6] & 0x3F or packet[7]):
-                key = (packet[9], packet[12:24])
-                if allowed(key) is True:
-                    admitted.append(packet)
-                    continue
+            # The hot path, inlined: IPv4 without options and not a fragment, or IPv6 with
+            # TCP or UDP right after its header. The bytes sliced, with the protocol, hold
+            # all the rules read (source, protocol, TCP/UDP destination port): they key the
+            # flow's cached decision. (Cut short, they key a packet without ports.)
+            version = packet[0]
+            if version == 0x45 and not (packet[6] & 0x3F or packet[7]):
+                key: FlowKey | None = (packet[9], packet[12:24])
+            elif version >> 4 == 6 and packet[6] in _TRANSPORTS:
+                key = (packet[6], packet[8:44])
             else:
                 key = None
+            if key is not None and allowed(key) is True:
+                admitted.append(packet)
+                continue
             if self._judge(packet, key, now):
                 admitted.append(packet)
         return admitted
@@ -144,7 +158,7 @@ class Firewall:
     def _decide(self, header: Header) -> int | bool:
         source = self._source(header.src)
         decision = self.ruleset.decide(source, header.proto,
-                                       header.dport if header.proto in _FAST_TRANSPORT
+                                       header.dport if header.proto in _TRANSPORTS
                                        else NO_PORT)
         return True if self.ruleset.allows(decision) else decision
 
@@ -193,6 +207,6 @@ def _describe(header: Header, source: str | None) -> str:
     proto = _PROTO_NAMES.get(header.proto, f"protocol {header.proto}")
     address = ipaddress.ip_address(header.src)
     who = f"{source} ({address})" if source else f"{address} (no peer's address)"
-    where = f" to port {header.dport}" if header.proto in _FAST_TRANSPORT \
+    where = f" to port {header.dport}" if header.proto in _TRANSPORTS \
         and header.dport != NO_PORT else ""
     return f"{proto} from {who}{where}"
