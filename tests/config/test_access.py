@@ -54,6 +54,11 @@ def test_defaults_change_nothing() -> None:
     assert mesh.suffix == "home"
 
 
+def test_a_rule_may_name_a_vanilla_wireguard_peer() -> None:
+    text = VALID + '\n[[node.firewall]]\naction = "deny"\nfrom = "old-router"\n'
+    assert parse_mesh(text, "mesh.toml").nodes[-1].firewall == (Rule("deny", ("old-router",)),)
+
+
 def test_firewall_rules_as_an_array_of_tables() -> None:
     text = VALID + '\n[[node.firewall]]\naction = "deny"\nfrom = "anchor-1"\nproto = "udp"\n'
     rules = parse_mesh(text, "mesh.toml").nodes[-1].firewall  # the last [[node]] above it
@@ -79,8 +84,11 @@ def test_firewall_rules_as_an_array_of_tables() -> None:
     ("exit = true\n", 'exit = true\nexit_node = "laptop"\n', "node[1].exit_node",
      "'laptop' is not another node"),
     ('groups = ["laptop"]\n', "", "node[0].groups[0]", "group 'laptop' has the name of a node"),
+    ('groups = ["old-router"]\n', "", "node[0].groups[0]",
+     "group 'old-router' has the name of a WireGuard peer"),
     ('firewall = [{ action = "deny", from = "kids" }]\n', "", "node[0].firewall[0].from",
-     "'kids' is neither a node nor a group, expected one of: anchor-1, laptop"),
+     "'kids' is no node, WireGuard peer or group, expected one of: anchor-1, laptop, "
+     "old-router"),
     ('firewall = [{ action = "drop" }]\n', "", "node[0].firewall[0].action",
      "'drop' is not one of 'allow', 'deny'"),
     ('firewall = [{ from = "laptop" }]\n', "", "node[0].firewall[0]",

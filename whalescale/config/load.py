@@ -212,7 +212,7 @@ class _Reader:
             self.backup_interfaces(document, ("node", i), node)
         self.inside_prefixes(document, settings.get("prefixes", ()), nodes, peers)
         self.routes(document, settings.get("prefixes", ()), nodes, peers)
-        self.access(document, nodes)
+        self.access(document, nodes, peers)
         suffix = settings.get("suffix") or settings.get("name", "")
         if _shadows_tld(suffix):
             self.warning(("mesh", "suffix") if settings.get("suffix") else ("mesh", "name"),
@@ -402,11 +402,14 @@ class _Reader:
                         self.problem(where, f"standby route {net} has no primary, expected "
                                      "another node to list exactly this network in `routes`")
 
-    def access(self, document: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
-        """Exit nodes, groups and firewall sources name what exists."""
+    def access(self, document: dict[str, Any], nodes: list[dict[str, Any]],
+               peers: list[dict[str, Any]]) -> None:
+        """Exit nodes, groups and firewall sources name what exists (a rule's source may be
+        a vanilla WireGuard peer: the firewall knows a packet's sender by its address)."""
         names = {n["name"]: n for n in nodes if "name" in n}
+        peer_names = {p["name"] for p in peers if "name" in p}
         groups = {g for n in nodes for g in n.get("groups", ())}
-        known = sorted(names) + sorted(groups - names.keys())
+        known = sorted(names.keys() | peer_names) + sorted(groups - names.keys() - peer_names)
         for i, node in enumerate(nodes):
             exit_node = node.get("exit_node")
             if exit_node is not None:
@@ -418,17 +421,19 @@ class _Reader:
                                  f"{exit_node!r} is not another node with exit = true "
                                  f"(those offering: {offering})")
             for j, group in enumerate(node.get("groups", ())):
-                if group in names:
+                if group in names or group in peer_names:
                     self.problem(_element_path(document, ("node", i, "groups"), j),
-                                 f"group {group!r} has the name of a node, expected a name "
-                                 "no node uses (a rule's `from` names either)")
+                                 f"group {group!r} has the name of a "
+                                 f"{'node' if group in names else 'WireGuard peer'}, expected "
+                                 "a name no node or peer uses (a rule's `from` names either)")
             for r, rule in enumerate(node.get("firewall", ())):
                 for k, source in enumerate(rule.sources):
-                    if source not in names and source not in groups:
+                    if source not in names and source not in peer_names \
+                            and source not in groups:
                         self.problem(_element_path(document, ("node", i, "firewall", r, "from"),
                                                    k),
-                                     f"{source!r} is neither a node nor a group, expected one "
-                                     "of: " + ", ".join(known))
+                                     f"{source!r} is no node, WireGuard peer or group, expected "
+                                     "one of: " + ", ".join(known))
 
     def unique(self, what: str, items: Iterable[tuple[Hashable, Path, str]]) -> None:
         """Report each repeat of a value; items are (value, where, how to show it)."""
