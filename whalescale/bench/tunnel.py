@@ -33,6 +33,9 @@ def _wireguard_go_pair(lab: Lab, mesh: LabMesh, a: Host, b: Host) -> tuple[str, 
         wg.start(lab.tempdir)
     for wg, other in ((wg_a, wg_b), (wg_b, wg_a)):
         wg.add_peer(other.public_key, other.tunnel_addr, f"{other.host.addr()}:{other.port}")
+    # peers of each other, not of the mesh: out of the mesh file a reload rewrites (the
+    # lab stops their processes)
+    mesh.wireguard.clear()
     return wg_a.tunnel_addr, wg_b.tunnel_addr
 
 
