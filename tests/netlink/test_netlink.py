@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from whalescale.lab import Lab
 from whalescale.netlink import _attr, _attrs
 
-SCRIPT = """
+# Run inside a lab host: `ip` for the other side, a veth pair wsnl0-wsnl1, `out` to print.
+PRELUDE = """
 import ipaddress, json, select, socket, subprocess
 from whalescale.agent import addresses, nat
 from whalescale.netlink import *
@@ -23,6 +24,9 @@ ip("link", "add", "wsnl0", "type", "veth", "peer", "name", "wsnl1")
 ip("link", "set", "wsnl1", "up")
 index = socket.if_nametoindex("wsnl0")
 out = {}
+"""
+
+SCRIPT = """
 with Netlink(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR) as events, Netlink() as nl:
     nl.set_link(index, up=True, mtu=1380)
     nl.set_link(index, mtu=1390)  # the MTU alone: the link stays up
@@ -64,14 +68,19 @@ with Netlink(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR) as events, Netlink(
         out["gone"] = exc.errno
 out["addresses_after"] = ip("-o", "addr", "show", "dev", "wsnl0")
 out["link"] = ip("-o", "link", "show", "dev", "wsnl0")
-print(json.dumps(out))
 """
+
+
+def run_script(lab: Lab, script: str) -> dict:
+    """`out` of PRELUDE + `script`, run in a fresh lab host."""
+    host = lab.host("nl")
+    return json.loads(host.run(sys.executable, "-c", PRELUDE + script + "\nprint(json.dumps(out))",
+                               timeout=30).stdout)
 
 
 @pytest.mark.lab
 def test_what_it_sets_iproute2_reads_and_back(lab: Lab) -> None:
-    host = lab.host("nl")
-    out = json.loads(host.run(sys.executable, "-c", SCRIPT, timeout=30).stdout)
+    out = run_script(lab, SCRIPT)
     assert out["event"] is True
     assert out["duplicate"][0] == 17 and "adding address 10.61.0.1/24" in out["duplicate"][1]
     assert out["addresses"] == ["10.61.0.1/24", "fd61::1/64"]
