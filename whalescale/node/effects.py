@@ -2,7 +2,7 @@
 
 Datagrams and TUN packets have their own drains (node.py); these are the rest,
 in the order they arose: lines for the log, LKG cache writes, an answered ping,
-a question for the OS, the TUN's routes.
+a question for the OS, the TUN's routes, the exit node's routing.
 """
 
 from __future__ import annotations
@@ -53,4 +53,17 @@ class ConfigureTun:
     routes: dict[str, int]
 
 
-Effect = Log | Pong | FindRoutes | Resolve | ConfigureTun | Contact | StoredRecord
+@attrs.frozen
+class ConfigureExit:
+    """Send our default route (IPv4 and IPv6) through the TUN to peer `via` (None: keep
+    the host's), at `mtu`; with `kill_switch`, block it rather than restore it if the
+    agent dies. `offer`: forward and masquerade the mesh's traffic as an exit node."""
+
+    via: str | None
+    mtu: int
+    kill_switch: bool
+    offer: bool
+
+
+Effect = (Log | Pong | FindRoutes | Resolve | ConfigureTun | ConfigureExit | Contact
+          | StoredRecord)

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 
 from ..config import Endpoint, Mesh
+from ..config import Node as MeshNode
 from ..firewall.filter import Firewall
 from ..identity import Identity, x25519_public_from_ed25519
 from ..mesh.anchors import AnchorHealth, AnchorWatch
@@ -38,14 +39,14 @@ from ..mesh.records import MAX_ENDPOINTS
 from ..nat.portmap import Mapping
 from ..nat.traversal import Traversal
 from ..session import events
-from ..session.engine import Engine, MultipathConfig, PeerChanges
+from ..session.engine import Engine, MultipathConfig, PeerChanges, PeerSpec
 from ..session.peer import Peer
 from ..session.timers import REKEY_TIMEOUT_S
 from ..wire import control
 from ..wire.port import channel_of_alias, endpoint_text
-from . import routes
+from . import exit_node, routes
 from .dns_answer import DnsResponder
-from .effects import ConfigureTun, Effect, FindRoutes, Log, Pong, Resolve
+from .effects import ConfigureExit, ConfigureTun, Effect, FindRoutes, Log, Pong, Resolve
 from .local import Interface, lan_and_ipv6
 from .logs import event_text
 from .names import Names
@@ -76,7 +77,7 @@ class Node:
         self.dns = DnsResponder(mesh)  # answers for the mesh's names (agent/name_server.py)
         self.engine = Engine(
             identity.x25519_private, identity.x25519_public,
-            peer_specs(mesh, self.me, self.names.expand),
+            self._peer_specs(mesh, self.me),
             random_bytes=random_bytes, wall_offset=0.0, mtu=mesh.mtu,
             multipath=MultipathConfig(paths, scheduler, backup_paths))
         gossip = GossipNode(identity, [n.public_key for n in mesh.nodes],
@@ -104,6 +105,11 @@ class Node:
 
     # ----- the mesh file -------------------------------------------------------------
 
+    def _peer_specs(self, mesh: Mesh, me: MeshNode) -> list[PeerSpec]:
+        """The engine's peers; an exit node's carry the default networks (exit_node.py)."""
+        return exit_node.with_default_routes(peer_specs(mesh, me, self.names.expand),
+                                             me.exit_node)
+
     def _anchor_ids(self) -> list[bytes]:
         return [n.public_key for n in self.mesh.nodes if n.anchor]
 
@@ -120,7 +126,7 @@ class Node:
                                 "a new port needs a restart")
         self.names.set_mesh(mesh)
         self.dns.set_mesh(mesh)
-        changes = self.engine.update_peers(peer_specs(mesh, me, self.names.expand))
+        changes = self.engine.update_peers(self._peer_specs(mesh, me))
         self.engine.mtu = mesh.mtu
         self.mesh, self.me = mesh, me
         self.firewall.load(mesh, me, self._owner_name)
@@ -195,7 +201,7 @@ class Node:
         if not changed:
             return
         before = {p.name: p.spec.endpoints for p in self.engine.peers.values()}
-        self.engine.update_peers(peer_specs(self.mesh, self.me, self.names.expand))
+        self.engine.update_peers(self._peer_specs(self.mesh, self.me))
         self.controller.set_nodes(now)
         # The new addresses are tried now (a handshake each, which a live session
         # survives if they do not answer): the peer's gossip record or the LKG cache may
@@ -362,7 +368,11 @@ class Node:
             if name in before and before[name] != mtu:
                 self._log(logging.INFO, f"peer {name}: tunnel MTU {before[name]} -> {mtu} (the "
                           "minimum over its usable paths, less the multipath trailer)")
-        self._effects.append(self.tun_config())
+        self._effects += [self.tun_config(), self.exit_config()]
+
+    def exit_config(self) -> ConfigureExit:
+        """Our default route through an exit node, or none; our own offer (exit_node.py)."""
+        return exit_node.exit_config(self.me, self._tunnel_mtus)
 
     # ----- control messages, from the engine's dispatch table -----------------------------------
 
@@ -479,5 +489,6 @@ class Node:
             "nat": self.traversal.status(now),
             "dns": dict(self.dns.counters),
             "firewall": self.firewall.status(),
+            "exit": exit_node.status(self.exit_config()),
         }
 

@@ -28,8 +28,10 @@ def peer_mtus(peers: Iterable[Peer], mesh_mtu: int, announcing: bool) -> dict[st
 
 
 def table(mesh: Mesh, peers: Iterable[Peer], mtus: dict[str, int]) -> dict[str, int]:
-    """Network -> MTU, as TunDevice.configure takes them."""
+    """Network -> MTU, as TunDevice.configure takes them. Never a default route: an exit
+    node's goes to a table of its own (exit_node.py), never over the host's."""
     out = {str(net): mesh.mtu for net in mesh.prefixes}
     for peer in peers:
-        out.update((str(net), mtus[peer.name]) for net in peer.spec.allowed_ips)
+        out.update((str(net), mtus[peer.name]) for net in peer.spec.allowed_ips
+                   if net.prefixlen)
     return out

@@ -190,6 +190,8 @@ class Engine:
                     self._hosts[net.network_address.packed] = peer
                 else:
                     self._networks.append((net, peer))
+        # longest prefix first: an exit node's default networks must not take a subnet
+        self._networks.sort(key=lambda entry: -entry[0].prefixlen)
 
     @property
     def node_ids(self) -> list[bytes]:
