@@ -166,6 +166,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .agent import logs
     from .agent.agent import Agent
     from .config import ConfigError, load_mesh
+    from .node.exit_node import ExitChoiceError
     from .node.specs import NotInMesh
 
     logs.configure(args.log_format, verbose=args.verbose)  # journald's own form if stderr is it
@@ -174,11 +175,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         ident = identity.read_key_file(args.key)
         agent = Agent.open(mesh, ident, mesh_path=args.mesh, interface=args.interface,
                            state_dir=args.state_dir, offload=not args.no_offload,
-                           scheduler=args.scheduler)
+                           scheduler=args.scheduler, exit_node=args.exit_node)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
-    except (identity.InvalidKey, NotInMesh) as exc:
+    except (identity.InvalidKey, NotInMesh, ExitChoiceError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot start: {exc}")
@@ -519,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: wrr)")
     p.add_argument("--no-offload", action="store_true",
                    help="do not use TUN segmentation offloads (slower; for debugging)")
+    p.add_argument("--exit-node", metavar="NAME",
+                   help="send the default route (IPv4 and IPv6) through node NAME, which "
+                   "must have exit = true; overrides the node's exit_node for this run")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="text (default; under journald: a syslog priority, no timestamp) "
                    "or json, one object a line for log shippers")

@@ -57,4 +57,5 @@ def sample_status() -> dict[str, Any]:
                                {"index": 1, "rule": "deny from kids any", "drops": 7}],
                      "default_drops": 0, "malformed_drops": 0, "flows": 3,
                      "flows_evicted": 0},
+        "exit": {"via": None, "kill_switch": False, "offer": False, "table": None, "dns": []},
     }

@@ -82,3 +82,13 @@ def test_a_firewall_that_drops_nothing_is_not_shown():
     status = sample_status()
     status["firewall"] = status["firewall"] | {"active": False, "rules": []}
     assert not rows_naming(plain_lines(status_blocks(status)), "firewall")
+
+
+def test_status_says_which_exit_node_we_use_and_whether_we_offer_one():
+    status = sample_status()
+    assert not any(line.startswith("exit node") for line in plain_lines(status_blocks(status)))
+    status["exit"] = {"via": "vps", "kill_switch": True, "offer": True, "table": 30579,
+                      "dns": ["10.9.0.53"]}
+    lines = [line for line in plain_lines(status_blocks(status)) if line.startswith("exit")]
+    assert lines == ["exit node: vps (default route, DNS to 10.9.0.53; on a crash: kill switch)",
+                     "exit node: offered to the mesh (forwarding and masquerading)"]

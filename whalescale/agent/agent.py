@@ -36,12 +36,14 @@ from ..config import Node as MeshNode
 from ..identity import Identity, fingerprint
 from ..nat.driver import Mapping, run_port_mapping
 from ..node.effects import ConfigureTun, Contact, FindRoutes, Log, Pong, Resolve, StoredRecord
+from ..node.exit_node import ConfigureExit, ExitChoiceError, choose_exit
 from ..node.node import Node, ReloadRefused
 from ..node.specs import NotInMesh, own_node
 from ..tun.device import TunDevice
 from ..version import version
 from . import addresses, control, dns, nat, steering, udp
 from .cache import CacheWriter
+from .exit_node import ExitNode
 from .name_server import NameServer
 from .sockets import Sockets
 
@@ -60,8 +62,10 @@ _TUN_BATCH_FRAMES = 64
 class Agent:
     def __init__(self, node: Node, *, mesh_path: Path | None, state_dir: Path,
                  interface: str, sockets: Sockets, tun: TunDevice, cache: CacheWriter,
-                 exporter: Exporter | None) -> None:
+                 exporter: Exporter | None, exit_node: str | None = None) -> None:
         self.node = node
+        self.exit_node = exit_node  # `up --exit-node`: overrides the file's, reloads too
+        self._exit = ExitNode(interface)
         self.mesh_path = mesh_path
         self.state_dir = state_dir
         self.interface = interface
@@ -80,10 +84,14 @@ class Agent:
     @classmethod
     def open(cls, mesh: Mesh, identity: Identity, *, state_dir: Path,
              mesh_path: Path | None = None, interface: str = "ws0", offload: bool = True,
-             scheduler: str = "wrr") -> Agent:
+             scheduler: str = "wrr", exit_node: str | None = None) -> Agent:
         """Everything an agent holds, opened in order; OSError says what failed (a busy
-        port, a missing /dev/net/tun), NotInMesh that our key has no entry."""
+        port, a missing /dev/net/tun), NotInMesh that our key has no entry,
+        ExitChoiceError that `exit_node` offers no exit."""
         me = own_node(mesh, identity)
+        if exit_node is not None:
+            mesh = choose_exit(mesh, me, exit_node)
+            me = own_node(mesh, identity)
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         control.claim(control.socket_path(state_dir))
         with contextlib.ExitStack() as undo:
@@ -112,10 +120,14 @@ class Agent:
                 undo.callback(exporter.stop)
                 log.info("Prometheus metrics on http://%s/metrics", me.metrics)
             agent = cls(node, mesh_path=mesh_path, state_dir=state_dir, interface=interface,
-                        sockets=sockets, tun=tun, cache=cache, exporter=exporter)
+                        sockets=sockets, tun=tun, cache=cache, exporter=exporter,
+                        exit_node=exit_node)
             agent._configure_tun(node.tun_config())
             if agent._tun_error is not None:
                 raise OSError(agent._tun_error)
+            undo.callback(agent._exit.stop)
+            if agent._exit.configure(node.exit_config()) is not None:
+                raise OSError(agent._exit.error)
             undo.pop_all()
         return agent
 
@@ -127,6 +139,7 @@ class Agent:
         if self._exporter is not None:
             self._exporter.stop()
         self._cache.close()  # writes what is still queued
+        self._exit.stop()
         self._tun.close()
         self._sockets.close()
 
@@ -253,6 +266,8 @@ class Agent:
                         self._nursery.start_soon(self._lookup, name)
             case ConfigureTun():
                 self._configure_tun(effect)
+            case ConfigureExit():
+                self._exit.configure(effect)
             case Pong(nonce):
                 waiter = self._pongs.get(nonce)
                 if waiter is not None:
@@ -301,8 +316,10 @@ class Agent:
             return {"ok": False, "error": "this agent was not started from a mesh file"}
         try:
             mesh = await trio.to_thread.run_sync(load_mesh, self.mesh_path)
+            if self.exit_node is not None:
+                mesh = choose_exit(mesh, own_node(mesh, self.node.identity), self.exit_node)
             changes = self.node.reload(mesh, trio.current_time())
-        except (ConfigError, NotInMesh, ReloadRefused) as exc:
+        except (ConfigError, NotInMesh, ReloadRefused, ExitChoiceError) as exc:
             error = f"{self.mesh_path}: {exc}" if isinstance(exc, ReloadRefused) else str(exc)
             log.error("reload refused, the running mesh stays as it was:\n%s", error)
             return {"ok": False, "error": error}
@@ -312,8 +329,8 @@ class Agent:
                                           f"({type(exc).__name__}: {exc})"}
         self._cache.follow_mesh(mesh, self.node.me)
         self._flush()
-        if self._tun_error is not None:
-            return {"ok": False, "error": self._tun_error}
+        if self._tun_error is not None or self._exit.error is not None:
+            return {"ok": False, "error": self._tun_error or self._exit.error}
         summary = (f"{len(changes.added)} added {changes.added}, "
                    f"{len(changes.removed)} removed {changes.removed}, "
                    f"{len(changes.changed)} changed {changes.changed}, "
@@ -325,6 +342,9 @@ class Agent:
         report = self.node.status(trio.current_time())
         report |= {"version": version(), "fingerprint": fingerprint(self.node.identity.public),
                    "interface": self.interface, "drops": self.drops()}
+        exit_details, exit_warnings = self._exit.status()
+        report["exit"] |= exit_details
+        report["warnings"] += exit_warnings
         return report
 
     def drops(self) -> dict[str, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 from ..netlink import RT_TABLE_MAIN, Netlink
+from .exit_routes import mark
 
 Addr = tuple[str, int]
 
@@ -20,6 +21,7 @@ def routes(targets: list[Addr]) -> list[tuple[str, Addr]]:
     for target in targets:
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            mark(probe)  # routed as our datagrams will be, outside an exit's tunnel
             try:
                 probe.connect(target)
             except OSError:

@@ -115,6 +115,7 @@ def status_blocks(status: dict[str, Any]) -> list[Block]:
         mapped = f", port mapping {nat['port_mapping']}" if nat["port_mapping"] else ""
         blocks.append(Line(f"NAT: {nat['nat_type']}{seen}{mapped} (details: whalescale "
                            "netcheck)"))
+    blocks += exit_lines(status["exit"])
     blocks += [Line(f"warning: {warning}", "yellow") for warning in status["warnings"]]
     blocks.append(Grid(
         ("peer", "kind", "endpoint", "path", "session", "last handshake", "rx", "tx"),
@@ -131,6 +132,19 @@ def status_blocks(status: dict[str, Any]) -> list[Block]:
         blocks.append(Line("drops: " + ", ".join(f"{k} {v}"
                                                  for k, v in sorted(status["drops"].items()))))
     return blocks
+
+
+def exit_lines(exit: dict[str, Any]) -> list[Block]:
+    """Whether we send our default route through an exit node, and whether we are one."""
+    lines: list[Block] = []
+    if exit["via"]:
+        dns = ", ".join(exit["dns"]) or "none found"
+        crash = "kill switch" if exit["kill_switch"] else "fail-open"
+        lines.append(Line(f"exit node: {exit['via']} (default route, DNS to {dns}; "
+                          f"on a crash: {crash})"))
+    if exit["offer"]:
+        lines.append(Line("exit node: offered to the mesh (forwarding and masquerading)"))
+    return lines
 
 
 def path_blocks(name: str, mp: dict[str, Any]) -> list[Block]:

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from . import addresses, steering, udp
+from .exit_routes import mark
 
 log = logging.getLogger("whalescale.agent")
 
@@ -41,6 +42,8 @@ class Sockets:
             self.paths[local] = udp.open_udp(local[0], local[1], family, device=name)
             self.device_of[local] = name
         backups = frozenset(a for a, dev in self.device_of.items() if dev in backup_interfaces)
+        for sock in [*self.default.values(), *self.control.values(), *self.paths.values()]:
+            mark(sock)  # our encrypted traffic never goes through an exit node's tunnel
         return tuple(self.paths), backups
 
     def _open_port(self, host: str, port: int, family: socket.AddressFamily) -> None:
