@@ -169,6 +169,18 @@ def test_up_without_an_entry_for_our_key_says_which_key(keys, tmp_path):
     assert read_key_file(stranger).public_b64 in result.stderr
 
 
+def test_up_with_an_exit_node_that_offers_none_says_which_do(keys, tmp_path):
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text(mesh_text(keys).replace("anchor = true", "anchor = true\nexit = true"))
+    for name in ("laptop", "nobody"):
+        result = ws("up", mesh, "--key", keys["laptop"], "--exit-node", name,
+                    "--state-dir", tmp_path / "state")
+        assert result.returncode == 1
+        assert result.stderr == (f"whalescale: --exit-node '{name}' is not another node with "
+                                 "exit = true in the mesh file (those offering: anchor)\n")
+    assert not (tmp_path / "state").exists()  # refused before anything was opened
+
+
 def test_up_with_a_bad_mesh_prints_positions(keys, tmp_path):
     mesh = tmp_path / "mesh.toml"
     mesh.write_text(mesh_text(keys).replace("[mesh]", "[mesh\n"))

@@ -35,10 +35,13 @@ DNS_PORT = 53
 REPORTER = """
 import select, socket, sys
 socks = []
-for port in map(int, sys.argv[2:]):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((sys.argv[1], port))
-    socks.append(s)
+for host in sys.argv[1].split(","):
+    for port in map(int, sys.argv[2:]):
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        if ":" in host:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((host, port))
+        socks.append(s)
 print("listening", flush=True)
 while True:
     for s in select.select(socks, [], [])[0]:
@@ -48,7 +51,7 @@ while True:
 """
 ASK = """
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(float(sys.argv[3]))
 try:
     s.sendto(b"who am I?", (sys.argv[1], int(sys.argv[2])))
@@ -67,10 +70,12 @@ def ask(host: Host, address: str, port: int, timeout_s: float = 2.0) -> str:
 
 
 def routing(host: Host) -> str:
-    """Every rule and every route of every table, both families: what a stop restores."""
+    """Every rule and every route of every table, both families, and the nftables
+    tables: what a stop restores."""
     return "".join(host.run("ip", *family, *what).stdout
                    for family in (["-4"], ["-6"])
-                   for what in (["rule"], ["route", "show", "table", "all"]))
+                   for what in (["rule"], ["route", "show", "table", "all"])
+                   ) + host.run("nft", "list", "tables").stdout
 
 
 def kill_9(node: MeshNode) -> None:
@@ -86,14 +91,16 @@ def kill_9(node: MeshNode) -> None:
 
 class ExitLab:
     def __init__(self, lab, user_lines: list[str]) -> None:
-        hosts = lab.star(["server", "exit", "peer"])
+        hosts = lab.star(["server", "exit", "peer"], v6=True)
         self.server, exit_host = hosts["server"], hosts["exit"]
         self.gw = lab.host("gw")
-        wan = lab.link(lab.internet(), self.gw)
+        wan = lab.link(lab.internet(), self.gw, v6=True)
         self.gw.route_via(wan)
         self.gw.set_forwarding(True)
         self.user_host = lab.host("user")
-        lan = lab.link(self.gw, self.user_host)
+        # IPv6 routed, not translated (as natlab's v6 sites): the internet has no route
+        # back to this LAN, so only the exit's IPv6 address can take the user's out
+        lan = lab.link(self.gw, self.user_host, v6=True)
         self.user_host.route_via(lan)
         self.gw.nft(nat_ruleset(Nat.RESTRICTED, wan=wan.b_ifname,
                                 lan_subnet=f"{lan.a_addr}/{lan.prefixlen}"))
@@ -105,7 +112,7 @@ class ExitLab:
         # resolv.conf before the agent starts: it routes these resolvers to the exit
         (self.user_host.etc_dir() / "resolv.conf").write_text(
             f"nameserver {self.lan_resolver}\nnameserver {self.server.addr()}\n")
-        self.server.spawn(sys.executable, "-c", REPORTER, "0.0.0.0", str(SERVICE_PORT),
+        self.server.spawn(sys.executable, "-c", REPORTER, "0.0.0.0,::", str(SERVICE_PORT),
                           str(DNS_PORT)).wait_for_log("listening", 10)
         self.gw_resolver = self.gw.spawn(sys.executable, "-c", REPORTER, self.lan_resolver,
                                          str(DNS_PORT))
@@ -136,12 +143,14 @@ class ExitLab:
 def test_traffic_leaves_by_the_exit_the_mesh_keeps_working_and_a_stop_restores_routes(lab):
     net = ExitLab(lab, [])
     assert ask(net.user_host, net.server.addr(), SERVICE_PORT) == net.gw_public  # direct
+    assert ask(net.user_host, net.server.addr6(), SERVICE_PORT, 1.0) == "no answer"
     net.start("--exit-node", "exit")
 
     # the internet sees the exit, not the user's gateway; the mesh works meanwhile
     assert ask(net.user_host, net.server.addr(), SERVICE_PORT) == net.exit.host.addr()
     assert net.user_host.ping(net.peer.tunnel_addr, count=3, timeout=2.0)
     assert net.user_host.ping(net.server.addr(), count=2, timeout=2.0)
+    assert ask(net.user_host, net.server.addr6(), SERVICE_PORT) == net.exit.host.addr6()
     # DNS: the resolver on the internet hears the exit; the one on the LAN hears nothing
     assert ask(net.user_host, net.server.addr(), DNS_PORT) == net.exit.host.addr()
     assert ask(net.user_host, net.lan_resolver, DNS_PORT, 1.0) == "no answer"
@@ -155,10 +164,13 @@ def test_traffic_leaves_by_the_exit_the_mesh_keeps_working_and_a_stop_restores_r
                       "dns": [net.lan_resolver, net.server.addr()]}
     assert net.mesh.status("exit")["exit"]["offer"] is True
     assert "using exit node exit" in net.user.proc.log()
+    assert "whalescale-exit" in net.exit.host.run("nft", "list", "tables").stdout
 
     net.user.proc.stop()
     assert routing(net.user_host) == net.before
     assert ask(net.user_host, net.server.addr(), SERVICE_PORT) == net.gw_public
+    net.exit.proc.stop()
+    assert "whalescale" not in net.exit.host.run("nft", "list", "tables").stdout
 
 
 @pytest.mark.parametrize("kill_switch", [False, True], ids=["fail-open", "kill-switch"])
@@ -169,6 +181,8 @@ def test_what_a_crash_leaves(lab, kill_switch: bool):
     assert net.via_exit()
 
     kill_9(net.user)
+    # the rules stay (nothing could remove them), the tunnel's route went with the TUN
+    assert "lookup 30579" in net.user_host.run("ip", "rule").stdout
     answer = ask(net.user_host, net.server.addr(), SERVICE_PORT)
     if kill_switch:
         assert answer == "unreachable (No route to host)"  # the kill switch's route
@@ -183,3 +197,23 @@ def test_what_a_crash_leaves(lab, kill_switch: bool):
     net.user.proc.stop()
     assert routing(net.user_host) == net.before
     assert ask(net.user_host, net.server.addr(), SERVICE_PORT) == net.gw_public
+
+
+def test_strict_reverse_path_filtering_needs_src_valid_mark_and_then_works(lab):
+    net = ExitLab(lab, ['exit_node = "exit"'])
+    interfaces = [line.split(": ")[1].split("@")[0]
+                  for line in net.user_host.run("ip", "-o", "link").stdout.splitlines()]
+    for name in ["all", "default", *interfaces]:
+        net.user_host.sysctl(f"net.ipv4.conf.{name}.rp_filter", "1")
+    net.mesh.write_mesh()
+    for node in (net.exit, net.peer, net.user):
+        net.mesh.start(node.name)
+        net.mesh.wait_up(node.name)
+    # the anchors' answers are checked against the exit's table, and dropped: said so
+    assert not net.user_host.ping(net.exit.tunnel_addr, count=2, timeout=1.0)
+    assert any("src_valid_mark = 1" in w for w in net.mesh.status("user")["warnings"])
+    # what the host's policy must set: reverse path filtering then sees our marks
+    net.user_host.sysctl("net.ipv4.conf.all.src_valid_mark", "1")
+    assert net.user_host.ping(net.exit.tunnel_addr, count=10, timeout=2.0)
+    assert net.via_exit()
+    assert not any("src_valid_mark" in w for w in net.mesh.status("user")["warnings"])

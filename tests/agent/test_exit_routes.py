@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from whalescale.agent.exit_nat import ruleset
 from whalescale.agent.exit_routes import (
     FWMARK,
     TABLE,
@@ -18,6 +17,7 @@ from whalescale.agent.exit_routes import (
     wanted_routes,
     wanted_rules,
 )
+from whalescale.agent.nft import exit_ruleset, marks_ruleset
 from whalescale.netlink import RT_TABLE_MAIN, RTN_UNREACHABLE, Rule
 from whalescale.node.effects import ConfigureExit
 
@@ -67,6 +67,12 @@ def test_the_kill_switch_adds_an_unreachable_default_behind_the_tunnel():
 
 
 def test_the_exit_masquerades_what_comes_from_the_tunnel_and_leaves_elsewhere():
-    text = ruleset("ws0")
+    text = exit_ruleset("ws0")
     assert text.startswith("table inet whalescale-exit\ndelete table inet whalescale-exit\n")
-    assert 'iifname "ws0" oifname != "ws0" masquerade' in text
+    assert 'postrouting iifname "ws0" oifname != "ws0" masquerade' in text
+
+
+def test_answers_to_our_marked_datagrams_get_the_mark_back():
+    text = marks_ruleset(FWMARK)
+    assert "prerouting meta l4proto udp meta mark set ct mark" in text
+    assert "postrouting meta l4proto udp meta mark 0x7773 ct mark set meta mark" in text

@@ -1,16 +1,21 @@
-"""Exit nodes in the shell: carries ConfigureExit out (exit_routes.py for the node using
-an exit, exit_nat.py for the one offering it), logs what changed and why, undoes it all
-at a clean stop, and adds what only the OS knows to the status."""
+"""Exit nodes in the shell: carries ConfigureExit out (exit_routes.py and nft.py's marks
+table for the node using an exit, nft.py's exit table for the one offering it), logs what
+changed and why, undoes it all at a clean stop, and adds what only the OS knows to the
+status."""
 
 from __future__ import annotations
 
 import logging
 
 from ..node.effects import ConfigureExit
-from . import exit_nat
-from .exit_routes import TABLE, ExitRoutes
+from . import nft
+from .exit_routes import FWMARK, TABLE, ExitRoutes
 
 log = logging.getLogger("whalescale.agent")
+
+_RP_FILTER = ("strict reverse path filtering (rp_filter = 1) with "
+              "net.ipv4.conf.all.src_valid_mark = 0 drops the answers to our own datagrams: "
+              "the host's policy must set src_valid_mark = 1 (or rp_filter = 2)")
 
 
 class ExitNode:
@@ -25,10 +30,16 @@ class ExitNode:
         before = self.config
         try:
             self.routes.apply(config)
-            if config.offer:
-                exit_nat.offer(self.interface)
-            elif before is None or before.offer:  # at start: a crashed run's table
-                exit_nat.withdraw()
+            # nft only when something changes; at start both ways (a crashed run's tables)
+            using, used = config.via is not None, before is not None and before.via is not None
+            if using and (before is None or not used):
+                nft.load(nft.marks_ruleset(FWMARK))
+            elif not using and (before is None or used):
+                nft.delete(nft.MARKS_TABLE)
+            if config.offer and (before is None or not before.offer):
+                nft.load(nft.exit_ruleset(self.interface))
+            elif not config.offer and (before is None or before.offer):
+                nft.delete(nft.EXIT_TABLE)
         except OSError as exc:
             self.error = f"exit node: {exc}"
             log.error("%s", self.error)
@@ -46,12 +57,14 @@ class ExitNode:
                      "goes through it too; a crash %s", now.via, TABLE, dns,
                      "blocks traffic (kill switch)" if now.kill_switch else
                      "restores the host's routes")
+            if nft.strict_rp_filter_without_marks():
+                log.warning("exit node: %s", _RP_FILTER)
         elif now.via is None and before is not None and before.via is not None:
             log.info("no longer using exit node %s: the host's routes are back", before.via)
         if now.offer and (before is None or not before.offer):
-            off = exit_nat.forwarding_off()
+            off = nft.forwarding_off()
             log.info("offering ourselves as an exit node: masquerading what the mesh sends "
-                     "out of other interfaces (nft table inet %s)", exit_nat.NFT_TABLE)
+                     "out of other interfaces (nft table inet %s)", nft.EXIT_TABLE)
             if off:
                 log.warning("exit node: forwarding is off (%s = 0): the host drops what the "
                             "mesh sends through us; the host's policy must set it",
@@ -66,8 +79,10 @@ class ExitNode:
             return
         try:
             self.routes.apply(None)
+            if self.config.via is not None:
+                nft.delete(nft.MARKS_TABLE)
             if self.config.offer:
-                exit_nat.withdraw()
+                nft.delete(nft.EXIT_TABLE)
         except OSError as exc:
             log.error("exit node: cleaning up at stop: %s", exc)
 
@@ -76,7 +91,9 @@ class ExitNode:
         warnings = [self.error] if self.error else []
         if self.config is not None and self.config.offer:
             warnings += [f"exit node: forwarding is off ({name} = 0)"
-                         for name in exit_nat.forwarding_off()]
+                         for name in nft.forwarding_off()]
         using = self.config is not None and self.config.via is not None
+        if using and nft.strict_rp_filter_without_marks():
+            warnings.append(f"exit node: {_RP_FILTER}")
         return {"table": TABLE if using else None,
                 "dns": [str(a) for a in self.routes.resolvers]}, warnings

@@ -1,6 +1,6 @@
 """Exit nodes, the node's side: which peer takes our default route, whether we offer
 ourselves as one, and what a crash must leave (issue 17 item 2). Sans-I/O: the shell
-carries the decision out (agent/exit_routes.py for the user, agent/exit_nat.py for the
+carries the decision out (agent/exit_routes.py for the user, agent/nft.py for the
 exit).
 
 Cryptokey routing is the tunnel's half, as wg-quick's `AllowedIPs = 0.0.0.0/0, ::/0`: the

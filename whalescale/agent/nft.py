@@ -1,0 +1,97 @@
+"""The agent's own nftables tables, each loaded whole with `nft -f -` and deleted whole.
+
+- `inet whalescale-exit`, while the node offers itself as an exit: masquerade what comes
+  in on the TUN and leaves by any other interface, IPv4 and IPv6, so the internet sees
+  the exit's own address. Forwarding itself is the host's policy (sysctls the Ansible
+  role or NixOS module set): we only check it and warn.
+- `inet whalescale-marks`, while the node uses an exit: the connection's mark is saved
+  from our marked UDP datagrams and given back to their answers, as wg-quick does, so
+  that strict reverse path filtering (rp_filter = 1, with the host's src_valid_mark = 1)
+  checks an anchor's answer against the main table, where it came from, not against
+  the exit's table, which would send it into the TUN and drop it.
+
+A crash leaves them: harmless (one translates only what the host forwards from a TUN that
+is gone, the other only copies marks); the next start replaces them, a clean stop
+deletes them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+EXIT_TABLE = "whalescale-exit"
+MARKS_TABLE = "whalescale-marks"
+FORWARDING_SYSCTLS = {
+    "net.ipv4.ip_forward": Path("/proc/sys/net/ipv4/ip_forward"),
+    "net.ipv6.conf.all.forwarding": Path("/proc/sys/net/ipv6/conf/all/forwarding"),
+}
+_TIMEOUT_S = 10.0
+
+
+class NftError(OSError):
+    """nft is missing or refused one of our tables."""
+
+
+def _replace(name: str, chains: dict[str, tuple[str, str]]) -> str:
+    """Table `name` replaced whole in one transaction (declaring it first makes the
+    delete never fail); `chains`: name -> (hook line, rule)."""
+    table = f"inet {name}"
+    lines = [f"table {table}", f"delete table {table}", f"add table {table}"]
+    for chain, (hook, rule) in chains.items():
+        lines += [f"add chain {table} {chain} {{ {hook}; policy accept; }}",
+                  f"add rule {table} {chain} {rule}"]
+    return "\n".join(lines) + "\n"
+
+
+def exit_ruleset(interface: str) -> str:
+    return _replace(EXIT_TABLE, {"postrouting": (
+        "type nat hook postrouting priority srcnat",
+        f'iifname "{interface}" oifname != "{interface}" masquerade')})
+
+
+def marks_ruleset(fwmark: int) -> str:
+    return _replace(MARKS_TABLE, {
+        "prerouting": ("type filter hook prerouting priority mangle",
+                       "meta l4proto udp meta mark set ct mark"),
+        "postrouting": ("type filter hook postrouting priority mangle",
+                        f"meta l4proto udp meta mark {fwmark:#x} ct mark set meta mark")})
+
+
+def load(ruleset: str) -> None:
+    nft = shutil.which("nft")
+    if nft is None:
+        raise NftError("exit nodes need nftables: no `nft` command on the PATH")
+    try:
+        result = subprocess.run([nft, "-f", "-"], input=ruleset, capture_output=True,
+                                text=True, timeout=_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise NftError(f"nft did not answer within {_TIMEOUT_S:g} s") from exc
+    if result.returncode != 0:
+        raise NftError(f"nft refused {ruleset.splitlines()[0]}: {result.stderr.strip()}")
+
+
+def delete(name: str) -> None:
+    load(f"table inet {name}\ndelete table inet {name}\n")
+
+
+def forwarding_off() -> list[str]:
+    """The forwarding sysctls that are off (an exit cannot forward then)."""
+    return [name for name, path in FORWARDING_SYSCTLS.items() if _sysctl(path) == "0"]
+
+
+def strict_rp_filter_without_marks() -> bool:
+    """Strict reverse path filtering that cannot see our marks: answers to our own
+    datagrams would be checked against the exit's table and dropped."""
+    conf = Path("/proc/sys/net/ipv4/conf")
+    # an interface filters by the larger of its own value and `all`'s: any 1 may apply
+    strict = any(_sysctl(path) == "1" for path in conf.glob("*/rp_filter"))
+    return strict and _sysctl(conf / "all" / "src_valid_mark") != "1"
+
+
+def _sysctl(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
