@@ -217,3 +217,27 @@ def test_strict_reverse_path_filtering_needs_src_valid_mark_and_then_works(lab):
     assert net.user_host.ping(net.exit.tunnel_addr, count=10, timeout=2.0)
     assert net.via_exit()
     assert not any("src_valid_mark" in w for w in net.mesh.status("user")["warnings"])
+
+
+def test_a_reload_starts_and_stops_using_an_exit_without_a_new_handshake(lab):
+    net = ExitLab(lab, [])
+    net.start()
+    assert ask(net.user_host, net.server.addr(), SERVICE_PORT) == net.gw_public
+    handshakes = len(net.user.handshakes())
+
+    def reload() -> None:
+        net.mesh.write_mesh()
+        net.user_host.run(sys.executable, "-m", "whalescale", "reload", "--state-dir",
+                          str(net.mesh.state_dir("user")))
+
+    net.user.toml_lines.append('exit_node = "exit"')
+    reload()
+    assert net.via_exit()
+    assert net.mesh.status("user")["exit"]["via"] == "exit"
+    net.user.toml_lines.pop()
+    reload()
+    assert ask(net.user_host, net.server.addr(), SERVICE_PORT) == net.gw_public
+    assert "no longer using exit node exit" in net.user.proc.log()
+    assert len(net.user.handshakes()) == handshakes  # the sessions stayed as they were
+    net.user.proc.stop()
+    assert routing(net.user_host) == net.before

@@ -22,23 +22,27 @@ class ExitNode:
     def __init__(self, interface: str) -> None:
         self.interface = interface
         self.routes = ExitRoutes(interface)
-        self.config: ConfigureExit | None = None
+        self.config: ConfigureExit | None = None  # what is in force
+        self.asked: ConfigureExit | None = None  # what was last asked, perhaps in part
         self.error: str | None = None
 
     def configure(self, config: ConfigureExit) -> str | None:
         """Converge on `config`; the error (also logged), or None."""
-        before = self.config
+        before, self.asked = self.config, config
         try:
-            self.routes.apply(config)
-            # nft only when something changes; at start both ways (a crashed run's tables)
+            stale = self.routes.apply(config)
+            if before is None and stale and config.via is None:
+                # a crashed run used an exit: its marks table goes with its rules
+                nft.delete(nft.MARKS_TABLE)
+            # nft only when something changes
             using, used = config.via is not None, before is not None and before.via is not None
-            if using and (before is None or not used):
+            if using and not used:
                 nft.load(nft.marks_ruleset(FWMARK))
-            elif not using and (before is None or used):
+            elif used and not using:
                 nft.delete(nft.MARKS_TABLE)
             if config.offer and (before is None or not before.offer):
                 nft.load(nft.exit_ruleset(self.interface))
-            elif not config.offer and (before is None or before.offer):
+            elif before is not None and before.offer and not config.offer:
                 nft.delete(nft.EXIT_TABLE)
         except OSError as exc:
             self.error = f"exit node: {exc}"
@@ -75,14 +79,16 @@ class ExitNode:
     def stop(self) -> None:
         """A clean stop: remove exactly what we added, so the host's routes are as they
         were (the kill switch too: it is for crashes, not for stops)."""
-        if self.config is None:
+        asked = [c for c in (self.config, self.asked) if c is not None]
+        if not asked:
             return
         try:
             self.routes.apply(None)
-            if self.config.via is not None:
-                nft.delete(nft.MARKS_TABLE)
-            if self.config.offer:
-                nft.delete(nft.EXIT_TABLE)
+            tables = [name for name, added in (
+                (nft.MARKS_TABLE, any(c.via is not None for c in asked)),
+                (nft.EXIT_TABLE, any(c.offer for c in asked))) if added]
+            if tables:
+                nft.delete(*tables)
         except OSError as exc:
             log.error("exit node: cleaning up at stop: %s", exc)
 

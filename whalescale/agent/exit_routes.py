@@ -142,10 +142,10 @@ class ExitRoutes:
         self.interface = interface
         self.resolvers: list[Address] = []
 
-    def apply(self, config: ConfigureExit | None) -> None:
+    def apply(self, config: ConfigureExit | None) -> bool:
         """Converge: what `config` wants is added first (no moment without it), then
         what it does not want goes, leftovers of a crashed run included. None, or
-        `config.via` None: nothing of ours stays."""
+        `config.via` None: nothing of ours stays. Whether any rule of ours went."""
         using = config is not None and config.via is not None
         self.resolvers = resolvers() if using else []
         try:
@@ -153,17 +153,18 @@ class ExitRoutes:
                 want_routes = (wanted_routes(config, socket.if_nametoindex(self.interface))
                                if config is not None and using else set())
                 self._routes(netlink, want_routes)
-                self._rules(netlink, wanted_rules(self.resolvers) if using else set())
+                return self._rules(netlink, wanted_rules(self.resolvers) if using else set())
         except NetlinkError as exc:
             raise ExitRoutingError(exc.errno, f"exit node routing: {exc.strerror}") from exc
 
     @staticmethod
-    def _rules(netlink: Netlink, want: set[Rule]) -> None:
+    def _rules(netlink: Netlink, want: set[Rule]) -> bool:
         have = {rule for family in _FAMILIES for rule in netlink.rules(family) if _ours(rule)}
         for rule in sorted(want - have, key=lambda r: r.priority):
             netlink.add_rule(rule)
         for rule in have - want:
             netlink.delete_rule(rule)
+        return bool(have - want)
 
     @staticmethod
     def _routes(netlink: Netlink, want: set[Route]) -> None:

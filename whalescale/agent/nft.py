@@ -11,8 +11,9 @@
   the exit's table, which would send it into the TUN and drop it.
 
 A crash leaves them: harmless (one translates only what the host forwards from a TUN that
-is gone, the other only copies marks); the next start replaces them, a clean stop
-deletes them.
+is gone, the other only copies marks); the next start replaces them (or, for the marks,
+deletes them with the crashed run's rules), a clean stop deletes them. A node that uses
+no exit and offers none never runs nft.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def load(ruleset: str) -> None:
         raise NftError(f"nft refused {ruleset.splitlines()[0]}: {result.stderr.strip()}")
 
 
-def delete(name: str) -> None:
-    load(f"table inet {name}\ndelete table inet {name}\n")
+def delete(*names: str) -> None:
+    load("".join(f"table inet {name}\ndelete table inet {name}\n" for name in names))
 
 
 def forwarding_off() -> list[str]:
