@@ -54,7 +54,9 @@ SO_MARK = getattr(socket, "SO_MARK", 36)
 RESOLV_CONF = Path("/etc/resolv.conf")
 # systemd-resolved's upstream servers, when /etc/resolv.conf names only its stub
 RESOLVED_UPSTREAMS = Path("/run/systemd/resolve/resolv.conf")
-_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# A kernel built without IPv6 has no IPv6 rules to set, and no IPv6 to leak.
+_FAMILIES = ((socket.AF_INET, socket.AF_INET6) if Path("/proc/sys/net/ipv6").exists()
+             else (socket.AF_INET,))
 _DEFAULT = {socket.AF_INET: ipaddress.ip_network("0.0.0.0/0"),
             socket.AF_INET6: ipaddress.ip_network("::/0")}
 
