@@ -10,7 +10,9 @@ resolver does. `user` sends its default route through `exit`:
 - the LAN resolver hears nothing (the configured resolvers go to the exit too);
 - a clean stop leaves `ip rule` and every routing table exactly as before;
 - kill -9 of the agent: fail-open reaches the server directly; the kill switch reaches
-  nothing until the agent starts again and stops cleanly.
+  nothing until the agent starts again and stops cleanly;
+- strict reverse path filtering works once the host sets src_valid_mark (and says so
+  until then); a reload starts and stops using the exit, sessions untouched.
 """
 
 from __future__ import annotations
