@@ -21,7 +21,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from whalescale.lab.closing import Closing
@@ -75,6 +75,7 @@ class Lab(Closing):
         self.links: list[Link] = []
         self.tempdir = Path(tempfile.mkdtemp(prefix=f"whalescale-lab-{prefix}"))
         self._used_v4: list[ipaddress.IPv4Network] = []
+        self._cleanups: list[tuple[str, Callable[[], None]]] = []
         self._next_auto_subnet = 1
 
     def host(self, name: str) -> Host:
@@ -158,6 +159,11 @@ class Lab(Closing):
             hosts[name] = host
         return hosts
 
+    def on_close(self, what: str, cleanup: Callable[[], None]) -> None:
+        """Run `cleanup` at teardown, after our processes stop and before our namespaces and
+        files go (an overlay a container booted from, say); the last added runs first."""
+        self._cleanups.append((what, cleanup))
+
     def _namespaces(self) -> set[str]:
         """Our namespaces: those we registered and any other carrying our prefix (a host
         whose set-up was interrupted after `ip netns add`)."""
@@ -185,6 +191,12 @@ class Lab(Closing):
                         proc.stop()
                     except OSError as exc:
                         failures.append(f"stopping {proc!r} in {host.name}: {exc}")
+            while self._cleanups:
+                what, cleanup = self._cleanups.pop()
+                try:
+                    cleanup()
+                except (OSError, LabError) as exc:
+                    failures.append(f"{what}: {exc}")
             for netns in sorted(self._namespaces()):
                 result = run(["ip", "netns", "del", netns], check=False)
                 if result.returncode != 0 and "No such file" not in result.stderr:
