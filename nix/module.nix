@@ -391,6 +391,10 @@ in
       "net.ipv6.conf.all.forwarding" = lib.mkDefault 1;
     };
 
+    # The dynamic user must open /dev/net/tun: udev makes it 0666, a system without udev
+    # (a container) keeps 0600 (deploy/whalescale-tun.conf, the same line).
+    systemd.tmpfiles.rules = [ "z /dev/net/tun 0666 - - -" ];
+
     systemd.services.whalescale = {
       description = "whalescale mesh VPN agent";
       wantedBy = [ "multi-user.target" ];

@@ -182,7 +182,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (identity.InvalidKey, NotInMesh, ExitChoiceError) as exc:
         return _fail(str(exc))
     except OSError as exc:
-        return _fail(f"cannot start: {exc}")
+        # Through the log, not print: under journald the line gets priority err.
+        logging.getLogger("whalescale").error("cannot start: %s", exc)
+        return EXIT_INVALID
 
     async def main() -> None:
         # The receiver opens before the agent starts: the agent logs "up" from inside

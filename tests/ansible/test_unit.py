@@ -42,3 +42,9 @@ def test_unit_template_renders_to_the_shipped_unit(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     rendered = (out_dir / "whalescale.service").read_bytes()
     assert rendered == (REPO / "deploy" / "whalescale.service").read_bytes()
+
+
+def test_the_roles_tmpfiles_line_is_the_shipped_one() -> None:
+    """/dev/net/tun made usable by the unit's dynamic user: the role installs deploy's file."""
+    shipped = (REPO / "deploy" / "whalescale-tun.conf").read_bytes()
+    assert (ROLE / "files" / "whalescale-tun.conf").read_bytes() == shipped

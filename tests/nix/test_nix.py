@@ -137,6 +137,7 @@ in {{
   udp = c.networking.firewall.allowedUDPPorts;
   packages = c.environment.systemPackages;
   sysctl = c.boot.kernel.sysctl or {{ }};
+  tmpfiles = c.systemd.tmpfiles.rules or [ ];
 }}""",
         tmp_path,
     )
@@ -167,6 +168,10 @@ def test_module_renders_a_hardened_unit_and_a_valid_mesh(tmp_path: Path) -> None
     assert out["unit"]["stopIfChanged"] is False
     assert out["unit"]["startLimitIntervalSec"] == 0
     assert out["udp"] == [51820]
+    # /dev/net/tun usable by the dynamic user where no udev makes it so: deploy's line.
+    rules = [line for line in (REPO / "deploy" / "whalescale-tun.conf").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert out["tmpfiles"] == rules
     # A new mesh reloads the unit instead of restarting it.
     mesh_text = out["etc"]["whalescale/mesh.toml"]
     assert out["unit"]["reloadTriggers"] == [mesh_text]

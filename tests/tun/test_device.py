@@ -78,3 +78,31 @@ def test_configure_converges_on_the_wanted_addresses_and_routes(lab: Lab) -> Non
     assert re.search(r"100\.96\.1\.0/24 .*mtu 1380", out)
     assert re.search(r"fd77::2 .*mtu 1380", out)
     assert re.search(r"wsconv0: .* mtu 1428 ", out)
+
+
+# A TUN device node of mode 0600, bound over /dev/net/tun in a mount namespace of its own
+# (the machine's stays as it is), then an unprivileged user opens it: what a DynamicUser=
+# service meets on a machine without udev.
+_DENIED_SCRIPT = """\
+set -e
+mknod -m 0600 "$1/tun" c 10 200
+mount --bind "$1/tun" /dev/net/tun
+exec setpriv --reuid=65534 --regid=65534 --clear-groups "$2" -c '
+from whalescale.tun.device import TunDevice
+TunDevice.open("wsdenied0")'
+"""
+
+
+def test_a_tun_device_the_user_cannot_open_is_one_line_saying_why_and_what_to_do(
+    lab_skip_reason: None, tmp_path: Path,
+) -> None:
+    tmp_path.chmod(0o755)
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", _DENIED_SCRIPT, "sh", str(tmp_path), sys.executable],
+        capture_output=True, text=True, timeout=30, env={"PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("whalescale.tun.device.TunError: [Errno 13] cannot open "
+                           "/dev/net/tun (mode 0600, owner uid 0) as uid 65534: "), last
+    assert "chmod 0666 /dev/net/tun" in last and "z /dev/net/tun 0666 - - -" in last

@@ -49,6 +49,33 @@ class TunError(OSError):
     """The TUN device could not be opened or configured."""
 
 
+TUN_PATH = "/dev/net/tun"
+
+
+def _open_tun_path() -> int:
+    """Open the TUN clone device; a permission error says why and what to do, in one line.
+
+    udev makes /dev/net/tun mode 0666 (creating an interface still takes CAP_NET_ADMIN);
+    machines without udev (minimal VMs, containers) keep the kernel's 0600, which an
+    unprivileged service user (the unit's DynamicUser=) cannot open.
+    """
+    try:
+        return os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError as error:
+        try:
+            st = os.stat(TUN_PATH)
+            mode = f"mode {st.st_mode & 0o777:04o}, owner uid {st.st_uid}"
+        except OSError:
+            mode = "mode unknown"
+        raise TunError(
+            errno.EACCES,
+            f"cannot open {TUN_PATH} ({mode}) as uid {os.geteuid()}: permission denied; "
+            f"make it readable and writable by all as udev does (`chmod 0666 {TUN_PATH}`, or "
+            f"at every boot the tmpfiles.d line `z {TUN_PATH} 0666 - - -`; the Ansible role "
+            f"and the NixOS module install that line)",
+        ) from error
+
+
 class TunDevice:
     """An open TUN interface; create with `TunDevice.open`."""
 
@@ -63,7 +90,7 @@ class TunDevice:
         """Create (or attach to) TUN `name`; without offloads if the kernel refuses them."""
         if len(name.encode()) >= IFNAMSIZ:
             raise TunError(errno.EINVAL, f"interface name {name!r} is longer than 15 bytes")
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = _open_tun_path()
         try:
             if offload:
                 try:
@@ -72,7 +99,7 @@ class TunDevice:
                 except OSError as error:
                     log.warning("TUN %s: IFF_VNET_HDR refused (%s), no offloads", name, error)
                     os.close(fd)
-                    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+                    fd = _open_tun_path()
                     offload = False
             if not offload:
                 actual = cls._attach(fd, name, 0)
