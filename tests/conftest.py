@@ -81,3 +81,22 @@ def build_wheel() -> Callable[[Path], Path]:
 def wheel(build_wheel: Callable[[Path], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This checkout's wheel, built once per session as the hosts get it."""
     return build_wheel(tmp_path_factory.mktemp("build"))
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheels of whalescale's dependencies (no extras), fetched once per session.
+
+    The lab hosts have no index to reach, so they install from here (`--no-index
+    --find-links`): offline, and the same real dependencies a machine gets. A virtualenv
+    borrowing this one's packages would be faster, but would not prove the wheel's
+    dependency list, and would let the agent import the test extras.
+    """
+    wheelhouse = tmp_path_factory.mktemp("wheelhouse")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "pip"), "wheel", "--quiet",
+         "--disable-pip-version-check", "--wheel-dir", str(wheelhouse), str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return wheelhouse

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,23 +33,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.ansible.playbook import PORT, close_masters, common_vars, pings, run_playbook
 from whalescale.lab import Lab
 from whalescale.lab.netns import Host
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 # The installed command, away from the checkout (a PYTHONPATH to it would shadow the wheel's).
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 NODES = {"anchor1": "100.96.0.1", "peer1": "100.96.0.2", "peer2": "100.96.0.3"}
 ANCHORS = ["anchor1"]
-PORT = 51820
 # Mount points that `ip netns exec` and sshd's start-up bind per-host directories over.
 MOUNT_POINTS = [Path("/etc/whalescale"), Path("/var/lib/whalescale")]
-_RECAP = re.compile(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
-                    re.MULTILINE)
-
 SSHD_CONFIG = """\
 ListenAddress {addr}
 Port 22
@@ -92,25 +85,6 @@ def _start_sshd(lab: Lab, host: Host, client_pub: str) -> None:
         raise TimeoutError(f"sshd in {host.name} did not start:\n{proc.log()}")
 
 
-@pytest.fixture(scope="session")
-def wheelhouse(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheels of whalescale's dependencies (no extras), fetched once per session.
-
-    The lab hosts have no index to reach, so they install from here (`--no-index
-    --find-links`): offline, and the same real dependencies a machine gets. A virtualenv
-    borrowing this one's packages would be faster, but would not prove the wheel's
-    dependency list, and would let the agent import the test extras.
-    """
-    wheelhouse = tmp_path_factory.mktemp("wheelhouse")
-    result = subprocess.run(
-        [str(BIN / "pip"), "wheel", "--quiet", "--disable-pip-version-check",
-         "--wheel-dir", str(wheelhouse), str(wheel)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    return wheelhouse
-
-
 def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheel: Path,
                wheelhouse: Path) -> Path:
     """The lab inventory: SSH to each host's lab address, per-host install paths."""
@@ -131,21 +105,7 @@ def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheel: Path,
 
     inventory = {"all": {
         "vars": {
-            "ansible_user": "root",
-            "ansible_ssh_private_key_file": str(client_key),
-            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
-                                       "-o UserKnownHostsFile=/dev/null",
-            # One connection per host for the whole run; closed at teardown (_close_masters).
-            "ansible_ssh_args": "-o ControlMaster=auto -o ControlPersist=120s "
-                                f"-o ControlPath={_control_path(lab)}",
-            "ansible_python_interpreter": "/usr/bin/python3",
-            "ansible_become": False,
-            # Built by the role's tasks before the lab (the `wheel` fixture), and given: the
-            # control host, like the others, reaches no index for the build backend.
-            "whalescale_wheel": str(wheel),
-            "whalescale_pip_extra_args": f"--no-index --find-links {wheelhouse}",
-            "whalescale_mesh_name": "lab",
-            "whalescale_mesh_port": PORT,
+            **common_vars(lab, client_key, wheel, wheelhouse),
             # Forced, not detected: on a machine with systemd the role must still not touch it.
             "whalescale_service_manager": "start-stop-daemon",
             "whalescale_anchor_nftables_file": "/etc/whalescale/whalescale.nft",
@@ -159,18 +119,6 @@ def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheel: Path,
     path = lab.tempdir / "inventory.yml"
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
     return path
-
-
-def _control_path(lab: Lab) -> str:
-    """Where ssh keeps each host's master connection (%h: the host's lab address)."""
-    return str(lab.tempdir / "ssh-%h")
-
-
-def _close_masters(lab: Lab, hosts: dict[str, Host]) -> None:
-    """End the ssh master connections the runs left in the control namespace."""
-    for name in NODES:
-        hosts["control"].run("ssh", "-O", "exit", "-o", f"ControlPath={_control_path(lab)}",
-                             f"root@{hosts[name].addr()}", check=False)
 
 
 def _agent_pid(lab: Lab, name: str) -> int | None:
@@ -218,30 +166,7 @@ def ssh_lab(lab: Lab, wheel: Path,
         yield lab, hosts, _inventory(lab, hosts, client_key, wheel, wheelhouse)
     finally:
         _stop_agents(lab)
-        _close_masters(lab, hosts)
-
-
-def _playbook(control: Host, inventory: Path) -> tuple[str, dict[str, int]]:
-    """Run site.yml from the control host; its output and each host's changed count."""
-    result = control.run(
-        "env", "-C", str(REPO), f"ANSIBLE_CONFIG={REPO / 'ansible' / 'ansible.cfg'}",
-        "ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0",
-        str(BIN / "ansible-playbook"), "-i", str(inventory), "site.yml",
-        check=False, timeout=240,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    recap = {m[1]: int(m[2]) for m in _RECAP.finditer(result.stdout)}
-    assert set(recap) == set(NODES), output
-    return output, recap
-
-
-def _pings(src: Host, addr: str, timeout_s: float = 15) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if src.ping(addr, count=1, timeout=1.0):
-            return True
-    return False
+        close_masters(lab, hosts["control"], (hosts[n].addr() for n in NODES))
 
 
 def test_site_playbook_deploys_a_working_mesh_and_is_idempotent(
@@ -251,7 +176,7 @@ def test_site_playbook_deploys_a_working_mesh_and_is_idempotent(
     control = hosts["control"]
 
     # First run: install, keys, mesh file, unit, agents.
-    output, recap = _playbook(control, inventory)
+    output, recap = run_playbook(control, inventory, NODES)
     assert all(changed > 0 for changed in recap.values()), output
 
     # Each host has the release artifact: the wheel in its installation directory, and the
@@ -291,9 +216,9 @@ def test_site_playbook_deploys_a_working_mesh_and_is_idempotent(
     for src in NODES:
         for dst, addr in NODES.items():
             if dst != src:
-                assert _pings(hosts[src], addr), f"{src} -> {dst} ({addr}) through the tunnel"
+                assert pings(hosts[src], addr), f"{src} -> {dst} ({addr}) through the tunnel"
 
     # Second run: nothing to change, and the agents were left alone.
-    output, recap = _playbook(control, inventory)
+    output, recap = run_playbook(control, inventory, NODES)
     assert recap == dict.fromkeys(NODES, 0), output
     assert {name: _agent_pid(lab, name) for name in NODES} == pids
