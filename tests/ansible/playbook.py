@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import yaml
 
 from whalescale.lab import Lab
 from whalescale.lab.netns import Host
@@ -21,6 +23,9 @@ from whalescale.lab.netns import Host
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PORT = 51820
+# The mesh both tests deploy: inventory names and tunnel addresses; which are anchors.
+NODES = {"anchor1": "100.96.0.1", "peer1": "100.96.0.2", "peer2": "100.96.0.3"}
+ANCHORS = ["anchor1"]
 _RECAP = re.compile(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                     re.MULTILINE)
 
@@ -49,6 +54,27 @@ def common_vars(lab: Lab, client_key: Path, wheel: Path, wheelhouse: Path) -> di
         "whalescale_mesh_name": "lab",
         "whalescale_mesh_port": PORT,
     }  # fmt: skip
+
+
+def write_inventory(lab: Lab, addrs: dict[str, str], all_vars: dict[str, object],
+                    own_vars: Callable[[str], dict[str, object]] = lambda name: {}) -> Path:
+    """The lab inventory of NODES: SSH to each host's lab address in `addrs`, which is also
+    its static endpoint (the lab's hosts all reach each other), plus `own_vars(name)`."""
+
+    def host_vars(name: str) -> dict[str, object]:
+        return {"ansible_host": addrs[name], "whalescale_address": NODES[name],
+                "whalescale_endpoints": [f"{addrs[name]}:{PORT}"], **own_vars(name)}
+
+    inventory = {"all": {
+        "vars": all_vars,
+        "children": {
+            "anchors": {"hosts": {name: host_vars(name) for name in ANCHORS}},
+            "peers": {"hosts": {name: host_vars(name) for name in NODES if name not in ANCHORS}},
+        },
+    }}  # fmt: skip
+    path = lab.tempdir / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
 
 
 def close_masters(lab: Lab, control: Host, addrs: Iterable[str]) -> None:

@@ -31,9 +31,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.ansible.playbook import PORT, close_masters, common_vars, pings, run_playbook
+from tests.ansible.playbook import (
+    NODES,
+    PORT,
+    close_masters,
+    common_vars,
+    pings,
+    run_playbook,
+    write_inventory,
+)
 from whalescale.lab import Lab
 from whalescale.lab.netns import Host
 
@@ -41,8 +48,6 @@ pytestmark = pytest.mark.lab
 
 # The installed command, away from the checkout (a PYTHONPATH to it would shadow the wheel's).
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-NODES = {"anchor1": "100.96.0.1", "peer1": "100.96.0.2", "peer2": "100.96.0.3"}
-ANCHORS = ["anchor1"]
 # Mount points that `ip netns exec` and sshd's start-up bind per-host directories over.
 MOUNT_POINTS = [Path("/etc/whalescale"), Path("/var/lib/whalescale")]
 SSHD_CONFIG = """\
@@ -89,13 +94,9 @@ def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheel: Path,
                wheelhouse: Path) -> Path:
     """The lab inventory: SSH to each host's lab address, per-host install paths."""
 
-    def host_vars(name: str) -> dict[str, object]:
+    def own_vars(name: str) -> dict[str, object]:
         own = _host_dir(lab, name)
         return {
-            "ansible_host": hosts[name].addr(),
-            "whalescale_address": NODES[name],
-            # Static endpoints for every node: the lab's hosts all reach each other.
-            "whalescale_endpoints": [f"{hosts[name].addr()}:{PORT}"],
             "whalescale_install_dir": str(own / "opt"),
             "whalescale_executable": str(own / "bin" / "whalescale"),
             "whalescale_systemd_unit_dir": str(own / "systemd"),
@@ -103,22 +104,14 @@ def _inventory(lab: Lab, hosts: dict[str, Host], client_key: Path, wheel: Path,
             "whalescale_log_file": str(own / "whalescale.log"),
         }
 
-    inventory = {"all": {
-        "vars": {
-            **common_vars(lab, client_key, wheel, wheelhouse),
-            # Forced, not detected: on a machine with systemd the role must still not touch it.
-            "whalescale_service_manager": "start-stop-daemon",
-            "whalescale_anchor_nftables_file": "/etc/whalescale/whalescale.nft",
-            "whalescale_anchor_nftables_conf": "",
-        },
-        "children": {
-            "anchors": {"hosts": {name: host_vars(name) for name in ANCHORS}},
-            "peers": {"hosts": {name: host_vars(name) for name in NODES if name not in ANCHORS}},
-        },
-    }}  # fmt: skip
-    path = lab.tempdir / "inventory.yml"
-    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
-    return path
+    all_vars = {
+        **common_vars(lab, client_key, wheel, wheelhouse),
+        # Forced, not detected: on a machine with systemd the role must still not touch it.
+        "whalescale_service_manager": "start-stop-daemon",
+        "whalescale_anchor_nftables_file": "/etc/whalescale/whalescale.nft",
+        "whalescale_anchor_nftables_conf": "",
+    }
+    return write_inventory(lab, {name: hosts[name].addr() for name in NODES}, all_vars, own_vars)
 
 
 def _agent_pid(lab: Lab, name: str) -> int | None:

@@ -25,7 +25,7 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from whalescale.lab.errors import LabError
@@ -67,6 +67,24 @@ class SystemdHost:
 
     def unit_property(self, unit: str, prop: str) -> str:
         return self.systemctl("show", "--property", prop, "--value", unit)
+
+    def main_pid(self, unit: str) -> int:
+        return int(self.unit_property(unit, "MainPID"))
+
+    def journal(self, unit: str, *args: str) -> str:
+        """The unit's journal, messages only (`journalctl -o cat`); `args` filter it."""
+        return self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, *args).stdout
+
+    def wait_active(self, unit: str, *, not_pid: int = 0, timeout_s: float = 20) -> int:
+        """Wait until `unit` is active with a main process other than `not_pid`; its pid."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pid = self.main_pid(unit)
+            if pid not in (0, not_pid) and self.unit_property(unit, "ActiveState") == "active":
+                return pid
+            time.sleep(0.2)
+        raise LabError(f"{self.name}: {unit} not active within {timeout_s} s:\n"
+                       + self.journal(unit, "-n", "30"))
 
     def state(self) -> str:
         """`systemctl is-system-running`: starting, running, degraded..."""
@@ -116,12 +134,14 @@ def _tun_node(path: Path) -> Path:
     return path
 
 
-def boot(lab: Lab, host: Host, *, authorized_keys: str,
-         binds: Sequence[Path] = ()) -> SystemdHost:
+def boot(lab: Lab, host: Host, *, authorized_keys: str = "",
+         binds: Sequence[Path | tuple[Path, str]] = (),
+         prepare: Callable[[Path], None] | None = None) -> SystemdHost:
     """Boot a systemd container in `host`'s namespace; returns when systemd is up.
 
-    `binds` are machine directories mounted read-only at the same paths inside (e.g. the
-    wheels a host installs from: it reaches no package index).
+    `binds` are machine directories mounted read-only inside, at the same path or at the
+    one given (e.g. the wheels a host installs from: it reaches no package index).
+    `prepare` writes into the root before the boot (files, units to start at boot).
     """
     rootfs = ensure_rootfs()
     base = lab.tempdir / "systemd" / host.name
@@ -133,12 +153,16 @@ def boot(lab: Lab, host: Host, *, authorized_keys: str,
          f"lowerdir={rootfs},upperdir={upper},workdir={work}", str(root)])
     lab.on_close(f"unmounting {root}", lambda: _unmount(root))
     _prepare_root(root, host.name, authorized_keys)
+    if prepare is not None:
+        prepare(root)
     tun = _tun_node(base / "tun")
     argv = ["systemd-nspawn", "--directory", str(root), "--boot", "--register=no",
-            "--keep-unit", f"--machine={host.name}",
+            # The machine name keys nspawn's state in /run: the namespace's, unique per lab.
+            "--keep-unit", f"--machine={host.netns}", f"--hostname={host.name}",
             f"--network-namespace-path=/run/netns/{host.netns}",
             "--capability=CAP_NET_ADMIN", f"--bind={tun}:{TUN_DEVICE}",
-            *(f"--bind-ro={path}" for path in binds)]
+            *(f"--bind-ro={bind[0]}:{bind[1]}" if isinstance(bind, tuple) else f"--bind-ro={bind}"
+              for bind in binds)]
     proc = Proc(argv, lab.tempdir / f"{host.name}-console.log")
     host.procs.append(proc)
     deadline = time.monotonic() + BOOT_TIMEOUT_S
