@@ -17,8 +17,10 @@ interface names, the same rule set the VM tests load.
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -277,19 +279,28 @@ def run_check(mesh: LabMesh, check: Check) -> CheckResult:
 
 def _reload(mesh: LabMesh, check: ReloadCheck, on: str, text: str, expect: str) -> CheckResult:
     node = mesh.nodes[on]
-    assert node.proc is not None
+    proc = node.proc
+    assert proc is not None
     # One mesh file serves every lab node; only `on` is asked to read it again.
     mesh.mesh_path.write_text(text)
     result = node.host.run(sys.executable, "-m", "whalescale", "reload",
                            "--state-dir", str(mesh.state_dir(on)), check=False)
+    return reload_result(check, result,
+                         lambda: proc.wait_for_log(f"reload {expect}", RELOAD_LOG_TIMEOUT_S))
+
+
+def reload_result(check: ReloadCheck, result: subprocess.CompletedProcess[str],
+                  logged: Callable[[], bool]) -> CheckResult:
+    """The verdict on `whalescale reload`'s `result`: its exit status, the position of a
+    refusal on stderr, and whether the agent logged the outcome (`logged()` waits for it)."""
     problems = []
-    if result.returncode != RELOAD_EXIT[expect]:
-        problems.append(f"exit {result.returncode}, expected {RELOAD_EXIT[expect]}")
-    if expect == "refused" and not _POSITION.search(result.stderr):
+    if result.returncode != RELOAD_EXIT[check.expect]:
+        problems.append(f"exit {result.returncode}, expected {RELOAD_EXIT[check.expect]}")
+    if check.expect == "refused" and not _POSITION.search(result.stderr):
         problems.append("no FILE:LINE:COL on stderr")
-    if not node.proc.wait_for_log(f"reload {expect}", RELOAD_LOG_TIMEOUT_S):
-        problems.append(f"the agent's log has no 'reload {expect}'")
-    detail = "; ".join(problems) or f"exit {result.returncode}, logged 'reload {expect}'"
+    if not logged():
+        problems.append(f"the agent's log has no 'reload {check.expect}'")
+    detail = "; ".join(problems) or f"exit {result.returncode}, logged 'reload {check.expect}'"
     if problems:
         detail += f" (stderr: {result.stderr.strip()!r})"
     return CheckResult(check, not problems, detail)
