@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(python3-venv python3-dev gcc iproute2 nftables conntrack iperf3
               wireguard-go wireguard-tools procps systemd openssh-server nix-bin
-              mptcpize miniupnpd miniupnpd-nftables nebula)
+              mptcpize miniupnpd miniupnpd-nftables nebula
+              debootstrap systemd-container)
 
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from whalescale.lab.errors import LabError
@@ -73,10 +73,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
-def recipe_key() -> str:
+def recipe_key(packages: Sequence[str] = PACKAGES, version: int = ROOTFS_VERSION) -> str:
     """A hash of everything the tree is built from: a new one means a new tree."""
-    recipe = {"version": ROOTFS_VERSION, "suite": SUITE, "mirror": MIRROR,
-              "packages": sorted(PACKAGES), "setup": SETUP_SCRIPT}
+    recipe = {"version": version, "suite": SUITE, "mirror": MIRROR,
+              "packages": sorted(packages), "setup": SETUP_SCRIPT}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
