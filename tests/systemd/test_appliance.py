@@ -38,7 +38,6 @@ KEY = "/etc/whalescale/private.key"
 STATE = "/var/lib/private/whalescale"  # where StateDirectory= puts it under DynamicUser=
 CREDENTIAL = f"/run/credentials/{UNIT}/private.key"
 WHALESCALE = "/usr/local/bin/whalescale"
-_POSITION = re.compile(r"\S+:\d+:\d+: ")
 _EXPOSURE = re.compile(r"Overall exposure level for whalescale\.service: (\d+\.\d+) (\w+)")
 
 
