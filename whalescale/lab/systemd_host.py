@@ -118,6 +118,12 @@ def _unmount(path: Path) -> None:
 def _prepare_root(root: Path, name: str, authorized_keys: str) -> None:
     """This host's own files, written through the overlay before it boots."""
     (root / "etc" / "hostname").write_text(f"{name}\n")
+    # Names resolve locally, and a query never leaves the lab (as Host.set_hosts does for a
+    # namespace host): the machine's resolver is out of reach, and Ansible's fact gathering
+    # waited 5 s on it for this host's own name.
+    (root / "etc" / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {name}\n")
+    (root / "etc" / "resolv.conf").write_text("nameserver 127.0.0.1\n"
+                                              "options timeout:1 attempts:1\n")
     ssh = root / "root" / ".ssh"
     ssh.mkdir(mode=0o700, exist_ok=True)
     (ssh / "authorized_keys").write_text(authorized_keys)
@@ -160,7 +166,7 @@ def boot(lab: Lab, host: Host, *, authorized_keys: str = "",
             # The machine name keys nspawn's state in /run: the namespace's, unique per lab.
             "--keep-unit", f"--machine={host.netns}", f"--hostname={host.name}",
             f"--network-namespace-path=/run/netns/{host.netns}",
-            "--capability=CAP_NET_ADMIN", f"--bind={tun}:{TUN_DEVICE}",
+            "--capability=CAP_NET_ADMIN", f"--bind={tun}:{TUN_DEVICE}", "--resolv-conf=off",
             *(f"--bind-ro={bind[0]}:{bind[1]}" if isinstance(bind, tuple) else f"--bind-ro={bind}"
               for bind in binds)]
     proc = Proc(argv, lab.tempdir / f"{host.name}-console.log")
