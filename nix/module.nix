@@ -182,6 +182,8 @@ let
   # This node forwards for the mesh: a subnet router, a standby or an exit node.
   forwards =
     ownNode != null && (ownNode.routes != [ ] || ownNode.standby_routes != [ ] || ownNode.exit);
+  # This node sends its default route through an exit node (policy routing with a mark).
+  usesExit = ownNode != null && ownNode.exit_node != null;
 in
 {
   options.services.whalescale = {
@@ -386,10 +388,35 @@ in
 
     # Forwarding is host policy: on for the node that forwards for the mesh (found by
     # `nodeName`), left alone elsewhere.
-    boot.kernel.sysctl = lib.mkIf forwards {
-      "net.ipv4.ip_forward" = lib.mkDefault 1;
-      "net.ipv6.conf.all.forwarding" = lib.mkDefault 1;
+    boot.kernel.sysctl =
+      lib.optionalAttrs forwards {
+        "net.ipv4.ip_forward" = lib.mkDefault 1;
+        "net.ipv6.conf.all.forwarding" = lib.mkDefault 1;
+      }
+      # Replies to the agent's marked datagrams pass strict reverse path filtering only
+      # when the kernel takes the mark into account (as wg-quick sets it).
+      // lib.optionalAttrs usesExit { "net.ipv4.conf.all.src_valid_mark" = lib.mkDefault 1; };
+    # The firewall's own reverse path check is not mark-aware in its iptables form.
+    networking.firewall.checkReversePath = lib.mkIf usesExit (lib.mkDefault "loose");
+    # The agent answers DNS for the mesh's names on its tunnel addresses: open port 53 on
+    # the tunnel only, never on the LAN.
+    networking.firewall.interfaces.${cfg.interfaceName} = {
+      allowedUDPPorts = [ 53 ];
+      allowedTCPPorts = [ 53 ];
     };
+    # systemd-resolved sends NAME.SUFFIX to the agent once it may register itself for
+    # the interface (the dynamic user is named after the unit).
+    security.polkit.extraConfig = lib.mkIf config.services.resolved.enable ''
+      polkit.addRule(function (action, subject) {
+        if (subject.user == "whalescale" &&
+            ["org.freedesktop.resolve1.set-dns-servers",
+             "org.freedesktop.resolve1.set-domains",
+             "org.freedesktop.resolve1.set-default-route",
+             "org.freedesktop.resolve1.revert"].indexOf(action.id) >= 0) {
+          return polkit.Result.YES;
+        }
+      });
+    '';
 
     # The dynamic user must open /dev/net/tun: udev makes it 0666, a system without udev
     # (a container) keeps 0600 (deploy/whalescale-tun.conf, the same line).
@@ -398,6 +425,12 @@ in
     systemd.services.whalescale = {
       description = "whalescale mesh VPN agent";
       wantedBy = [ "multi-user.target" ];
+      # nft: an exit node's masquerade and the marks' table; resolvectl: the names'
+      # registration with systemd-resolved.
+      path = [
+        pkgs.nftables
+        config.systemd.package
+      ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
       # A new mesh from `settings` is applied by ExecReload, which keeps sessions to
@@ -446,10 +479,17 @@ in
         # Least privilege: a dynamic user, nothing in the file system to write but its
         # state directory, and everything below locked unless a line says why not.
         DynamicUser = true;
-        # Relaxed: CAP_NET_ADMIN creates and configures the TUN device and raises socket
-        # buffers beyond rmem_max; it is the only capability.
-        CapabilityBoundingSet = [ "CAP_NET_ADMIN" ];
-        AmbientCapabilities = [ "CAP_NET_ADMIN" ];
+        # Relaxed: CAP_NET_ADMIN creates and configures the TUN device, its routes and an
+        # exit node's rules and nft tables, and raises socket buffers beyond rmem_max;
+        # CAP_NET_BIND_SERVICE binds port 53 on the tunnel addresses (the mesh's names).
+        CapabilityBoundingSet = [
+          "CAP_NET_ADMIN"
+          "CAP_NET_BIND_SERVICE"
+        ];
+        AmbientCapabilities = [
+          "CAP_NET_ADMIN"
+          "CAP_NET_BIND_SERVICE"
+        ];
         NoNewPrivileges = true;
         # Relaxed: /dev/net/tun is the one device the agent opens. PrivateDevices would
         # hide it, so the device policy is closed with this single exception instead.

@@ -46,7 +46,8 @@ def test_systemd_analyze_verify_is_clean(tmp_path):
 
 def test_hardening_is_what_the_design_says():
     text = UNIT.read_text()
-    for line in ("CapabilityBoundingSet=CAP_NET_ADMIN", "AmbientCapabilities=CAP_NET_ADMIN",
+    for line in ("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
+                 "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
                  "DynamicUser=yes", "DevicePolicy=closed", "DeviceAllow=/dev/net/tun rw",
                  "ProtectSystem=strict", "PrivateTmp=yes", "StateDirectory=whalescale",
                  "ConfigurationDirectory=whalescale", "NoNewPrivileges=yes",

@@ -114,6 +114,7 @@ rec {
     writeText = name: _text: "/nix/store/00000000000000000000000000000000-${name}";
     callPackage = fn: args: package;
     testers.runNixOSTest = test: test;
+    nftables = "/nix/store/00000000000000000000000000000000-nftables";
   };
 
   # The NixOS options that nix/module.nix and nix/tests/scenario.nix set.
@@ -123,10 +124,27 @@ rec {
       options = {
         assertions = list;
         environment = open { systemPackages = list; };
-        networking = open { firewall = open { allowedUDPPorts = list; }; };
+        networking = open {
+          firewall = open {
+            allowedUDPPorts = list;
+            # NixOS' default: strict
+            checkReversePath = mkOption {
+              type = types.anything;
+              default = true;
+            };
+          };
+        };
         virtualisation = open { vlans = list; };
-        systemd = open { };
+        systemd = open {
+          package = mkOption { default = "/nix/store/00000000000000000000000000000000-systemd"; };
+        };
         boot = open { };
+        security = open { };
+        # what the module reads of other modules' options
+        services.resolved.enable = mkOption {
+          type = types.bool;
+          default = false;
+        };
       };
     };
 

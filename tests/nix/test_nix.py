@@ -122,11 +122,12 @@ MESH = """{
 }"""
 
 
-def eval_module(config: str, tmp_path: Path) -> dict:
-    """nix/module.nix with `config` for services.whalescale (package: a stub)."""
+def eval_module(config: str, tmp_path: Path, nixos: str = "{ }") -> dict:
+    """nix/module.nix with `config` for services.whalescale (package: a stub) and `nixos`
+    for the rest of the system."""
     result = evaluate(
         f"""let
-  r = stubs.evalNixOS [ (repo + "/nix/module.nix") {{
+  r = stubs.evalNixOS [ (repo + "/nix/module.nix") {nixos} {{
     services.whalescale = {{ package = stubs.package; }} // {config};
   }} ];
   c = r.config;
@@ -137,6 +138,8 @@ in {{
   udp = c.networking.firewall.allowedUDPPorts;
   packages = c.environment.systemPackages;
   sysctl = c.boot.kernel.sysctl or {{ }};
+  firewall = c.networking.firewall;
+  polkit = c.security.polkit.extraConfig or null;
   tmpfiles = c.systemd.tmpfiles.rules or [ ];
 }}""",
         tmp_path,
@@ -156,8 +159,8 @@ def test_module_renders_a_hardened_unit_and_a_valid_mesh(tmp_path: Path) -> None
         "--state-dir /var/lib/whalescale")
     assert service["ExecStartPre"] == f"{exe} check /etc/whalescale/mesh.toml"
     assert service["ExecReload"] == f"{exe} reload --state-dir /var/lib/whalescale"
-    assert service["CapabilityBoundingSet"] == ["CAP_NET_ADMIN"]
-    assert service["AmbientCapabilities"] == ["CAP_NET_ADMIN"]
+    assert service["CapabilityBoundingSet"] == ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"]
+    assert service["AmbientCapabilities"] == ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"]
     assert service["DynamicUser"] is True
     assert service["DevicePolicy"] == "closed"
     assert service["DeviceAllow"] == ["/dev/net/tun rw"]
@@ -214,6 +217,8 @@ m // {{ node = [
 @pytest.mark.parametrize(("node", "forwards"), [("anchor", True), ("peer", False)])
 def test_module_renders_routes_and_access_and_forwards_on_a_router(
         node: str, forwards: bool, tmp_path: Path) -> None:
+    """The anchor routes and exits (forwarding on); the peer uses it as its exit (marks
+    kept valid for reverse path filtering, the firewall's check loose)."""
     out = eval_module(f'{{ enable = true; nodeName = "{node}"; settings = {MESH_ACCESS}; }}',
                       tmp_path)
     assert out["failed"] == []
@@ -227,8 +232,26 @@ def test_module_renders_routes_and_access_and_forwards_on_a_router(
     assert [str(rule) for rule in anchor.firewall] == ["deny from peer tcp port 22"]
     # the peer's empty options stay out of the file rather than render as empty lists
     assert "routes" not in tomllib.loads(mesh_file.read_text())["node"][1]
-    expected = {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1}
-    assert out["sysctl"] == (expected if forwards else {})
+    assert out["sysctl"] == ({"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1}
+                             if forwards else {"net.ipv4.conf.all.src_valid_mark": 1})
+    assert out["firewall"]["checkReversePath"] == (True if forwards else "loose")
+
+
+@needs_lib
+@pytest.mark.parametrize("resolved", [True, False])
+def test_module_lets_the_agent_serve_and_register_the_mesh_names(resolved: bool,
+                                                                  tmp_path: Path) -> None:
+    out = eval_module(f"{{ enable = true; settings = {MESH}; }}", tmp_path,
+                      nixos=f"{{ services.resolved.enable = {str(resolved).lower()}; }}")
+    # port 53 on the tunnel interface alone
+    assert out["firewall"]["interfaces"] == {"ws0": {"allowedUDPPorts": [53],
+                                                     "allowedTCPPorts": [53]}}
+    assert out["udp"] == []
+    assert "CAP_NET_BIND_SERVICE" in out["unit"]["serviceConfig"]["AmbientCapabilities"]
+    assert any(p.endswith("-nftables") for p in out["unit"]["path"])
+    # with resolved, a polkit rule lets the dynamic user register NAME.SUFFIX for ws0
+    assert (out["polkit"] is not None and 'subject.user == "whalescale"' in out["polkit"]
+            and "org.freedesktop.resolve1.set-domains" in out["polkit"]) == resolved
 
 
 # MESH, where the peer listens on a port of its own.

@@ -41,6 +41,14 @@ WHALESCALE = "/usr/local/bin/whalescale"
 _EXPOSURE = re.compile(r"Overall exposure level for whalescale\.service: (\d+\.\d+) (\w+)")
 
 
+# The routes and access keys on the hosts: the role renders them and sets the kernel.
+ACCESS: dict[str, dict[str, object]] = {
+    "peer1": {"whalescale_routes": ["10.77.0.0/24"], "whalescale_groups": ["routers"]},
+    "anchor1": {"whalescale_firewall": [{"action": "deny", "from": ["routers"],
+                                         "proto": "tcp", "ports": [9]}]},
+}
+
+
 @dataclass
 class Deployment:
     lab: Lab
@@ -66,7 +74,8 @@ def deployed(systemd_skip_reason: None, wheel: Path,
         control = lab_hosts["control"]
         addrs = {name: lab_hosts[name].addr() for name in NODES}
         all_vars = playbook.common_vars(lab, client_key, wheel, wheelhouse)
-        inventory = playbook.write_inventory(lab, addrs, all_vars)
+        inventory = playbook.write_inventory(lab, addrs, all_vars,
+                                             lambda name: ACCESS.get(name, {}))
         try:
             first_run = playbook.run_playbook(control, inventory, NODES)
             yield Deployment(lab, hosts, control, inventory, first_run)
@@ -119,6 +128,14 @@ def test_site_playbook_deploys_to_systemd_hosts_and_is_idempotent(
         assert host.run("stat", "-c", "%a", "/dev/net/tun").stdout.strip() == "666"
     table = hosts["anchor1"].run("nft", "list", "table", "inet", "whalescale").stdout
     assert f"udp dport {playbook.PORT} accept" in table
+    # A subnet router forwards (set now and for the next boot); the others were left alone.
+    for name, host in hosts.items():
+        forwarding = host.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip()
+        assert forwarding == ("1" if name == "peer1" else "0"), name
+    assert (hosts["peer1"].root / "etc/sysctl.d/60-whalescale-forwarding.conf").exists()
+    # The anchor's rule, as its agent holds it.
+    rules = _status(hosts["anchor1"])["firewall"]["rules"]
+    assert [rule["rule"] for rule in rules] == ["deny from routers tcp port 9"]
 
     for src, src_host in hosts.items():
         for dst, addr in NODES.items():

@@ -169,7 +169,10 @@ def boot(lab: Lab, host: Host, *, authorized_keys: str = "",
             "--capability=CAP_NET_ADMIN", f"--bind={tun}:{TUN_DEVICE}", "--resolv-conf=off",
             *(f"--bind-ro={bind[0]}:{bind[1]}" if isinstance(bind, tuple) else f"--bind-ro={bind}"
               for bind in binds)]
-    proc = Proc(argv, lab.tempdir / f"{host.name}-console.log")
+    # /proc/sys/net writable, as on a real host (it is the lab namespace's own): the role
+    # turns forwarding on for a subnet router; nspawn leaves it read-only otherwise.
+    proc = Proc(argv, lab.tempdir / f"{host.name}-console.log",
+                env={"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"})
     host.procs.append(proc)
     deadline = time.monotonic() + BOOT_TIMEOUT_S
     leader = None
