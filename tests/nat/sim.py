@@ -64,6 +64,8 @@ class Host:
         self.dns_name: str | None = None
         self.delivered: list[bytes] = []
         self.log: list[str] = []
+        self.toml = ""  # more lines of its [[node]] table
+        self.down = False  # powered off: it neither sends nor receives
 
     @property
     def engine(self) -> Engine:
@@ -126,6 +128,7 @@ class Internet:
                      f'address = "{host.tunnel}"\n')
             if host.anchor:
                 text += f'anchor = true\nendpoints = ["{host.dns_name or host.address}:{PORT}"]\n'
+            text += host.toml
         return text
 
     def start(self) -> None:
@@ -207,7 +210,7 @@ class Internet:
         host = next((n for n in self.nodes.values() if n.owns(dest) or n.local == dest), None)
         filtered = host is not None and host.nat is not None and ":" not in dest[0] \
             and not host.nat.admits(dest[1], source)
-        if host is None or filtered:
+        if host is None or filtered or host.down:
             return  # nobody there, or the NAT filters it
         assert host.node is not None
         host.node.receive_datagrams([(datagram, source)], self.now)
@@ -215,7 +218,8 @@ class Internet:
 
     def pump(self) -> None:
         for host in self.nodes.values():
-            self._collect(host)
+            if not host.down:
+                self._collect(host)
         while self._queue:
             self._deliver(*self._queue.pop(0))
 
@@ -225,6 +229,8 @@ class Internet:
             self.now = round(self.now + STEP_S, 6)
             for host in self.nodes.values():
                 assert host.node is not None
+                if host.down:
+                    continue
                 if (d := host.node.next_deadline()) is not None and d <= self.now:
                     host.node.handle_timer(self.now)
             self.pump()

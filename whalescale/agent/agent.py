@@ -35,13 +35,22 @@ from ..config import ConfigError, Mesh, load_mesh
 from ..config import Node as MeshNode
 from ..identity import Identity, fingerprint
 from ..nat.driver import Mapping, run_port_mapping
-from ..node.effects import ConfigureTun, Contact, FindRoutes, Log, Pong, Resolve, StoredRecord
+from ..node.effects import (
+    CheckForwarding,
+    ConfigureTun,
+    Contact,
+    FindRoutes,
+    Log,
+    Pong,
+    Resolve,
+    StoredRecord,
+)
 from ..node.exit_node import ConfigureExit, ExitChoiceError, choose_exit
 from ..node.node import Node, ReloadRefused
 from ..node.specs import NotInMesh, own_node
 from ..tun.device import TunDevice
 from ..version import version
-from . import addresses, control, dns, nat, steering, udp
+from . import addresses, control, dns, nat, nft, steering, udp
 from .cache import CacheWriter
 from .exit_node import ExitNode
 from .name_server import NameServer
@@ -268,6 +277,11 @@ class Agent:
                 self._configure_tun(effect)
             case ConfigureExit():
                 self._exit.configure(effect)
+            case CheckForwarding():
+                off = nft.forwarding_off()  # the exit node's reader serves subnet routes too
+                self.node.set_forwarding("net.ipv4.ip_forward" not in off,
+                                         "net.ipv6.conf.all.forwarding" not in off,
+                                         trio.current_time())
             case Pong(nonce):
                 waiter = self._pongs.get(nonce)
                 if waiter is not None:

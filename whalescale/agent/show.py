@@ -124,6 +124,8 @@ def status_blocks(status: dict[str, Any]) -> list[Block]:
                "up" if p["reachable"] else ("keys" if p["session"] else "-"),
                _age(p["last_handshake_s_ago"]), str(p["rx_bytes"]), str(p["tx_bytes"]))
               for p in status["peers"])))
+    if status.get("routes"):
+        blocks += route_blocks(status["routes"])
     for peer in status["peers"]:
         if peer["multipath"] and peer["multipath"]["paths"]:
             blocks += path_blocks(peer["name"], peer["multipath"])
@@ -145,6 +147,23 @@ def exit_lines(exit: dict[str, Any]) -> list[Block]:
     if exit["offer"]:
         lines.append(Line("exit node: offered to the mesh (forwarding and masquerading)"))
     return lines
+
+
+def route_blocks(routes: dict[str, Any]) -> list[Block]:
+    """Our own subnet routes and whether we forward, then every route of the mesh: who
+    carries it now and whether it goes into our tunnel."""
+    blocks: list[Block] = []
+    own = routes["own"] + [f"{n} (standby)" for n in routes["standby"]]
+    if own:
+        forwarding = ", ".join(f"{family} {'on' if on else 'OFF' if on is False else '?'}"
+                               for family, on in routes["forwarding"].items())
+        blocks.append(Line(f"our routes: {', '.join(own)}; forwarding {forwarding}"))
+    if routes["mesh"]:
+        blocks.append(Grid(("route", "via", "primary", "standby", "here"), tuple(
+            (r["network"], r["via"], f"{r['primary']} ({r['primary_state'] or '-'})",
+             r["standby"] or "-", "routed" if r["routed"] else f"not routed: {r['skip']}")
+            for r in routes["mesh"])))
+    return blocks
 
 
 def path_blocks(name: str, mp: dict[str, Any]) -> list[Block]:

@@ -46,6 +46,12 @@ class Resolve:
 
 
 @attrs.frozen
+class CheckForwarding:
+    """Is IP forwarding on (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding)? Answer
+    with `Node.set_forwarding(ipv4, ipv6, now)` (None: could not be read)."""
+
+
+@attrs.frozen
 class ConfigureTun:
     """Give the TUN these addresses and routes (network -> MTU)."""
 
@@ -65,5 +71,6 @@ class ConfigureExit:
     offer: bool
 
 
-Effect = (Log | Pong | FindRoutes | Resolve | ConfigureTun | ConfigureExit | Contact
+Effect = (Log | Pong | FindRoutes | Resolve | CheckForwarding | ConfigureTun | ConfigureExit
+          | Contact
           | StoredRecord)

@@ -46,16 +46,27 @@ from ..wire import control
 from ..wire.port import channel_of_alias, endpoint_text
 from . import exit_node, routes
 from .dns_answer import DnsResponder
-from .effects import ConfigureExit, ConfigureTun, Effect, FindRoutes, Log, Pong, Resolve
+from .effects import (
+    CheckForwarding,
+    ConfigureExit,
+    ConfigureTun,
+    Effect,
+    FindRoutes,
+    Log,
+    Pong,
+    Resolve,
+)
 from .local import Interface, lan_and_ipv6
 from .logs import event_text
 from .names import Names
 from .specs import own_node, peer_specs
 from .status import path_kind, peer_status
+from .subnets import Subnets
 
 Addr = tuple[str, int]
 HOUSEKEEPING_EVERY_S = 1.0
 LAN_HELLO_EVERY_S = 10.0  # LAN discovery broadcasts
+ROUTE_PROBE = b"route primary?"  # the PING body of standby.py's probes (no Pong effect)
 
 
 class ReloadRefused(ValueError):
@@ -75,6 +86,7 @@ class Node:
         self.scheduler = scheduler
         self.names = Names(mesh)
         self.dns = DnsResponder(mesh)  # answers for the mesh's names (agent/name_server.py)
+        self.subnets = Subnets(mesh, self.me)
         self.engine = Engine(
             identity.x25519_private, identity.x25519_public,
             self._peer_specs(mesh, self.me),
@@ -106,9 +118,11 @@ class Node:
     # ----- the mesh file -------------------------------------------------------------
 
     def _peer_specs(self, mesh: Mesh, me: MeshNode) -> list[PeerSpec]:
-        """The engine's peers; an exit node's carry the default networks (exit_node.py)."""
-        return exit_node.with_default_routes(peer_specs(mesh, me, self.names.expand),
-                                             me.exit_node)
+        """The engine's peers; an exit node's carry the default networks (exit_node.py),
+        a subnet router's its networks, its standby's while it is away (subnets.py)."""
+        return exit_node.with_default_routes(
+            peer_specs(mesh, me, self.names.expand, self.subnets.failed_over()),
+            me.exit_node)
 
     def _anchor_ids(self) -> list[bytes]:
         return [n.public_key for n in self.mesh.nodes if n.anchor]
@@ -126,6 +140,7 @@ class Node:
                                 "a new port needs a restart")
         self.names.set_mesh(mesh)
         self.dns.set_mesh(mesh)
+        self.subnets.set_mesh(mesh, me, now)
         changes = self.engine.update_peers(self._peer_specs(mesh, me))
         self.engine.mtu = mesh.mtu
         self.mesh, self.me = mesh, me
@@ -134,6 +149,7 @@ class Node:
         self.controller.set_nodes(now)
         self.traversal.set_nodes(self._anchor_ids())
         self._configure_tun()
+        self._check_forwarding()
         self._after(now, mesh_activity=True)
         return changes
 
@@ -145,6 +161,7 @@ class Node:
         self.traversal.started = now
         self._started = now
         self.engine.start(now)
+        self._check_forwarding()
         self._housekeeping(now)
         self._resolve_due(now)
         self._after(now, mesh_activity=True)
@@ -171,6 +188,8 @@ class Node:
         if interfaces != self._interfaces:
             self._interfaces = list(interfaces)
             self._paths_follow(interfaces, now)
+            if self.subnets.set_interfaces(interfaces):
+                self._configure_tun()
             if self._started is not None:  # else start() does it
                 # moved: publish, re-probe (our public endpoint may be new) and punch now
                 self.traversal.moved(now)
@@ -259,6 +278,8 @@ class Node:
                                  self.controller.gossip.next_deadline(),
                                  self.traversal.next_deadline(), self._next_housekeeping,
                                  self.names.next_deadline() if self._started is not None
+                                 else None,
+                                 self.subnets.watch.next_deadline() if self._started is not None
                                  else None)
                      if d is not None]
         return min(deadlines, default=None)
@@ -272,6 +293,8 @@ class Node:
             self.traversal.handle_timer(now)
         if now >= self._next_housekeeping:
             self._housekeeping(now)
+        if self._started is not None:
+            self._watch_primaries(now)
         self._resolve_due(now)
         self._after(now, mesh_activity=True)
 
@@ -320,6 +343,28 @@ class Node:
     def _reachable(self, now: float) -> set[bytes]:
         return {key for key, p in self.engine.peers.items() if p.reachable(now)}
 
+    def _watch_primaries(self, now: float) -> None:
+        """Probe the primaries of routes with a standby; while one is unreachable its
+        networks are its standby's (standby.py: allowed IPs change, TUN routes stay)."""
+        watch, engine = self.subnets.watch, self.engine
+        for name in watch.probes_due(now):
+            if (peer := engine.peer_named(name)) is not None:
+                engine.send_control(peer, control.Kind.PING, ROUTE_PROBE, now)
+        heard = {name: peer.last_received_at for name in watch.states()
+                 if (peer := engine.peer_named(name)) is not None}
+        if self.subnets.check(heard, now):
+            engine.update_peers(self._peer_specs(self.mesh, self.me))
+            self._configure_tun()
+
+    def _check_forwarding(self) -> None:
+        if self.subnets.own():  # only a node that forwards asks
+            self._effects.append(CheckForwarding())
+
+    def set_forwarding(self, ipv4: bool | None, ipv6: bool | None, now: float) -> None:
+        """The answer to CheckForwarding: whether the host forwards (None: unknown)."""
+        self.subnets.set_forwarding(ipv4, ipv6)
+        self._after(now)
+
     # ----- our own record -------------------------------------------------------------------
 
     def _own_endpoints(self) -> list[Addr]:
@@ -358,7 +403,8 @@ class Node:
     def tun_config(self) -> ConfigureTun:
         """Our addresses, and the routes with each peer's MTU (routes.py)."""
         return ConfigureTun(tuple(f"{a}/{a.max_prefixlen}" for a in self.me.addresses),
-                            routes.table(self.mesh, self.engine.peers.values(), self._tunnel_mtus))
+                            routes.table(self.mesh, self.engine.peers.values(), self._tunnel_mtus,
+                                         self.subnets.skipped()))
 
     def _configure_tun(self) -> None:
         """Paths came, went or were probed, or the mesh changed: each peer's route gets
@@ -387,6 +433,8 @@ class Node:
 
     def _pong(self, peer: Peer, kind: control.Kind, body: bytes, addr: Addr,
               local: Addr | None, now: float) -> None:
+        if body == ROUTE_PROBE:
+            return  # it was heard from: all standby.py needs
         self._effects.append(Pong(body, now, endpoint_text(addr),
                                   path_kind(addr, self._interfaces)))
 
@@ -417,6 +465,9 @@ class Node:
             for line in core.log_lines:
                 self._log(logging.INFO, f"{prefix}: {line}")
             core.log_lines = []
+        for level, line in self.subnets.log_lines:
+            self._log(level, f"routes: {line}")
+        self.subnets.log_lines = []
 
     def _log(self, level: int, message: str) -> None:
         self._effects.append(Log(level, message))
@@ -471,6 +522,7 @@ class Node:
         if health is not AnchorHealth.OK:
             warnings.append(f"{health.value}: the mesh cannot re-converge if it goes; "
                             "run at least two anchors on different networks")
+        warnings += self.subnets.warnings()
         return {
             "node": self.me.name,
             "port": self.me.port,
@@ -490,5 +542,6 @@ class Node:
             "dns": dict(self.dns.counters),
             "firewall": self.firewall.status(),
             "exit": exit_node.status(self.exit_config()),
+            "routes": self.subnets.status(),
         }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..config import Mesh
+from ..config.schema import Network
 from ..multipath.link import TRAILER_SIZE
 from ..session.peer import Peer
 
@@ -27,11 +28,13 @@ def peer_mtus(peers: Iterable[Peer], mesh_mtu: int, announcing: bool) -> dict[st
     return {peer.name: tunnel_mtu(peer, mesh_mtu, announcing) for peer in peers}
 
 
-def table(mesh: Mesh, peers: Iterable[Peer], mtus: dict[str, int]) -> dict[str, int]:
+def table(mesh: Mesh, peers: Iterable[Peer], mtus: dict[str, int],
+          skipped: frozenset[Network] = frozenset()) -> dict[str, int]:
     """Network -> MTU, as TunDevice.configure takes them. Never a default route: an exit
-    node's goes to a table of its own (exit_node.py), never over the host's."""
+    node's goes to a table of its own (exit_node.py), never over the host's. `skipped`:
+    subnet routes that stay out of the TUN though a peer carries them (subnets.py)."""
     out = {str(net): mesh.mtu for net in mesh.prefixes}
     for peer in peers:
         out.update((str(net), mtus[peer.name]) for net in peer.spec.allowed_ips
-                   if net.prefixlen)
+                   if net.prefixlen and net not in skipped)
     return out

@@ -7,8 +7,10 @@ from collections.abc import Callable
 
 from ..config import Endpoint, Mesh, Node
 from ..config.load import DEFAULT_KEEPALIVE_S
+from ..config.schema import Network
 from ..identity import Identity, x25519_public_from_ed25519
 from ..session.engine import PeerSpec
+from .subnets import carried
 
 Addr = tuple[str, int]
 
@@ -32,9 +34,12 @@ def _host_networks(addresses: tuple) -> tuple:
 
 
 def peer_specs(mesh: Mesh, me: Node,
-               expand: Callable[[tuple[Endpoint, ...]], tuple[Addr, ...]]) -> list[PeerSpec]:
+               expand: Callable[[tuple[Endpoint, ...]], tuple[Addr, ...]],
+               failed_over: frozenset[Network] = frozenset()) -> list[PeerSpec]:
     """Every other node and every vanilla WireGuard peer, as the engine needs them;
-    `expand` turns endpoints into addresses (names as they resolved, names.py).
+    `expand` turns endpoints into addresses (names as they resolved, names.py). A node's
+    allowed IPs hold the networks it carries (subnets.py): `failed_over` are those its
+    standby carries now.
 
     Anchors keep each other alive even in a mesh without keepalives (`keepalive_s = 0`):
     they are where everyone else recovers, so their sessions must never lapse."""
@@ -42,7 +47,7 @@ def peer_specs(mesh: Mesh, me: Node,
         PeerSpec(
             name=node.name,
             static_public=x25519_public_from_ed25519(node.public_key),
-            allowed_ips=_host_networks(node.addresses),
+            allowed_ips=_host_networks(node.addresses) + carried(node, failed_over),
             endpoints=expand(node.endpoints),
             keepalive_s=float(mesh.keepalive_s
                               or (DEFAULT_KEEPALIVE_S if me.anchor and node.anchor else 0)),
