@@ -92,3 +92,20 @@ def test_status_says_which_exit_node_we_use_and_whether_we_offer_one():
     lines = [line for line in plain_lines(status_blocks(status)) if line.startswith("exit")]
     assert lines == ["exit node: vps (default route, DNS to 10.9.0.53; on a crash: kill switch)",
                      "exit node: offered to the mesh (forwarding and masquerading)"]
+
+
+def test_status_shows_our_routes_forwarding_and_who_carries_each_route():
+    from tests.node.test_subnets import node  # a real node's status, not a copy of its shape
+
+    home = node("home")
+    home.set_forwarding(False, True, 0.0)
+    lines = plain_lines(status_blocks(sample_status() | {"routes": home.status(0.0)["routes"]}))
+    assert "our routes: 192.168.1.0/24, fd00:1::/64; forwarding ipv4 OFF, ipv6 on" in lines
+    (row,) = rows_naming(lines, "192.168.1.0/24  ")
+    assert row.split()[:4] == ["192.168.1.0/24", "home", "home", "backup"]
+    assert row.split()[4:] == ["not", "routed:", "ours:", "we", "forward", "for", "it"]
+    laptop = node("laptop")
+    lines = plain_lines(status_blocks(sample_status() | {"routes": laptop.status(0.0)["routes"]}))
+    assert not rows_naming(lines, "our routes")
+    (row,) = rows_naming(lines, "192.168.1.0/24")
+    assert row.split() == ["192.168.1.0/24", "home", "home", "(up)", "backup", "routed"]

@@ -71,11 +71,11 @@ def iface(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
 
 @pytest.mark.parametrize(("me", "interfaces", "network", "skip"), [
     ("laptop", ["203.0.113.5/24"], LAN, None),
-    ("laptop", ["192.168.1.23/24"], LAN, "we sit in it (our address 192.168.1.23/24"),
+    ("laptop", ["192.168.1.23/24"], LAN, "we sit in it: our address 192.168.1.23/24"),
     # a LAN that holds the route (or lies inside it) is ours too: never tunnel any of it
     ("laptop", ["192.168.0.9/16"], LAN, "we sit in it"),
     ("laptop", ["192.168.1.23/24"], LAN6, None),  # an IPv4 LAN says nothing of IPv6
-    ("laptop", ["fd00:1::7/64"], LAN6, "we sit in it (our address fd00:1::7/64"),
+    ("laptop", ["fd00:1::7/64"], LAN6, "we sit in it: our address fd00:1::7/64"),
     ("phone", ["203.0.113.5/24"], LAN, "accept_routes = false"),
     ("home", [], LAN, OWN),
     ("backup", [], LAN, OWN),
@@ -237,3 +237,15 @@ def test_a_peer_reaches_the_lan_through_the_standby_while_the_primary_is_off():
     assert any("primary home back" in line for line in laptop.log)
     # while home carries the LAN, backup is not its router in laptop's cryptokey routing
     assert laptop.engine.peer_for_address(ipaddress.ip_address("192.168.1.10")).name == "home"
+
+
+def test_the_watch_starts_with_the_node_whatever_its_clock_reads():
+    """The shell's clock is monotonic, far from 0: the grace counts from start."""
+    laptop = node("laptop")
+    laptop.start(5000.0, 0.0)
+    laptop.handle_timer(5001.0)
+    (route,) = [r for r in laptop.status(5001.0)["routes"]["mesh"] if r["standby"]]
+    assert (route["via"], route["primary_state"]) == ("home", "up")
+    laptop.handle_timer(5000.0 + START_GRACE_S + 0.5)  # home never answered
+    (route,) = [r for r in laptop.status(5007.0)["routes"]["mesh"] if r["standby"]]
+    assert (route["via"], route["primary_state"]) == ("backup", "down")

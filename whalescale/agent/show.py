@@ -159,8 +159,10 @@ def route_blocks(routes: dict[str, Any]) -> list[Block]:
                                for family, on in routes["forwarding"].items())
         blocks.append(Line(f"our routes: {', '.join(own)}; forwarding {forwarding}"))
     if routes["mesh"]:
+        # a primary's state only where we watch it (it has a standby, and it is not us)
         blocks.append(Grid(("route", "via", "primary", "standby", "here"), tuple(
-            (r["network"], r["via"], f"{r['primary']} ({r['primary_state'] or '-'})",
+            (r["network"], r["via"],
+             r["primary"] + (f" ({r['primary_state']})" if r["primary_state"] else ""),
              r["standby"] or "-", "routed" if r["routed"] else f"not routed: {r['skip']}")
             for r in routes["mesh"])))
     return blocks

@@ -161,6 +161,7 @@ class Node:
         self.traversal.started = now
         self._started = now
         self.engine.start(now)
+        self.subnets.watch.start(now)
         self._check_forwarding()
         self._housekeeping(now)
         self._resolve_due(now)

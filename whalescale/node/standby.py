@@ -72,6 +72,11 @@ class StandbyWatch:
         elif self._next_check == float("inf"):
             self._next_check = self._next_probe = now
 
+    def start(self, now: float) -> None:
+        """The node starts serving: every primary is watched from now."""
+        self._primaries = {name: _Primary(now) for name in self._primaries}
+        self._next_check = self._next_probe = now if self._primaries else float("inf")
+
     def down(self) -> frozenset[str]:
         return frozenset(n for n, p in self._primaries.items() if p.state is PrimaryState.DOWN)
 
@@ -118,8 +123,8 @@ def _observe(name: str, p: _Primary, last: float | None, now: float) -> Switch |
                 return Switch(name, PrimaryState.DOWN, f"no answer in the {START_GRACE_S:g} s "
                               "since we began watching it")
         elif now - last >= DOWN_AFTER_S:
-            return Switch(name, PrimaryState.DOWN, f"no answer for {now - last:.1f} s "
-                          f"(probed every {PROBE_EVERY_S:g} s)")
+            return Switch(name, PrimaryState.DOWN, f"no answer for {now - last:.1f} s, "
+                          f"probed every {PROBE_EVERY_S:g} s")
         return None
     if p.contact_since is not None and now - p.contact_since >= UP_AFTER_S:
         return Switch(name, PrimaryState.UP, f"answering again for {now - p.contact_since:.1f} s")

@@ -53,7 +53,7 @@ def decide(route: Route, me: Node, interfaces: Iterable[Interface]) -> str | Non
     inside = next((i for i in interfaces if i.version == net.version
                    and i.network.overlaps(net)), None)
     if inside is not None:
-        return f"we sit in it (our address {inside} is on that network)"
+        return f"we sit in it: our address {inside} is on that network"
     return None
 
 
