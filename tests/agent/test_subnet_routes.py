@@ -71,6 +71,7 @@ def test_a_lan_host_behind_a_subnet_router_answers_a_peer(lab):
     router_host.set_forwarding(True)
     router.toml_lines = [f'routes = ["10.200.0.0/16", "{lan_v6}"]']
     mesh.write_mesh()
+    sessions = len(peer.handshakes())
     for name in ("router", "peer", "athome"):
         reload(mesh, name)
     status = mesh.status("router")
@@ -81,6 +82,7 @@ def test_a_lan_host_behind_a_subnet_router_answers_a_peer(lab):
     assert "10.200.0.0/16" in tun_routes(peer) and str(lan_v6) in tun_routes(peer)
     assert peer.host.ping("10.200.1.2", count=3, timeout=2.0)
     assert peer.host.ping(printer_v6, count=3, timeout=2.0)
+    assert len(peer.handshakes()) == sessions  # the reload kept every session
     (seen,) = mesh.status("peer")["routes"]["mesh"][:1]
     assert (seen["network"], seen["via"], seen["routed"]) == ("10.200.0.0/16", "router", True)
 

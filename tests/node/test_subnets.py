@@ -249,3 +249,18 @@ def test_the_watch_starts_with_the_node_whatever_its_clock_reads():
     laptop.handle_timer(5000.0 + START_GRACE_S + 0.5)  # home never answered
     (route,) = [r for r in laptop.status(5007.0)["routes"]["mesh"] if r["standby"]]
     assert (route["via"], route["primary_state"]) == ("backup", "down")
+
+
+def test_a_reload_adds_and_removes_routes_and_keeps_the_peer():
+    laptop = node("laptop")
+    laptop.start(0.0, 0.0)
+    home_peer = laptop.engine.peer_named("home")
+    text = mesh_text().replace('"fd00:1::/64"', '"10.50.0.0/16"')
+    changes = laptop.reload(parse_mesh(text, "m.toml"), 1.0)
+    assert changes.changed == ["home"] and laptop.engine.peer_named("home") is home_peer
+    routes = laptop.tun_config().routes
+    assert "10.50.0.0/16" in routes and "fd00:1::/64" not in routes
+    assert laptop.engine.peer_for_address(ipaddress.ip_address("fd00:1::9")) is None
+    logged = [e.message for e in laptop.effects() if hasattr(e, "message")]
+    assert "routes: 10.50.0.0/16 via home: routed into the tunnel" in logged
+    assert "routes: fd00:1::/64: no longer in the mesh file" in logged
