@@ -156,7 +156,7 @@ def run_watch(answers_at: list[float], until: float, step: float = 0.25
     heard, switches, now = None, [], 0.0
     while now <= until:
         heard = max((t for t in answers_at if t <= now), default=None)
-        switches += [(now, s.state) for s in watch.check({"home": heard}, now)]
+        switches += [(now, s.state) for s in watch.check(lambda _, h=heard: h, now)]
         now = round(now + step, 6)
     return switches
 

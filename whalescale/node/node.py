@@ -351,8 +351,11 @@ class Node:
         for name in watch.probes_due(now):
             if (peer := engine.peer_named(name)) is not None:
                 engine.send_control(peer, control.Kind.PING, ROUTE_PROBE, now)
-        heard = {name: peer.last_received_at for name in watch.states()
-                 if (peer := engine.peer_named(name)) is not None}
+
+        def heard(name: str) -> float | None:
+            peer = engine.peer_named(name)
+            return None if peer is None else peer.last_received_at
+
         if self.subnets.check(heard, now):
             engine.update_peers(self._peer_specs(self.mesh, self.me))
             self._configure_tun()

@@ -19,7 +19,7 @@ primary went DOWN or came back UP.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from enum import Enum
 
 import attrs
@@ -94,15 +94,15 @@ class StandbyWatch:
         self._next_probe = now + PROBE_EVERY_S
         return list(self._primaries)
 
-    def check(self, heard: Mapping[str, float | None], now: float) -> list[Switch]:
-        """`heard`: when each primary was last heard from (None: never). Returns the
-        primaries that changed state."""
+    def check(self, heard: Callable[[str], float | None], now: float) -> list[Switch]:
+        """`heard(name)`: when that primary was last heard from (None: never); asked
+        only when a check is due. Returns the primaries that changed state."""
         if now < self._next_check:
             return []
         self._next_check = now + CHECK_EVERY_S
         switches = []
         for name, primary in self._primaries.items():
-            switch = _observe(name, primary, heard.get(name), now)
+            switch = _observe(name, primary, heard(name), now)
             if switch is not None:
                 primary.state = switch.state
                 switches.append(switch)

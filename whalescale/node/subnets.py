@@ -18,7 +18,7 @@ Rules this file keeps:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -126,7 +126,7 @@ class Subnets:
         return frozenset(r.network for r in self.routes
                          if r.standby is not None and r.primary in down)
 
-    def check(self, heard: Mapping[str, float | None], now: float) -> bool:
+    def check(self, heard: Callable[[str], float | None], now: float) -> bool:
         """Judge the watched primaries; True when a network changed hands."""
         switches = self.watch.check(heard, now)
         for switch in switches:
