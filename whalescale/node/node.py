@@ -4,7 +4,7 @@ Theory of operation (aioquic's `QuicConnection` surface):
 - In: `receive_datagrams(batch, now, local)` with what the UDP sockets read,
   `send_packets(packets, now)` with what the TUN read, `handle_timer(now)` at
   `next_deadline()`, and the answers to OS questions (`set_interfaces`,
-  `set_mapping`, `probe`). `reload(mesh, now)` applies a new mesh file.
+  `set_mapping`, `probe`, `set_forwarding`). `reload(mesh, now)` applies a new mesh file.
 - Out: `datagrams_to_send()` (grouped by destination and local socket, relay
   aliases already translated), `packets_to_deliver()` for the TUN, and
   `effects()`: log lines, LKG cache writes, answered pings, OS questions and
@@ -19,6 +19,8 @@ candidate endpoints are written only through the peer's commands
 (session/endpoints.py). Once a second the node does its housekeeping: NAT
 probes and punch requests, LAN hellos, republishing our record when our
 addresses moved, the tunnel's MTUs, and how many anchors are reachable.
+Subnet routes (subnets.py) decide which networks go into the TUN and whose allowed
+IPs hold each; standby.py probes route primaries that have a standby.
 """
 
 from __future__ import annotations
