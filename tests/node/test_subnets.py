@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from tests.nat.sim import Host as SimHost
 from tests.nat.sim import Internet
 from whalescale.config import parse_mesh
 from whalescale.identity import Identity, b64
@@ -264,3 +265,32 @@ def test_a_reload_adds_and_removes_routes_and_keeps_the_peer():
     logged = [e.message for e in laptop.effects() if hasattr(e, "message")]
     assert "routes: 10.50.0.0/16 via home: routed into the tunnel" in logged
     assert "routes: fd00:1::/64: no longer in the mesh file" in logged
+
+
+def test_after_a_standby_takes_over_the_firewall_knows_the_lan_by_its_new_router():
+    """laptop denies everything from backup; a LAN packet through home passes, and once
+    backup carries the LAN the same packet through backup is dropped, not waved through
+    by what the firewall remembered of home."""
+    net = Internet()
+    net.add("anchor", "198.51.100.1", anchor=True)
+    for name, address in (("home", "198.51.100.2"), ("backup", "198.51.100.3"),
+                          ("laptop", "198.51.100.4")):
+        net.add(name, address)
+    net.nodes["home"].toml = 'routes = ["192.168.1.0/24"]\n'
+    net.nodes["backup"].toml = 'standby_routes = ["192.168.1.0/24"]\n'
+    net.nodes["laptop"].toml = 'firewall = [{ action = "deny", from = "backup" }]\n'
+    net.start()
+    net.run(3.0)
+    laptop, home, backup = (net.nodes[n] for n in ("laptop", "home", "backup"))
+
+    def through(router: SimHost, payload: bytes) -> bool:
+        router.node.send_packets([ip_packet("192.168.1.10", laptop.tunnel, payload)], net.now)
+        net.run(0.1)
+        return any(payload in d for d in laptop.delivered)
+
+    assert through(home, b"from the LAN via home")
+    home.down = True
+    net.run(5.0)
+    assert any("standby backup carries" in line for line in laptop.log)
+    assert not through(backup, b"from the LAN via backup")
+    assert laptop.node.firewall.status()["rules"][0]["drops"] == 1

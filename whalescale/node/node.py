@@ -360,6 +360,7 @@ class Node:
 
         if self.subnets.check(heard, now):
             engine.update_peers(self._peer_specs(self.mesh, self.me))
+            self.firewall.owners_changed()  # the network's sources are another peer's now
             self._configure_tun()
 
     def _check_forwarding(self) -> None:
