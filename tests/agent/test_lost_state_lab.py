@@ -19,7 +19,7 @@ import pytest
 
 from whalescale.lab.mesh import LabMesh
 
-from .test_self_healing import start_star, status, wait_all_pairs
+from .test_self_healing import start_star, wait_all_pairs
 
 pytestmark = pytest.mark.lab
 
@@ -28,7 +28,7 @@ PEERS = ["p1", "p2"]
 
 
 def p1_as_seen(mesh: LabMesh, by: str) -> dict:
-    return next(p for p in status(mesh, by)["peers"] if p["name"] == "p1")
+    return next(p for p in mesh.status(by)["peers"] if p["name"] == "p1")
 
 
 def test_a_node_with_a_wiped_state_dir_publishes_above_its_old_seq_and_peers_follow(lab):
