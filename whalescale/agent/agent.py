@@ -50,7 +50,7 @@ from ..node.node import Node, ReloadRefused
 from ..node.specs import NotInMesh, own_node
 from ..tun.device import TunDevice
 from ..version import version
-from . import addresses, control, dns, nat, nft, steering, udp
+from . import addresses, control, dns, nat, steering, sysctl, udp
 from .cache import CacheWriter
 from .exit_node import ExitNode
 from .name_server import NameServer
@@ -278,7 +278,7 @@ class Agent:
             case ConfigureExit():
                 self._exit.configure(effect)
             case CheckForwarding():
-                off = nft.forwarding_off()  # the exit node's reader serves subnet routes too
+                off = sysctl.forwarding_off()
                 self.node.set_forwarding("net.ipv4.ip_forward" not in off,
                                          "net.ipv6.conf.all.forwarding" not in off,
                                          trio.current_time())

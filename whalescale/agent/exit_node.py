@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from ..node.effects import ConfigureExit
-from . import nft
+from . import nft, sysctl
 from .exit_routes import FWMARK, TABLE, ExitRoutes
 
 log = logging.getLogger("whalescale.agent")
@@ -61,12 +61,12 @@ class ExitNode:
                      "goes through it too; a crash %s", now.via, TABLE, dns,
                      "blocks traffic (kill switch)" if now.kill_switch else
                      "restores the host's routes")
-            if nft.strict_rp_filter_without_marks():
+            if sysctl.strict_rp_filter_without_marks():
                 log.warning("exit node: %s", _RP_FILTER)
         elif now.via is None and before is not None and before.via is not None:
             log.info("no longer using exit node %s: the host's routes are back", before.via)
         if now.offer and (before is None or not before.offer):
-            off = nft.forwarding_off()
+            off = sysctl.forwarding_off()
             log.info("offering ourselves as an exit node: masquerading what the mesh sends "
                      "out of other interfaces (nft table inet %s)", nft.EXIT_TABLE)
             if off:
@@ -97,9 +97,9 @@ class ExitNode:
         warnings = [self.error] if self.error else []
         if self.config is not None and self.config.offer:
             warnings += [f"exit node: forwarding is off ({name} = 0)"
-                         for name in nft.forwarding_off()]
+                         for name in sysctl.forwarding_off()]
         using = self.config is not None and self.config.via is not None
-        if using and nft.strict_rp_filter_without_marks():
+        if using and sysctl.strict_rp_filter_without_marks():
             warnings.append(f"exit node: {_RP_FILTER}")
         return {"table": TABLE if using else None,
                 "dns": [str(a) for a in self.routes.resolvers]}, warnings

@@ -2,8 +2,7 @@
 
 - `inet whalescale-exit`, while the node offers itself as an exit: masquerade what comes
   in on the TUN and leaves by any other interface, IPv4 and IPv6, so the internet sees
-  the exit's own address. Forwarding itself is the host's policy (sysctls the Ansible
-  role or NixOS module set): we only check it and warn.
+  the exit's own address. Forwarding itself is the host's policy (sysctl.py).
 - `inet whalescale-marks`, while the node uses an exit: the connection's mark is saved
   from our marked UDP datagrams and given back to their answers, as wg-quick does, so
   that strict reverse path filtering (rp_filter = 1, with the host's src_valid_mark = 1)
@@ -20,14 +19,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 EXIT_TABLE = "whalescale-exit"
 MARKS_TABLE = "whalescale-marks"
-FORWARDING_SYSCTLS = {
-    "net.ipv4.ip_forward": Path("/proc/sys/net/ipv4/ip_forward"),
-    "net.ipv6.conf.all.forwarding": Path("/proc/sys/net/ipv6/conf/all/forwarding"),
-}
 _TIMEOUT_S = 10.0
 
 
@@ -75,24 +69,3 @@ def load(ruleset: str) -> None:
 
 def delete(*names: str) -> None:
     load("".join(f"table inet {name}\ndelete table inet {name}\n" for name in names))
-
-
-def forwarding_off() -> list[str]:
-    """The forwarding sysctls that are off (an exit cannot forward then)."""
-    return [name for name, path in FORWARDING_SYSCTLS.items() if _sysctl(path) == "0"]
-
-
-def strict_rp_filter_without_marks() -> bool:
-    """Strict reverse path filtering that cannot see our marks: answers to our own
-    datagrams would be checked against the exit's table and dropped."""
-    conf = Path("/proc/sys/net/ipv4/conf")
-    # an interface filters by the larger of its own value and `all`'s: any 1 may apply
-    strict = any(_sysctl(path) == "1" for path in conf.glob("*/rp_filter"))
-    return strict and _sysctl(conf / "all" / "src_valid_mark") != "1"
-
-
-def _sysctl(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
