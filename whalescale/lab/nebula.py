@@ -10,6 +10,7 @@ by their own process group (`Proc.stop`) in `stop`, and by the lab's teardown an
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,9 @@ class NebulaMesh:
         self.lab = lab
         self.port = port
         self.nodes: dict[str, NebulaNode] = {}
-        self.dir = lab.tempdir / "nebula"
-        self.dir.mkdir(exist_ok=True)
+        # A directory of its own: a lab may hold several nebula meshes in turn, each with
+        # its own CA (nebula-cert refuses to overwrite one).
+        self.dir = Path(tempfile.mkdtemp(prefix="nebula-", dir=lab.tempdir))
         self._ca_made = False
 
     def add_lighthouse(self, host: Host, public_addr: str) -> NebulaNode:
