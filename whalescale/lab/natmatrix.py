@@ -232,12 +232,14 @@ def _count_pings(host: Host, addr: str) -> tuple[int, int]:
     return int(out[0]), int(out[1])
 
 
-def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
+def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0,
+               overlay: _Overlay | None = None) -> Matrix:
     """Start `vpn` on every node and anchor at once, measure every pair, stop `vpn`.
 
     `settle_s`: how long to wait after the last first reply before classifying, to see
-    the path a pair settles on rather than the one it starts with."""
-    overlay = OVERLAYS[vpn](natlab)
+    the path a pair settles on rather than the one it starts with. `overlay`: the VPN's
+    nodes when already made (a lab makes each VPN's keys and files once)."""
+    overlay = overlay or OVERLAYS[vpn](natlab)
     t0 = time.time() + PROBERS_READY_S
     try:
         probers = {
@@ -272,12 +274,13 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0) -> Matrix:
         overlay.stop()
 
 
-def connect_alone(natlab: NatLab, vpn: Vpn) -> dict[Pair, float | None]:
+def connect_alone(natlab: NatLab, vpn: Vpn, overlay: _Overlay | None = None
+                  ) -> dict[Pair, float | None]:
     """Seconds from start to the first answered ping for each pair started alone with
     the anchors, cold: nothing else of `vpn` runs, no cache, the NATs' connection
     tracking flushed. On this 2-core machine starting every node at once (run_matrix)
     makes start-up CPU-bound; a real node has its host's CPU to itself, as here."""
-    overlay = OVERLAYS[vpn](natlab)
+    overlay = overlay or OVERLAYS[vpn](natlab)
     out: dict[Pair, float | None] = {}
     try:
         for a, b in PAIRS:
@@ -309,14 +312,14 @@ def run_matrices(*, with_nebula: bool = True, alone: bool = False
     from .lab import Lab
 
     with Lab() as lab, NatLab(lab) as natlab:
-        nebula = run_matrix(natlab, "nebula") if with_nebula else Matrix("nebula", {})
-        ours = run_matrix(natlab, "whalescale")
-        for matrix in (nebula, ours) if alone else ():
-            if matrix.cells:
-                times = connect_alone(natlab, matrix.vpn)
-                matrix.cells = {pair: replace(cell, alone_s=times.get(pair))
-                                for pair, cell in matrix.cells.items()}
-        return ours, nebula
+        vpns: list[Vpn] = ["nebula", "whalescale"] if with_nebula else ["whalescale"]
+        overlays = {vpn: OVERLAYS[vpn](natlab) for vpn in vpns}
+        matrices = {vpn: run_matrix(natlab, vpn, overlay=overlays[vpn]) for vpn in vpns}
+        for vpn in vpns if alone else ():
+            times = connect_alone(natlab, vpn, overlays[vpn])
+            matrices[vpn].cells = {pair: replace(cell, alone_s=times.get(pair))
+                                   for pair, cell in matrices[vpn].cells.items()}
+        return matrices["whalescale"], matrices.get("nebula", Matrix("nebula", {}))
 
 
 def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
