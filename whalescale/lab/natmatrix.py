@@ -134,6 +134,7 @@ class _Overlay:
     tunnel_addr: dict[str, str]
     start: Callable[[Collection[str] | None], None]
     stop: Callable[[], None]
+    wait_up: Callable[[Collection[str]], None]
     direct_at: Callable[[str, str], float | None] = lambda a, b: None  # wall clock
     up_at: Callable[[str], float | None] = lambda name: None  # wall clock
 
@@ -150,7 +151,8 @@ def _nebula(natlab: NatLab) -> _Overlay:
         mesh.start_all(names)
         mesh.wait_up(names)
 
-    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, start, mesh.stop)
+    return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, start, mesh.stop,
+                    mesh.wait_up)
 
 
 def _whalescale(natlab: NatLab) -> _Overlay:
@@ -173,6 +175,10 @@ def _whalescale(natlab: NatLab) -> _Overlay:
                 node.proc = None
             shutil.rmtree(mesh.state_dir(name), ignore_errors=True)  # the LKG cache
 
+    def wait_up(names: Collection[str]) -> None:
+        for name in names:
+            mesh.wait_up(name)
+
     def direct_at(a: str, b: str) -> float | None:
         proc = mesh.nodes[a].proc
         return None if proc is None else went_direct(proc.log(), b)
@@ -182,7 +188,7 @@ def _whalescale(natlab: NatLab) -> _Overlay:
         return None if proc is None else agent_up(proc.log())
 
     return _Overlay({n.name: n.tunnel_addr for n in mesh.nodes.values()}, start, stop,
-                    direct_at, up_at)
+                    wait_up, direct_at, up_at)
 
 
 def agent_up(log: str) -> float | None:
@@ -276,16 +282,20 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0,
 
 def connect_alone(natlab: NatLab, vpn: Vpn, overlay: _Overlay | None = None
                   ) -> dict[Pair, float | None]:
-    """Seconds from start to the first answered ping for each pair started alone with
-    the anchors, cold: nothing else of `vpn` runs, no cache, the NATs' connection
-    tracking flushed. On this 2-core machine starting every node at once (run_matrix)
-    makes start-up CPU-bound; a real node has its host's CPU to itself, as here."""
+    """Seconds from start to the first answered ping for each pair started alone, cold,
+    into a mesh of running anchors: nothing else of `vpn` runs, the anchors (started
+    afresh for each pair, then waited for) know nothing of the pair, no cache, the NATs'
+    connection tracking flushed. On this 2-core machine starting every node at once
+    (run_matrix) makes start-up CPU-bound; a real node has its host's CPU to itself and
+    finds its anchors running, as here."""
     overlay = overlay or OVERLAYS[vpn](natlab)
     out: dict[Pair, float | None] = {}
     try:
         for a, b in PAIRS:
             for site in natlab.sites.values():
                 site.flush_conntrack()
+            overlay.start(list(natlab.anchors))
+            overlay.wait_up(list(natlab.anchors))
             t0 = time.time() + PAIR_READY_S
             prober = natlab.node(a).spawn(
                 *_prober("first", overlay.tunnel_addr[b], repr(t0), str(CONNECT_TIMEOUT_S)),
@@ -295,7 +305,7 @@ def connect_alone(natlab: NatLab, vpn: Vpn, overlay: _Overlay | None = None
                                f"{PAIR_READY_S} s")
             time.sleep(t0 - time.time())
             try:
-                overlay.start([*natlab.anchors, a, b])
+                overlay.start([a, b])
                 out[(a, b)] = _first_reply(prober)
             finally:
                 overlay.stop()
@@ -350,9 +360,9 @@ def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
                  "direct: when the first node's session left the relay or started direct, from "
                  "its log; after up: since the later of the two agents logged it was up "
                  "(start-up is CPU-bound here: every agent starts at once on this machine). "
-                 + ("Alone: the pair and the anchors started alone, cold (no cache, the NATs' "
-                    "connection tracking flushed): what one node starting on its own host "
-                    "sees. " if alone else "") +
+                 + ("Alone: the pair started alone, cold (no cache, the NATs' connection "
+                    "tracking flushed), into running anchors that know nothing of it: what "
+                    "a node starting on its own host sees. " if alone else "") +
                  "Paths: the lab's nftables counters "
                  f"during {CLASSIFY_PINGS} pings. (!): not what the issue expects. "
                  f"Not run (one node per situation): {skipped}."]
