@@ -299,7 +299,7 @@ def connect_alone(natlab: NatLab, vpn: Vpn, overlay: _Overlay | None = None
             t0 = time.time() + PAIR_READY_S
             prober = natlab.node(a).spawn(
                 *_prober("first", overlay.tunnel_addr[b], repr(t0), str(CONNECT_TIMEOUT_S)),
-                log_path=natlab.lab.tempdir / f"{vpn}-alone-{a}-{b}.log")
+                log_path=natlab.lab.tempdir / f"{vpn}-alone-{a}-{b}-{t0:.3f}.log")
             if not prober.wait_for_log("ready", PAIR_READY_S) or time.time() > t0:
                 raise LabError(f"the prober for {a} <-> {b} was not ready within "
                                f"{PAIR_READY_S} s")
