@@ -13,7 +13,7 @@ import time
 import pytest
 
 from whalescale.lab import gaps
-from whalescale.lab.mesh import LabMesh
+from whalescale.lab.mesh import LabMesh, MeshNode
 
 pytestmark = pytest.mark.lab
 
@@ -37,6 +37,19 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(0.2)
+
+
+def settled_handshakes(node: MeshNode, quiet_s: float = 2.0, timeout_s: float = 20.0) -> int:
+    """The node's handshakes once no new one came for `quiet_s`: a pair may start on the
+    relay and move to a punched path with a handshake of its own."""
+    deadline = time.monotonic() + timeout_s
+    count = len(node.handshakes())
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        if (now := len(node.handshakes())) == count:
+            return count
+        count = now
+    raise AssertionError(f"{node.name}'s sessions still changing: {node.handshakes()}")
 
 
 def test_a_lan_host_behind_a_subnet_router_answers_a_peer(lab):
@@ -71,7 +84,7 @@ def test_a_lan_host_behind_a_subnet_router_answers_a_peer(lab):
     router_host.set_forwarding(True)
     router.toml_lines = [f'routes = ["10.200.0.0/16", "{lan_v6}"]']
     mesh.write_mesh()
-    sessions = len(peer.handshakes())
+    sessions = settled_handshakes(peer)
     for name in ("router", "peer", "athome"):
         reload(mesh, name)
     status = mesh.status("router")
