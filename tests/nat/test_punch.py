@@ -381,6 +381,17 @@ def test_a_request_for_a_member_not_up_yet_waits_for_its_first_word():
     assert anchor.outbox == []  # answered once
 
 
+def test_two_ends_asking_for_each_other_get_one_punch_pair():
+    """A asks for B before B is up; B's first word is its own request for A: one PUNCH
+    each, not two pairs with two punch ids racing on both ends."""
+    seen: dict[bytes, tuple[str, int]] = {A_ID: A_SEEN}
+    anchor = PunchCoordinator([A_ID, B_ID], seen.get, random_bytes=bytes)
+    anchor.receive(A_ID, punch_messages.encode(PunchRequest(B_ID, NatInfo())), now=0.0)
+    seen[B_ID] = B_SEEN
+    anchor.receive(B_ID, punch_messages.encode(PunchRequest(A_ID, NatInfo())), now=0.1)
+    assert sorted(to for to, _ in anchor.outbox) == sorted([A_ID, B_ID])
+
+
 def test_a_waiting_request_expires_and_one_from_an_unreachable_requester_is_refused():
     seen: dict[bytes, tuple[str, int]] = {A_ID: A_SEEN}
     anchor = PunchCoordinator([A_ID, B_ID], seen.get, random_bytes=bytes)

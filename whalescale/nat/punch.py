@@ -243,6 +243,9 @@ class PunchCoordinator:
                 self._release(from_id, now)
             case PunchRequest(target, info):
                 self._info[from_id] = info
+                # The target's own waiting request for us is this same pair: one PUNCH
+                # pair answers both (two, with two punch ids, would race on each end).
+                self._pending.pop((target, from_id), None)
                 self._release(from_id, now)
                 self._request(from_id, target, now)
             case Punch():
