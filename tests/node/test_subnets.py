@@ -191,10 +191,9 @@ def lan_packets(payloads: list[bytes], host) -> int:
     return sum(any(p in d for d in host.delivered) for p in payloads)
 
 
-def test_a_peer_reaches_the_lan_through_the_standby_while_the_primary_is_off():
-    """laptop sends a packet to a LAN host every 0.1 s; home (primary) is powered off at
-    t0 and back 10 s later: the packets arrive at backup within 3 s, at home again after
-    its hysteresis; laptop accepts packets from the LAN through backup only meanwhile."""
+def home_backup_laptop(laptop_toml: str = "") -> Internet:
+    """An anchor, home routing 192.168.1.0/24, backup standing by for it, and laptop (with
+    `laptop_toml` in its entry), running for 3 s."""
     net = Internet()
     net.add("anchor", "198.51.100.1", anchor=True)
     for name, address in (("home", "198.51.100.2"), ("backup", "198.51.100.3"),
@@ -202,8 +201,17 @@ def test_a_peer_reaches_the_lan_through_the_standby_while_the_primary_is_off():
         net.add(name, address)
     net.nodes["home"].toml = 'routes = ["192.168.1.0/24"]\n'
     net.nodes["backup"].toml = 'standby_routes = ["192.168.1.0/24"]\n'
+    net.nodes["laptop"].toml = laptop_toml
     net.start()
     net.run(3.0)
+    return net
+
+
+def test_a_peer_reaches_the_lan_through_the_standby_while_the_primary_is_off():
+    """laptop sends a packet to a LAN host every 0.1 s; home (primary) is powered off at
+    t0 and back 10 s later: the packets arrive at backup within 3 s, at home again after
+    its hysteresis; laptop accepts packets from the LAN through backup only meanwhile."""
+    net = home_backup_laptop()
     laptop, home, backup = (net.nodes[n] for n in ("laptop", "home", "backup"))
 
     def send(i: int) -> bytes:
@@ -271,16 +279,7 @@ def test_after_a_standby_takes_over_the_firewall_knows_the_lan_by_its_new_router
     """laptop denies everything from backup; a LAN packet through home passes, and once
     backup carries the LAN the same packet through backup is dropped, not waved through
     by what the firewall remembered of home."""
-    net = Internet()
-    net.add("anchor", "198.51.100.1", anchor=True)
-    for name, address in (("home", "198.51.100.2"), ("backup", "198.51.100.3"),
-                          ("laptop", "198.51.100.4")):
-        net.add(name, address)
-    net.nodes["home"].toml = 'routes = ["192.168.1.0/24"]\n'
-    net.nodes["backup"].toml = 'standby_routes = ["192.168.1.0/24"]\n'
-    net.nodes["laptop"].toml = 'firewall = [{ action = "deny", from = "backup" }]\n'
-    net.start()
-    net.run(3.0)
+    net = home_backup_laptop('firewall = [{ action = "deny", from = "backup" }]\n')
     laptop, home, backup = (net.nodes[n] for n in ("laptop", "home", "backup"))
 
     def through(router: SimHost, payload: bytes) -> bool:
