@@ -214,13 +214,17 @@ def set_value(path: Path, key: str, value: str) -> None:
         field = parts[2]
     else:
         raise EditError(f"{key!r}: expected mesh.KEY, node.NAME.KEY or wireguard.NAME.KEY")
-    keys = [k for k, _ in table.value.body if k is not None]
-    if field in table or not keys:
+    body = table.value.body
+    end = len(body)
+    while end and body[end - 1][0] is None:
+        end -= 1
+    if field in table or end == len(body):
         table[field] = _toml_value(value)
     else:
         # After the table's last key, not after what trails it: the blank line and the
-        # comment that introduce the next table stay with that table.
-        table.value._insert_after(keys[-1], field, _toml_value(value))
+        # comment that introduce the next table stay with that table. tomlkit has no
+        # public insert; `_insert_at` is in every release pyproject.toml allows.
+        table.value._insert_at(end, field, _toml_value(value))
     _commit(path, doc)
 
 
