@@ -335,6 +335,25 @@ def test_one_way_only_the_closed_side_sends():
         Initiate(A_ID, Method.ONE_WAY, A_SEEN, 0.5, 0.5, 0.5 + punch.PUNCH_FOR_S)]
 
 
+def test_the_open_side_with_a_direct_session_does_not_wait_for_a_punch():
+    """B asked for a punch just before A's handshake reached it: the PUNCH finds A (the
+    open side, nothing to send) direct already. Waiting for a handshake that B has no
+    reason to start would end in a relay beside a working path (seen in the NAT matrix)."""
+    mesh = Mesh(info(NatType.PUBLIC, A_SEEN), info(NatType.SYMMETRIC, B_SEEN))
+    a = mesh.peers[A_ID]
+    a.request(B_ID, ANCHOR_ID, now=0.0)
+    mesh.deliver(now=0.0)
+    a.established(B_ID, now=0.1)
+    # B's side of it, anew: it asks (it has not heard A's handshake yet)
+    b = mesh.peers[B_ID] = Puncher(B_ID, mesh.peers[B_ID].info)
+    b.request(A_ID, ANCHOR_ID, now=0.2)
+    mesh.deliver(now=0.2)
+    assert a.state(B_ID) is PunchState.DIRECT and a.next_deadline() is None
+    a.handle_timer(0.2 + 0.5 + punch.PUNCH_FOR_S)
+    assert a.events == [] and a.counters["open_side_already_direct"] == 1
+    assert [type(e) for e in b.events] == [Initiate]  # B punches on
+
+
 def test_an_unanswered_request_times_out():
     a = Puncher(A_ID, info(NatType.CONE, A_SEEN))
     a.request(B_ID, ANCHOR_ID, now=0.0)

@@ -397,13 +397,21 @@ class Puncher:
         if (self.state(message.peer), "punch") not in _TRANSITIONS:
             self.counters["punch_while_punching"] += 1
             return
-        track = self._move(message.peer, "punch")
         the_plan = plan(Side(self.node_id, self.info), Side(message.peer, message.info),
                         lan_discovered=self._lan_discovered(message.peer))
+        sends = [(m, e) for m, e in the_plan.sends_for(self.node_id) if m != Method.RELAY]
+        if track is not None and track.state is PunchState.DIRECT and the_plan.direct and not sends:
+            # We are the open side and hold a direct session: the peer asked before our
+            # handshake reached it, or it lost us. Either way its punch reaches us, and
+            # if it fails its deadline opens the relay (the anchor brings us in): waiting
+            # for a handshake here would open a relay beside a working path.
+            track.punch_id = message.punch_id
+            self.counters["open_side_already_direct"] += 1
+            return
+        track = self._move(message.peer, "punch")
         start = now + message.start_delay_s
         until = start + self.punch_for_s
         track.punch_id, track.plan = message.punch_id, the_plan
-        sends = [(m, e) for m, e in the_plan.sends_for(self.node_id) if m != Method.RELAY]
         if not the_plan.direct:
             self._move(message.peer, "deadline")
             track.deadline = None
