@@ -291,14 +291,14 @@ def test_symmetric_pair_goes_to_the_relay_at_once():
 
 
 def test_an_uncertain_punch_opens_the_relay_alongside_then_upgrades():
-    """Cone against symmetric may fail: the relay is asked for RELAY_ALONGSIDE_S into the
-    punch (the first packet needs no success), punching goes on until D."""
+    """Cone against symmetric may fail: the relay is asked for at once, on the PUNCH (the
+    first packet needs no success), punching goes on until D."""
     mesh = Mesh(info(NatType.CONE, A_SEEN), info(NatType.SYMMETRIC, B_SEEN))
     a = mesh.peers[A_ID]
     a.request(B_ID, ANCHOR_ID, now=0.0)
     mesh.deliver(now=0.0)
     (initiate,) = a.events
-    assert a.next_deadline() == initiate.at + punch.RELAY_ALONGSIDE_S
+    assert a.next_deadline() == 0.0 < initiate.at
     a.handle_timer(a.next_deadline())
     assert a.events[-1] == UseRelay(B_ID, initiate_plan := a.events[-1].plan)
     assert initiate_plan is not None and initiate_plan.uncertain
@@ -372,11 +372,57 @@ def test_the_coordinator_refuses_what_it_cannot_do():
     anchor.receive(STRANGER, request, now=0.0)
     anchor.receive(A_ID, b"\x02", now=0.0)
     anchor.receive(A_ID, punch_messages.encode(Punch(B_ID, 1, 0.5, NatInfo())), now=0.0)
-    for _ in range(5):
+    for _ in range(punch.MAX_TRACKED_PEERS):  # a start's sweep, then over the burst
         anchor.receive(A_ID, request, now=0.0)
     assert anchor.outbox == []
-    assert anchor.counters == {"target_unreachable": 3, "bad_target": 2, "not_a_member": 1,
+    # the requests for B wait for it (below); none was refused for lack of a session
+    assert anchor.counters == {"target_pending": punch.MAX_TRACKED_PEERS - 2,
+                               "bad_target": 2, "not_a_member": 1,
                                "malformed": 1, "unexpected_punch": 1, "rate_limited": 3}
+
+
+def test_a_request_for_a_member_not_up_yet_waits_for_its_first_word():
+    """Both ends starting at once: A asks before B's session with the anchor is up. The
+    PUNCH pair goes out when B's NAT_INFO arrives, not after A's 3 s timeout."""
+    seen: dict[bytes, tuple[str, int]] = {A_ID: A_SEEN}
+    anchor = PunchCoordinator([A_ID, B_ID], seen.get, random_bytes=bytes)
+    anchor.receive(A_ID, punch_messages.encode(PunchRequest(B_ID, info(NatType.CONE, A_SEEN))),
+                   now=0.0)
+    assert anchor.outbox == []
+    seen[B_ID] = B_SEEN
+    anchor.receive(B_ID, punch_messages.encode(NatInfoMessage(info(NatType.CONE, B_SEEN))),
+                   now=0.2)
+    assert [(to, type(punch_messages.decode(body))) for to, body in anchor.outbox] == [
+        (A_ID, Punch), (B_ID, Punch)]
+    anchor.outbox.clear()
+    anchor.receive(B_ID, punch_messages.encode(NatInfoMessage(info(NatType.CONE, B_SEEN))),
+                   now=0.3)
+    assert anchor.outbox == []  # answered once
+
+
+def test_two_ends_asking_for_each_other_get_one_punch_pair():
+    """A asks for B before B is up; B's first word is its own request for A: one PUNCH
+    each, not two pairs with two punch ids racing on both ends."""
+    seen: dict[bytes, tuple[str, int]] = {A_ID: A_SEEN}
+    anchor = PunchCoordinator([A_ID, B_ID], seen.get, random_bytes=bytes)
+    anchor.receive(A_ID, punch_messages.encode(PunchRequest(B_ID, NatInfo())), now=0.0)
+    seen[B_ID] = B_SEEN
+    anchor.receive(B_ID, punch_messages.encode(PunchRequest(A_ID, NatInfo())), now=0.1)
+    assert sorted(to for to, _ in anchor.outbox) == sorted([A_ID, B_ID])
+
+
+def test_a_waiting_request_expires_and_one_from_an_unreachable_requester_is_refused():
+    seen: dict[bytes, tuple[str, int]] = {A_ID: A_SEEN}
+    anchor = PunchCoordinator([A_ID, B_ID], seen.get, random_bytes=bytes)
+    anchor.receive(A_ID, punch_messages.encode(PunchRequest(B_ID, NatInfo())), now=0.0)
+    seen[B_ID] = B_SEEN
+    anchor.receive(B_ID, punch_messages.encode(NatInfoMessage(NatInfo())),
+                   now=punch.PENDING_FOR_S + 0.1)
+    assert anchor.outbox == []  # A has given up by then
+    del seen[A_ID]  # A's session is gone: its own request cannot be answered
+    anchor.receive(A_ID, punch_messages.encode(PunchRequest(B_ID, NatInfo())), now=10.0)
+    assert anchor.outbox == []
+    assert (anchor.counters["target_pending"], anchor.counters["target_unreachable"]) == (1, 1)
 
 
 def test_duplicate_and_stray_punches_are_counted():

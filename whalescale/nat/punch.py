@@ -14,9 +14,9 @@ Theory of operation:
   drops a second copy) and the first copy through the NATs completes the
   handshake. `established` stops it; at D without it, `UseRelay` (relay.py).
   A plan that may well fail (a symmetric or unknown NAT against anything but an
-  open side) asks for the relay RELAY_ALONGSIDE_S after T and punches on: the
-  first packet goes through the relay, and a punch that gets through later
-  moves the session to the direct path (the relay then closes).
+  open side) asks for the relay at once and punches on: the first packets go
+  through the relay, and a punch that gets through moves the session to the
+  direct path (the relay then closes).
 - Never port prediction or sweeping (anti-patterns 1.5): only endpoints that
   were observed, mapped or configured are ever targets.
 
@@ -69,11 +69,12 @@ from .punch_messages import (
 START_DELAY_S = 0.5  # covers the difference of the two anchor -> peer delays
 RETRY_EVERY_S = 0.5
 PUNCH_FOR_S = 3.0  # "retried for a few seconds": six tries, each a round trip or more apart
-# A punch that may well fail (a symmetric or unknown NAT on one side) opens the relay this
-# long after it starts, and keeps punching: a punch that works does so at its first tries,
-# and the session moves to the direct path if a later one gets through.
-RELAY_ALONGSIDE_S = 0.5
 REQUEST_TIMEOUT_S = 3.0  # no PUNCH by then: the anchor could not reach the peer
+# A request for a member the anchor has no session with yet (both ends starting at once)
+# waits this long for that member's NAT_INFO, its first word once its session is up,
+# instead of being dropped: the requester would wait its whole timeout for nothing.
+PENDING_FOR_S = REQUEST_TIMEOUT_S - 0.5
+MAX_PENDING = 256
 MAX_TRACKED_PEERS = 64
 _UNKNOWN = NatInfo()  # nothing known yet of ourselves
 
@@ -211,14 +212,20 @@ class PunchCoordinator:
         self._endpoint_of = endpoint_of
         self._random_bytes = random_bytes
         self.start_delay_s = start_delay_s
-        self._requests = requests or TokenBuckets(rate_per_s=1.0, burst=5.0)
+        # A member asks for every peer it cannot reach at its start (the burst covers a
+        # mesh of MAX_TRACKED_PEERS), then about one a second: the bucket bounds what an
+        # authenticated member can make the anchor send, two small PUNCHes a request.
+        self._requests = requests or TokenBuckets(rate_per_s=1.0, burst=float(MAX_TRACKED_PEERS))
         self._info: dict[bytes, NatInfo] = {}  # bounded by the members
+        # (requester, target) -> until when the request waits for the target
+        self._pending: dict[tuple[bytes, bytes], float] = {}
         self.outbox: list[tuple[bytes, bytes]] = []
         self.counters: Counter[str] = Counter()
 
     def set_members(self, members: Iterable[bytes]) -> None:
         self.members = frozenset(members)
         self._info = {k: v for k, v in self._info.items() if k in self.members}
+        self._pending = {k: v for k, v in self._pending.items() if set(k) <= self.members}
 
     def receive(self, from_id: bytes, body: bytes, now: float) -> None:
         if from_id not in self.members:
@@ -233,8 +240,13 @@ class PunchCoordinator:
             case NatInfoMessage(info):
                 self._info[from_id] = info
                 self.counters["nat_info"] += 1
+                self._release(from_id, now)
             case PunchRequest(target, info):
                 self._info[from_id] = info
+                # The target's own waiting request for us is this same pair: one PUNCH
+                # pair answers both (two, with two punch ids, would race on each end).
+                self._pending.pop((target, from_id), None)
+                self._release(from_id, now)
                 self._request(from_id, target, now)
             case Punch():
                 self.counters["unexpected_punch"] += 1
@@ -247,9 +259,27 @@ class PunchCoordinator:
             self.counters["bad_target"] += 1
             return
         seen_from, seen_target = self._endpoint_of(from_id), self._endpoint_of(target)
+        if seen_from is not None and seen_target is None and len(self._pending) < MAX_PENDING:
+            self._pending[(from_id, target)] = now + PENDING_FOR_S
+            self.counters["target_pending"] += 1
+            return
         if seen_from is None or seen_target is None:
             self.counters["target_unreachable"] += 1
             return
+        self._punch(from_id, seen_from, target, seen_target)
+
+    def _release(self, target: bytes, now: float) -> None:
+        """`target` spoke: the requests waiting for it get their PUNCHes now."""
+        for key, until in list(self._pending.items()):
+            if until < now:
+                del self._pending[key]
+            elif key[1] == target:
+                del self._pending[key]
+                seen_from, seen_target = self._endpoint_of(key[0]), self._endpoint_of(target)
+                if seen_from is not None and seen_target is not None:
+                    self._punch(key[0], seen_from, target, seen_target)
+
+    def _punch(self, from_id: bytes, seen_from: Addr, target: bytes, seen_target: Addr) -> None:
         punch_id = int.from_bytes(self._random_bytes(4), "big")
         target_info = self._info.get(target, NatInfo())
         self.outbox.append((from_id, encode(Punch(
@@ -419,7 +449,11 @@ class Puncher:
             return
         # A side that sends nothing (the open side of ONE_WAY) still waits until D.
         track.deadline = until
-        track.relay_at = start + RELAY_ALONGSIDE_S if the_plan.uncertain else None
+        # A punch that may well fail (a symmetric or unknown NAT on one side) opens the
+        # relay at once and punches on (relay first, as nebula does, and direct when a
+        # punch gets through: the session moves, the relay closes). Waiting for the punch
+        # first cost a relayed pair a second at every start (lab: 1.3 s against 0.4).
+        track.relay_at = now if the_plan.uncertain else None
         self.events.extend(Initiate(message.peer, method, endpoint, start, self.retry_every_s,
                                     until) for method, endpoint in sends)
         self.counters["punching"] += 1
