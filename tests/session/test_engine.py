@@ -209,6 +209,32 @@ def test_cookie_reply_under_load_then_mac2_accepted():
     assert len(pair.bob.inbox) == 1
 
 
+def test_under_load_the_initiation_with_the_cookie_is_copied_until_answered():
+    """A flood fills the responder's queue: the initiation with the cookie is lost like
+    most of what arrives. Copies follow every UNDER_LOAD_COPY_EVERY_S (not the retransmit
+    1-5 s later); the first copy through completes the handshake, and the copies stop."""
+    from whalescale.session.timers import UNDER_LOAD_COPY_EVERY_S
+
+    pair = Pair(bob_kw={"under_load_per_s": 0})
+    pair.alice_to_bob()
+    out, pair.alice.outbox = pair.alice.outbox, []
+    (initiation, _, _), = out
+    pair.bob.receive_datagram(initiation, A_ADDR, pair.now)
+    pair.lost = {"alice"}
+    pair.pump()  # bob's cookie reply reaches alice; her initiation with the cookie is lost
+    pair.lost = set()
+    assert sizes(pair) == [("bob", 64), ("alice", 148)]
+    with_cookie = pair.wire[-1][1]
+    assert pair.alice.next_deadline() == pytest.approx(UNDER_LOAD_COPY_EVERY_S)
+    pair.advance(UNDER_LOAD_COPY_EVERY_S)
+    initiations = [d for who, d in pair.wire if who == "alice" and len(d) == 148]
+    assert initiations == [with_cookie, with_cookie]  # a copy: one handshake
+    assert len(pair.bob.inbox) == 1 and pair.alice.handshake_outcomes["completed"] == 1
+    pair.wire.clear()
+    pair.advance(2.0)
+    assert all(len(d) != 148 for who, d in pair.wire if who == "alice")  # no more copies
+
+
 def test_diffie_hellman_work_for_unproven_sources_is_bounded_however_many_they_are():
     """Spoofed sources each stay under their own bucket; all together get the first
     UNDER_LOAD_HANDSHAKES_PER_S of a second, the rest a cookie reply (no DH)."""

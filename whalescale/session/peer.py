@@ -38,6 +38,8 @@ from .timers import (
     REKEY_ON_RECEIVE_AFTER_S,
     REKEY_TIMEOUT_S,
     UNANSWERED_S,
+    UNDER_LOAD_COPIES,
+    UNDER_LOAD_COPY_EVERY_S,
     ZERO_KEYS_AFTER_S,
 )
 
@@ -54,6 +56,8 @@ class Peer:
         self._engine = engine
         self.cookies = CookieGenerator(spec.static_public)
         self._cookie_retry_at = float("-inf")
+        self.copy_initiation_at: float | None = None
+        self._copies_left = 0
         self.candidates = Candidates(configured=list(spec.endpoints))
         self.endpoint: Addr | None = spec.endpoints[0] if spec.endpoints else None
         self.current: Keypair | None = None
@@ -212,6 +216,15 @@ class Peer:
         if now - self._cookie_retry_at >= REKEY_TIMEOUT_S:
             self._cookie_retry_at = now
             self.initiate(now, retry=True, reason="cookie reply: again with the cookie")
+            self._copies_left = UNDER_LOAD_COPIES
+            self.copy_initiation_at = now + UNDER_LOAD_COPY_EVERY_S
+
+    def _copy_initiation(self, now: float) -> None:
+        """Another copy of the initiation that carries the cookie (see UNDER_LOAD_COPIES)."""
+        self._copies_left -= 1
+        self.copy_initiation_at = now + UNDER_LOAD_COPY_EVERY_S if self._copies_left else None
+        if self.handshake is not None and self.initiation is not None and self.endpoint:
+            self._engine.emit(self.initiation, self.endpoint)
 
     def _new_initiation(self, now: float) -> bytes:
         """A fresh initiation, registered (timersHandshakeInitiated, bar the retransmit
@@ -301,7 +314,7 @@ class Peer:
 
     def _handshake_complete(self, now: float) -> None:
         self._engine.handshake_outcomes["completed"] += 1
-        self.retransmit_at = None
+        self.retransmit_at = self.copy_initiation_at = None
         self.handshake_attempts = 0
         self.sent_last_minute_handshake = False
         self.last_handshake_at = now
@@ -348,7 +361,8 @@ class Peer:
     def next_deadline(self) -> float | None:
         deadlines = [t for t in (self.retransmit_at, self.new_handshake_at,
                                  self.send_keepalive_at, self.persistent_keepalive_at,
-                                 self.zero_keys_at, self.unanswered_at) if t is not None]
+                                 self.zero_keys_at, self.unanswered_at,
+                                 self.copy_initiation_at) if t is not None]
         if self.mp is not None and self.current is not None:
             mp_deadline = self.mp.next_deadline()
             if mp_deadline is not None:
@@ -366,6 +380,8 @@ class Peer:
         if self.retransmit_at is not None and now >= self.retransmit_at:
             self.retransmit_at = None
             self._retransmit_expired(now)
+        if self.copy_initiation_at is not None and now >= self.copy_initiation_at:
+            self._copy_initiation(now)
         if self.send_keepalive_at is not None and now >= self.send_keepalive_at:
             self.send_keepalive_at = None
             self.send_keepalive(now)

@@ -22,6 +22,15 @@ ZERO_KEYS_AFTER_S = REJECT_AFTER_S * 3
 MIN_INITIATION_INTERVAL_S = 1 / 50  # one initiation per peer per 20 ms is consumed
 MAX_STAGED_PACKETS = 128
 
+# A responder under load (a flood) sent us a cookie: its kernel queue drops much of what
+# arrives, our initiation with the cookie included. Copies of that initiation go out this
+# often, this many times, until the response comes: each copy is another draw against
+# the queue, and the responder answers the first that gets through (its TAI64N check
+# drops the rest). The first and ten copies, one in three surviving, all miss about once
+# in 90.
+UNDER_LOAD_COPY_EVERY_S = 0.1
+UNDER_LOAD_COPIES = 10
+
 # Recovery of whalescale peers (design.txt §3.8): retries back off 1 s -> 60 s and never
 # stop; peers that are not anchors start RECOVERY_LATER_STEPS doublings later, so a node
 # that lost everything reaches its anchors first (anti-patterns 3.1).
