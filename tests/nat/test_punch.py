@@ -331,8 +331,28 @@ def test_one_way_only_the_closed_side_sends():
     mesh.peers[A_ID].request(B_ID, ANCHOR_ID, now=0.0)
     mesh.deliver(now=0.0)
     assert mesh.peers[A_ID].events == []  # the open side waits to be reached
+    # at once, not at T: the open side takes a first packet from anyone
     assert mesh.peers[B_ID].events == [
-        Initiate(A_ID, Method.ONE_WAY, A_SEEN, 0.5, 0.5, 0.5 + punch.PUNCH_FOR_S)]
+        Initiate(A_ID, Method.ONE_WAY, A_SEEN, 0.0, 0.5, 0.5 + punch.PUNCH_FOR_S)]
+
+
+def test_only_the_simultaneous_ipv4_attempt_waits_for_the_common_start():
+    """IPv6 has no mapping an early packet could move: it starts on receipt, both ends;
+    each end's first packet opens its own firewall, and the later end's gets through.
+    Two cones' IPv4 attempt waits for T (a Linux masquerade reached first would map
+    its own side's packet anew)."""
+    v6 = {A_ID: Candidate(CandidateKind.IPV6, *A_V6), B_ID: Candidate(CandidateKind.IPV6, *B_V6)}
+    mesh = Mesh(info(NatType.CONE, A_SEEN, v6[A_ID]), info(NatType.CONE, B_SEEN, v6[B_ID]))
+    b = mesh.peers[B_ID]
+    mesh.anchor.receive(B_ID, b.set_info(b.info), now=0.0)
+    mesh.peers[A_ID].request(B_ID, ANCHOR_ID, now=1.0)
+    mesh.deliver(now=1.0)
+    until = 1.5 + punch.PUNCH_FOR_S
+    assert mesh.peers[A_ID].events == [
+        Initiate(B_ID, Method.IPV6, B_V6, 1.0, 0.5, until),
+        Initiate(B_ID, Method.SIMULTANEOUS, B_SEEN, 1.5, 0.5, until)]
+    assert [(e.method, e.at) for e in b.events] == [
+        (Method.IPV6, 1.0), (Method.SIMULTANEOUS, 1.5)]
 
 
 def test_the_open_side_with_a_direct_session_does_not_wait_for_a_punch():

@@ -89,6 +89,16 @@ class Method(enum.Enum):
     RELAY = "relay"  # through an anchor (relay.py)
 
 
+# Only both ends sending to each other's NAT mappings wait for the common start T: a
+# packet that reaches a Linux masquerade before its own side has sent leaves a conntrack
+# entry there that makes the mapping of that side's first packet move (a new port, as
+# if symmetric). IPv6 (stateful filters, no mapping), the LAN (no NAT between) and the
+# one-way method (its target takes anyone) start on receipt: each side's first packet
+# opens its own filter, and the later side's gets through at once (lab: a v6 pair's
+# first answer 0.8 s -> see DESIGN.md).
+_AT_T = frozenset({Method.SIMULTANEOUS})
+
+
 @attrs.frozen(slots=True)
 class Side:
     node_id: bytes
@@ -454,7 +464,8 @@ class Puncher:
         # punch gets through: the session moves, the relay closes). Waiting for the punch
         # first cost a relayed pair a second at every start (lab: 1.3 s against 0.4).
         track.relay_at = now if the_plan.uncertain else None
-        self.events.extend(Initiate(message.peer, method, endpoint, start, self.retry_every_s,
+        self.events.extend(Initiate(message.peer, method, endpoint,
+                                    start if method in _AT_T else now, self.retry_every_s,
                                     until) for method, endpoint in sends)
         self.counters["punching"] += 1
 
