@@ -267,9 +267,10 @@ def test_cone_and_cone_punch_at_the_same_moment():
     assert a.state(B_ID) == PunchState.REQUESTED
     mesh.deliver(now=1.0)
     # the anchor replaced each side's own idea of its endpoint by what it saw
-    until = 1.5 + punch.PUNCH_FOR_S
-    assert a.events == [Initiate(B_ID, Method.SIMULTANEOUS, B_SEEN, 1.5, 0.5, until)]
-    assert b.events == [Initiate(A_ID, Method.SIMULTANEOUS, A_SEEN, 1.5, 0.5, until)]
+    # each starts on its own receipt (a common delay could not align two receipts)
+    until = 1.0 + punch.PUNCH_FOR_S
+    assert a.events == [Initiate(B_ID, Method.SIMULTANEOUS, B_SEEN, 1.0, 0.5, until)]
+    assert b.events == [Initiate(A_ID, Method.SIMULTANEOUS, A_SEEN, 1.0, 0.5, until)]
     assert a.state(B_ID) == b.state(A_ID) == PunchState.PUNCHING
     assert a.next_deadline() == until
     a.established(B_ID, now=1.6)
@@ -298,12 +299,12 @@ def test_an_uncertain_punch_opens_the_relay_alongside_then_upgrades():
     a.request(B_ID, ANCHOR_ID, now=0.0)
     mesh.deliver(now=0.0)
     (initiate,) = a.events
-    assert a.next_deadline() == 0.0 < initiate.at
+    assert a.next_deadline() == 0.0 == initiate.at
     a.handle_timer(a.next_deadline())
     assert a.events[-1] == UseRelay(B_ID, initiate_plan := a.events[-1].plan)
     assert initiate_plan is not None and initiate_plan.uncertain
     assert a.state(B_ID) == PunchState.PUNCHING and a.counters["relay_alongside"] == 1
-    a.handle_timer(0.5 + punch.PUNCH_FOR_S - 0.01)
+    a.handle_timer(punch.PUNCH_FOR_S - 0.01)
     assert len(a.events) == 2
     a.handle_timer(a.next_deadline())
     assert a.events[-1] == UseRelay(B_ID, a.events[-1].plan)
@@ -321,8 +322,8 @@ def test_two_cones_punch_without_the_relay_alongside():
     a.request(B_ID, ANCHOR_ID, now=0.0)
     mesh.deliver(now=0.0)
     (initiate,) = a.events
-    assert a.next_deadline() == 0.5 + punch.PUNCH_FOR_S  # the deadline only
-    a.handle_timer(0.5 + punch.PUNCH_FOR_S - 0.01)
+    assert a.next_deadline() == punch.PUNCH_FOR_S  # the deadline only
+    a.handle_timer(punch.PUNCH_FOR_S - 0.01)
     assert a.events == [initiate]
 
 
@@ -331,28 +332,25 @@ def test_one_way_only_the_closed_side_sends():
     mesh.peers[A_ID].request(B_ID, ANCHOR_ID, now=0.0)
     mesh.deliver(now=0.0)
     assert mesh.peers[A_ID].events == []  # the open side waits to be reached
-    # at once, not at T: the open side takes a first packet from anyone
     assert mesh.peers[B_ID].events == [
-        Initiate(A_ID, Method.ONE_WAY, A_SEEN, 0.0, 0.5, 0.5 + punch.PUNCH_FOR_S)]
+        Initiate(A_ID, Method.ONE_WAY, A_SEEN, 0.0, 0.5, punch.PUNCH_FOR_S)]
 
 
-def test_only_the_simultaneous_ipv4_attempt_waits_for_the_common_start():
-    """IPv6 has no mapping an early packet could move: it starts on receipt, both ends;
-    each end's first packet opens its own firewall, and the later end's gets through.
-    Two cones' IPv4 attempt waits for T (a Linux masquerade reached first would map
-    its own side's packet anew)."""
+def test_a_previous_releases_start_delay_is_honoured():
+    """An anchor of the previous release sends a start delay of 0.5 s: every attempt,
+    the IPv6 one first, starts then, and the deadline counts from it."""
     v6 = {A_ID: Candidate(CandidateKind.IPV6, *A_V6), B_ID: Candidate(CandidateKind.IPV6, *B_V6)}
     mesh = Mesh(info(NatType.CONE, A_SEEN, v6[A_ID]), info(NatType.CONE, B_SEEN, v6[B_ID]))
+    mesh.anchor.start_delay_s = 0.5
     b = mesh.peers[B_ID]
     mesh.anchor.receive(B_ID, b.set_info(b.info), now=0.0)
     mesh.peers[A_ID].request(B_ID, ANCHOR_ID, now=1.0)
     mesh.deliver(now=1.0)
     until = 1.5 + punch.PUNCH_FOR_S
     assert mesh.peers[A_ID].events == [
-        Initiate(B_ID, Method.IPV6, B_V6, 1.0, 0.5, until),
+        Initiate(B_ID, Method.IPV6, B_V6, 1.5, 0.5, until),
         Initiate(B_ID, Method.SIMULTANEOUS, B_SEEN, 1.5, 0.5, until)]
-    assert [(e.method, e.at) for e in b.events] == [
-        (Method.IPV6, 1.0), (Method.SIMULTANEOUS, 1.5)]
+    assert mesh.peers[A_ID].next_deadline() == until
 
 
 def test_the_open_side_with_a_direct_session_does_not_wait_for_a_punch():

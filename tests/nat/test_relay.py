@@ -23,8 +23,10 @@ from whalescale.nat.relay import (
 )
 from whalescale.wire import port
 
-A, B, C, ANCHOR, STRANGER = (bytes([x]) * 32 for x in (0x0A, 0x0B, 0x0C, 0xAA, 0xEE))
+A, B, C, ANCHOR, ANCHOR2, STRANGER = (bytes([x]) * 32
+                                      for x in (0x0A, 0x0B, 0x0C, 0xAA, 0xAB, 0xEE))
 A_AT, B_AT, ANCHOR_AT = ("192.0.2.1", 40001), ("198.51.100.2", 50002), ("203.0.113.5", 51820)
+ANCHOR2_AT = ("203.0.113.6", 51820)
 TRANSPORT = bytes((4, 0, 0, 0)) + b"\x11" * 12 + b"ciphertext and tag"
 
 
@@ -231,6 +233,44 @@ def test_a_direct_path_closes_the_relay_at_once():
     assert a.outgoing(TRANSPORT, port.relay_alias(1)) is None  # the alias is gone with it
     a.direct_path(B)  # nothing left to close
     assert a.counters["upgraded"] == 1
+
+
+def test_an_end_follows_its_peer_to_another_anchor():
+    """B's relay to A went through anchor 1, the only one B reached then. A restarts and
+    asks through anchor 2, the pair's choice now that both are up: B leaves its old
+    channel (which leads to an A that forgot it) and agrees. Declining, as it did, left
+    each end waiting on its own anchor (lab: a warm restart of a relayed pair stayed
+    silent)."""
+    anchor_at = {ANCHOR: ANCHOR_AT, ANCHOR2: ANCHOR2_AT}
+    at = {A: A_AT, B: B_AT}
+    anchors = {a: RelayTable([A, B], at.get, random_bytes=counting_bytes()) for a in anchor_at}
+    ends = {n: RelayClient(accept=lambda _: True, anchor_endpoint=anchor_at.get) for n in (A, B)}
+
+    def deliver(now: float) -> None:
+        while any(e.outbox for e in ends.values()) or any(t.outbox for t in anchors.values()):
+            for node, end in ends.items():
+                for anchor, body in end.outbox:
+                    anchors[anchor].receive(node, body, now)
+                end.outbox.clear()
+            for anchor, table in anchors.items():
+                for to, body in table.outbox:
+                    ends[to].receive(anchor, body, now)
+                table.outbox.clear()
+
+    ends[B].open(A, ANCHOR, now=0.0)
+    deliver(now=0.0)
+    assert ends[B].events == [RelayUp(A, ANCHOR, 1)]
+    ends[A] = RelayClient(accept=lambda _: True, anchor_endpoint=anchor_at.get)  # restarted
+    ends[A].open(B, ANCHOR2, now=5.0)
+    deliver(now=5.0)
+    assert ends[A].events == [RelayUp(B, ANCHOR2, 1)]
+    assert ends[B].events[1:] == [RelayDown(A), RelayUp(A, ANCHOR2, 1)]
+    assert ends[B].counters["moved_anchor"] == 1
+    assert anchors[ANCHOR].channels() == 0 and anchors[ANCHOR2].channels() == 1
+    # and the same move when B's own side picks the other anchor
+    ends[B].open(A, ANCHOR, now=6.0)
+    deliver(now=6.0)
+    assert ends[B].events[-2:] == [RelayDown(A), RelayUp(A, ANCHOR, 2)]
 
 
 def test_client_counts_what_it_does_not_take():

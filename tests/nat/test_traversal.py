@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from whalescale.nat import bootstrap, nattype, punch, relay, traversal
 from whalescale.nat import punch_messages as pm
 from whalescale.nat.bootstrap import MAGIC
+from whalescale.session import events
 from whalescale.wire import port
 
 from .sim import PORT, Internet, Nat
@@ -58,7 +59,7 @@ def test_an_unanswered_probe_is_retried_soon():
 
 def test_two_port_restricted_cones_punch_a_direct_path():
     net = internet("cone", "cone")
-    # at once: the punch is requested as the anchors come up, and starts 0.5 s later
+    # at once: the punch is requested as the anchors come up, and starts on receipt
     net.run(punch.START_DELAY_S + 0.2)
     assert net.endpoint("a", "b") == ("203.0.113.2", PORT)
     assert net.endpoint("b", "a") == ("203.0.113.1", PORT)
@@ -119,6 +120,50 @@ def test_two_nodes_on_one_lan_find_each_other_without_any_anchor():
     hello = bootstrap.encode_lan_hello(net.nodes["a"].ident.public, b"n" * 16)
     net.nodes["a"].traversal.datagrams([(hello, ("192.168.7.9", PORT))], net.now)
     assert net.nodes["a"].traversal.lan.counters["not_from_lan"] == 1
+
+
+def test_a_relay_opened_beside_a_punch_that_got_through_does_not_take_the_session():
+    """Full cone against symmetric may fail (a full cone looks like any cone): each end
+    opens the relay at once and punches on. The punch gets through first; the relay that
+    comes up after it, or the invitation to it, must not move the session back."""
+    net = internet("full", "symmetric")
+    net.run(3.0)
+    direct = net.endpoint("b", "a")
+    assert not port.channel_of_alias(direct) and not port.channel_of_alias(net.endpoint("a", "b"))
+    assert all(net.nodes[x].traversal.relays.channels() == 0 for x in ("anchor-1", "anchor-2"))
+    # What the lab saw under load, in either order: the anchor's invitation (A opened)
+    # arrives after B's punch got through, or B's own relay gets ready after it.
+    b = net.nodes["b"].traversal
+    a_id = b.engine.peer_named("a").spec.node_id
+    anchor = b.engine.peer_named("anchor-1")
+    b.control(anchor, relay.encode(relay.RelayOpen(a_id)), net.now)
+    assert b.relay_client.counters["invitation_declined"] == 1
+    b.relay_client.open(a_id, anchor.spec.node_id, net.now)
+    b.control(anchor, relay.encode(relay.RelayReady(a_id, 77)), net.now)
+    assert b.relay_client.state(a_id) is None  # closed again at once
+    assert any("not needed, the direct path works" in line for line in b.log_lines)
+    net.run(1.0)
+    assert net.endpoint("b", "a") == direct
+    assert reaches(net, "a", "b") and reaches(net, "b", "a")
+
+
+def test_a_relayed_session_meeting_silence_tells_the_anchors_where_we_are():
+    """An anchor relays only from where its own session sees a member: a relayed node
+    whose gateway got a new public address is dropped there until that session hears
+    it. On silence it sends each anchor a keepalive at once (the lab's recovery test:
+    otherwise its persistent keepalive, 25 s at the default)."""
+    net = internet("symmetric", "symmetric")
+    net.run(5.0)
+    assert port.channel_of_alias(net.endpoint("a", "b"))
+    net.run(1.0)  # quiet: the anchors last heard from a before now
+    a = net.nodes["a"]
+    heard = {name: net.nodes[name].engine.peer_named("a").last_received_at
+             for name in ("anchor-1", "anchor-2")}
+    assert all(at < net.now for at in heard.values())
+    a.traversal.engine_events([events.PeerUnanswered("b", 1.05)], net.now)
+    net.pump()
+    for name in heard:
+        assert net.nodes[name].engine.peer_named("a").last_received_at == net.now
 
 
 def test_a_relayed_pair_moves_to_a_direct_path_when_one_appears():

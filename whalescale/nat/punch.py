@@ -6,13 +6,13 @@ Theory of operation:
   adds the one thing it knows better: the endpoint it sees the node at.
 - A wants B: A's `Puncher.request` sends PUNCH_REQUEST(B) to an anchor. The
   anchor's `PunchCoordinator` sends PUNCH to both, each naming the other, with
-  the other's candidates and one start delay: both start at receipt + delay.
+  the other's candidates and a start delay (0 now: both start on receipt).
 - On PUNCH each side computes the same `plan` (it depends on the unordered
   pair only) and emits `Initiate` events: "send a WireGuard initiation to E
-  from T, resend it every R until D". The datagrams are the session engine's own
-  initiations: resending the same bytes is safe (the responder's TAI64N check
-  drops a second copy) and the first copy through the NATs completes the
-  handshake. `established` stops it; at D without it, `UseRelay` (relay.py).
+  from T (receipt + delay), resend it every R until D". The datagrams are the
+  session engine's own initiations: resending the same bytes is safe (the
+  responder's TAI64N check drops a second copy) and the first copy through the
+  NATs completes the handshake. `established` stops it; at D without it, `UseRelay` (relay.py).
   A plan that may well fail (a symmetric or unknown NAT against anything but an
   open side) asks for the relay at once and punches on: the first packets go
   through the relay, and a punch that gets through moves the session to the
@@ -66,7 +66,11 @@ from .punch_messages import (
 )
 
 # ----- implementation --------------------------------------------------------
-START_DELAY_S = 0.5  # covers the difference of the two anchor -> peer delays
+# Each end starts on its own receipt + this delay, so a common delay cannot cover the
+# difference of the two anchor -> peer delays (it was 0.5 s for that): it only made every
+# punch later. 0: each end starts on receipt. (A previous release's anchor sends 0.5 s,
+# which is still honoured.)
+START_DELAY_S = 0.0
 RETRY_EVERY_S = 0.5
 PUNCH_FOR_S = 3.0  # "retried for a few seconds": six tries, each a round trip or more apart
 REQUEST_TIMEOUT_S = 3.0  # no PUNCH by then: the anchor could not reach the peer
@@ -87,16 +91,6 @@ class Method(enum.Enum):
     ONE_WAY = "one_way"  # only the side facing a closed NAT sends, to the open side
     SIMULTANEOUS = "simultaneous"  # both send to the other's observed endpoint at T
     RELAY = "relay"  # through an anchor (relay.py)
-
-
-# Only both ends sending to each other's NAT mappings wait for the common start T: a
-# packet that reaches a Linux masquerade before its own side has sent leaves a conntrack
-# entry there that makes the mapping of that side's first packet move (a new port, as
-# if symmetric). IPv6 (stateful filters, no mapping), the LAN (no NAT between) and the
-# one-way method (its target takes anyone) start on receipt: each side's first packet
-# opens its own filter, and the later side's gets through at once (lab: a v6 pair's
-# first answer 0.8 s -> see DESIGN.md).
-_AT_T = frozenset({Method.SIMULTANEOUS})
 
 
 @attrs.frozen(slots=True)
@@ -464,8 +458,7 @@ class Puncher:
         # punch gets through: the session moves, the relay closes). Waiting for the punch
         # first cost a relayed pair a second at every start (lab: 1.3 s against 0.4).
         track.relay_at = now if the_plan.uncertain else None
-        self.events.extend(Initiate(message.peer, method, endpoint,
-                                    start if method in _AT_T else now, self.retry_every_s,
+        self.events.extend(Initiate(message.peer, method, endpoint, start, self.retry_every_s,
                                     until) for method, endpoint in sends)
         self.counters["punching"] += 1
 

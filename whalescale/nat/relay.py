@@ -369,8 +369,16 @@ class RelayClient:
         return link.state if link else None
 
     def open(self, peer: bytes, anchor: bytes, now: float) -> None:
-        if peer in self._links:
-            return
+        link = self._links.get(peer)
+        if link is not None:
+            if link.anchor == anchor:
+                return
+            # The pair's anchor is another now (both ends choose alike, from the anchors
+            # they reach: one that was down when this link opened is up), or the peer
+            # asks through another (an invitation): follow, or each end waits on its own
+            # anchor for ever while the old channel leads to a peer that forgot it.
+            self.counters["moved_anchor"] += 1
+            self.close(peer)
         self._links[peer] = _Link(RelayState.OPENING, anchor, now + self.params.open_timeout_s)
         self.outbox.append((anchor, encode(RelayOpen(peer))))
 
@@ -383,7 +391,7 @@ class RelayClient:
         link = self._links.get(message.peer)
         match message:
             case RelayOpen(peer):  # an invitation
-                if link is not None or not self._accept(peer):
+                if (link is not None and link.anchor == anchor) or not self._accept(peer):
                     self.counters["invitation_declined"] += 1
                     return
                 self.open(peer, anchor, now)

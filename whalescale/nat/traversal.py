@@ -147,7 +147,15 @@ class Traversal:
         return [a for a in self.anchors if (p := self._peer(a)) is not None and self._live(p, now)]
 
     def _accept_relay(self, node_id: bytes) -> bool:
-        return self.engine.peer_by_id(node_id) is not None
+        return self.engine.peer_by_id(node_id) is not None and not self._on_direct_path(node_id)
+
+    def _on_direct_path(self, node_id: bytes) -> bool:
+        """Our session with the peer runs on a direct path and nothing since made us look
+        for another: a relay the peer opened while its punch ran must not pull it off."""
+        peer = self._peer(node_id)
+        return (peer is not None and peer.current is not None and peer.endpoint is not None
+                and not channel_of_alias(peer.endpoint) and node_id not in self._silent
+                and self.puncher.state(node_id) in (None, PunchState.DIRECT))
 
     # ----- what we know of ourselves --------------------------------------------------
 
@@ -361,7 +369,14 @@ class Traversal:
     def _look_for_new_path(self, peer: Peer, reason: str, now: float) -> None:
         node_id = peer.spec.node_id
         if (self.is_anchor or node_id is None or node_id in self.anchors
-                or peer.endpoint is None or channel_of_alias(peer.endpoint)):
+                or peer.endpoint is None):
+            return
+        if channel_of_alias(peer.endpoint):
+            # An anchor relays only from where its own session sees us: if we moved, our
+            # relayed packets are dropped until that session hears us anew.
+            self.log_lines.append(f"{peer.name}: {reason} on the relay, telling the "
+                                  "anchors where we are")
+            self._show_anchors_where_we_are(now)
             return
         if node_id not in self._silent:
             self.log_lines.append(f"{peer.name}: {reason}, looking for a new path")
@@ -369,15 +384,18 @@ class Traversal:
             # noticed too, must reach the anchors before one coordinates it
             self._next_request[node_id] = now + SILENCE_SETTLE_S
             self._backoff.pop(node_id, None)
-            # If we moved, what the anchors saw of us is stale: observe afresh, and let
-            # their sessions see our source now, so that a punch they coordinate (ours
-            # or the peer's) aims at where we are.
-            self.observations.clear()
-            for anchor in self.live_anchors(now):
-                anchor_peer = self._peer(anchor)
-                if anchor_peer is not None:
-                    anchor_peer.send_keepalive(now)
+            self._show_anchors_where_we_are(now)
         self._silent.setdefault(node_id, now)  # since when: the fast retries are bounded
+
+    def _show_anchors_where_we_are(self, now: float) -> None:
+        """If we moved, what the anchors saw of us is stale: observe afresh, and let
+        their sessions see our source now, so that a punch they coordinate (ours or the
+        peer's) aims at where we are, and a relay forwards from there."""
+        self.observations.clear()
+        for anchor in self.live_anchors(now):
+            anchor_peer = self._peer(anchor)
+            if anchor_peer is not None:
+                anchor_peer.send_keepalive(now)
         self.probe_soon(now)
         self._tick_by(now)  # the probe now; that tick asks for the next (the punch's)
 
@@ -533,6 +551,12 @@ class Traversal:
     def _relay_up(self, node_id: bytes, anchor: bytes, channel: int, now: float) -> None:
         peer = self._peer(node_id)
         if peer is None:
+            return
+        if self._on_direct_path(node_id):
+            # opened while a punch ran, ready after it got through
+            self.log_lines.append(f"{peer.name}: relay by {self._name(anchor)} not needed, "
+                                  "the direct path works")
+            self.relay_client.close(node_id)
             return
         self._second_look[node_id] = now + RELAY_SECOND_LOOK_S
         self.log_lines.append(f"{peer.name}: relayed by {self._name(anchor)} (channel {channel})")
