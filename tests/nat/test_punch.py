@@ -368,8 +368,38 @@ def test_the_open_side_with_a_direct_session_does_not_wait_for_a_punch():
     mesh.deliver(now=0.2)
     assert a.state(B_ID) is PunchState.DIRECT and a.next_deadline() is None
     a.handle_timer(0.2 + 0.5 + punch.PUNCH_FOR_S)
-    assert a.events == [] and a.counters["open_side_already_direct"] == 1
+    assert a.events == [] and a.counters["already_direct"] == 1
     assert [type(e) for e in b.events] == [Initiate]  # B punches on
+
+
+@pytest.mark.parametrize("direct_at, punches", [(A_SEEN, False), (("192.0.2.9", 40009), True)],
+                         ids=["where-the-punch-aims", "elsewhere"])
+@pytest.mark.parametrize("asked_by", ["B", "A"])
+def test_a_side_already_direct_where_the_punch_aims_does_not_punch_again(
+        direct_at, punches, asked_by):
+    """A punch was asked for before B's handshake to A's known endpoint got through: by B
+    at its start, or by A (an anchor holds that request until B is up). Punching towards
+    that endpoint would only redo a working handshake (the exit-node lab saw a second
+    one). Direct somewhere else (A moved), the punch goes on."""
+    mesh = Mesh(info(NatType.PUBLIC, A_SEEN), info(NatType.SYMMETRIC, B_SEEN))
+    b = mesh.peers[B_ID] = Puncher(B_ID, mesh.peers[B_ID].info, direct_at={A_ID: direct_at}.get)
+    a = mesh.peers[A_ID]
+    mesh.anchor.receive(A_ID, a.set_info(a.info), now=0.0)
+    if asked_by == "B":
+        b.request(A_ID, ANCHOR_ID, now=0.0)
+        b.established(A_ID, now=0.01)
+    else:
+        mesh.anchor.receive(B_ID, b.set_info(b.info), now=0.0)
+        a.request(B_ID, ANCHOR_ID, now=0.01)
+    mesh.deliver(now=0.02)
+    if punches:
+        assert b.events == [Initiate(A_ID, Method.ONE_WAY, A_SEEN, 0.02, 0.5,
+                                     0.02 + punch.PUNCH_FOR_S)]
+        assert b.state(A_ID) is PunchState.PUNCHING
+    else:
+        assert b.events == [] and b.counters["already_direct"] == 1
+        assert b.state(A_ID) is {"B": PunchState.DIRECT, "A": None}[asked_by]
+        assert b.next_deadline() is None
 
 
 def test_an_unanswered_request_times_out():

@@ -370,13 +370,15 @@ class Puncher:
     def __init__(self, node_id: bytes, info: NatInfo = _UNKNOWN, *,
                  retry_every_s: float = RETRY_EVERY_S, punch_for_s: float = PUNCH_FOR_S,
                  request_timeout_s: float = REQUEST_TIMEOUT_S,
-                 lan_discovered: Callable[[bytes], bool] = lambda _: False) -> None:
+                 lan_discovered: Callable[[bytes], bool] = lambda _: False,
+                 direct_at: Callable[[bytes], Addr | None] = lambda _: None) -> None:
         self.node_id = node_id
         self.info = info
         self.retry_every_s = retry_every_s
         self.punch_for_s = punch_for_s
         self.request_timeout_s = request_timeout_s
         self._lan_discovered = lan_discovered
+        self._direct_at = direct_at
         self._tracks: dict[bytes, _Track] = {}
         self.outbox: list[tuple[bytes, bytes]] = []
         self.events: list[PunchEvent] = []
@@ -434,13 +436,20 @@ class Puncher:
         the_plan = plan(Side(self.node_id, self.info), Side(message.peer, message.info),
                         lan_discovered=self._lan_discovered(message.peer))
         sends = [(m, e) for m, e in the_plan.sends_for(self.node_id) if m != Method.RELAY]
-        if track is not None and track.state is PunchState.DIRECT and the_plan.direct and not sends:
-            # We are the open side and hold a direct session: the peer asked before our
-            # handshake reached it, or it lost us. Either way its punch reaches us, and
-            # if it fails its deadline opens the relay (the anchor brings us in): waiting
-            # for a handshake here would open a relay beside a working path.
-            track.punch_id = message.punch_id
-            self.counters["open_side_already_direct"] += 1
+        settled = self.state(message.peer) in (None, PunchState.DIRECT)
+        held = self._direct_at(message.peer) if settled else None
+        if the_plan.direct and settled and (
+                (held is not None and (not sends or held in {e for _, e in sends}))
+                or (track is not None and not sends)):
+            # We hold a direct session where the punch would aim (or we are the open side,
+            # with nothing to send): a request sent before our handshake got through, ours
+            # or the peer's (an anchor holds one for a member not up yet), or the peer lost
+            # us. Our session's packets reach it as a punch would, and if they do not, its
+            # deadline opens the relay (the anchor brings us in): a punch here would only
+            # redo a working handshake, or wait for one the peer has no reason to start.
+            if track is not None:
+                track.punch_id = message.punch_id
+            self.counters["already_direct"] += 1
             return
         track = self._move(message.peer, "punch")
         start = now + message.start_delay_s

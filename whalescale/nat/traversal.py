@@ -104,7 +104,8 @@ class Traversal:
         self._local_candidates: tuple[Candidate, ...] = ()
         self._route_local: dict[Addr, Addr] = {}  # probe target -> our address towards it
         self.lan = LanDiscovery(me, random_bytes)
-        self.puncher = Puncher(me, lan_discovered=self.lan.seen.__contains__)
+        self.puncher = Puncher(me, lan_discovered=self.lan.seen.__contains__,
+                               direct_at=self._direct_at)
         self.coordinator = PunchCoordinator((), self._endpoint_of, random_bytes=random_bytes)
         self.relays = relay.RelayTable((), self._endpoint_of, random_bytes=random_bytes)
         self.relay_client = relay.RelayClient(accept=self._accept_relay,
@@ -148,6 +149,10 @@ class Traversal:
 
     def _accept_relay(self, node_id: bytes) -> bool:
         return self.engine.peer_by_id(node_id) is not None and not self._on_direct_path(node_id)
+
+    def _direct_at(self, node_id: bytes) -> Addr | None:
+        """Where our session with the peer sends, if on a direct path (see below)."""
+        return self._endpoint_of(node_id) if self._on_direct_path(node_id) else None
 
     def _on_direct_path(self, node_id: bytes) -> bool:
         """Our session with the peer runs on a direct path and nothing since made us look
