@@ -90,6 +90,9 @@ class HealthParams:
     degrade_loss: float = 0.05
     recover_loss: float = 0.02
     loss_gain: float = 1 / 8  # EWMA gain per feedback report
+    # The scheduler's loss (scheduler.py) over ~2 s of reports: a path's own loss stays,
+    # congestion's moves from one saturated path to the other and averages out.
+    steady_loss_gain: float = 1 / 40
     # RFC 6298 gains; the first sample sets srtt = rtt, rttvar = rtt / 2.
     rtt_alpha: float = 1 / 8
     rtt_beta: float = 1 / 4
@@ -146,7 +149,8 @@ class Path:
     srtt: float | None = None
     rttvar: float = 0.0
     min_rtt: float | None = None
-    loss_rate: float = 0.0
+    loss_rate: float = 0.0  # health: a few reports' worth
+    steady_loss: float = 0.0  # scheduling: the path's own loss, over seconds
     last_heard: float = attrs.field(default=None)
     last_sent: float = -1.0
     send_seq: int = 0  # the next per-path seq to send
@@ -209,6 +213,8 @@ class Path:
             sample = d_lost / (d_packets + d_lost)
             gain = self.params.loss_gain
             self.loss_rate = (1 - gain) * self.loss_rate + gain * sample
+            slow = self.params.steady_loss_gain
+            self.steady_loss = (1 - slow) * self.steady_loss + slow * sample
         if d_packets:
             self.last_heard = now
         self._acked_packets, self._acked_bytes, self._acked_lost = packets, nbytes, lost
@@ -281,7 +287,7 @@ class Path:
         before = self.state
         after = self.apply(event)
         if event is PathEvent.HEARD:
-            self.loss_rate = 0.0
+            self.loss_rate = self.steady_loss = 0.0
         return after if after is not before else None
 
     def next_health_deadline(self) -> float:

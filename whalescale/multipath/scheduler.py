@@ -164,6 +164,12 @@ class _PathScheduler:
         the sum and lose 8 % of its packets. Past that floor a path's own loss
         matters only as much as it adds to what the flow already sees.
 
+        The loss is the path's over about 2 s (`steady_loss`), not the few reports
+        health reacts to: congestion loss moves from one saturated path to the
+        other, and cut by its last 0.4 s the split swung ~55:45 after it every 0.4
+        s, which kept both queues full (a constant-rate flow at 90 % of the sum
+        lost 3-8 %; 1-3 % since). A path's own loss stays, and is cut as before.
+
         Queueing: w / (1 + (excess / 15 ms)^2), excess being this path's queueing
         delay (smoothed RTT over min RTT) above the least queued path's. Held
         packets of every path arrive at the same base delay, so a path's queue is
@@ -186,8 +192,8 @@ class _PathScheduler:
         equal path and not the other, a 4:1 swing of the split.
         """
         usable = self.usable()
-        floor = min((q.loss_rate for q in usable), default=0.0)
-        excess = max(0.0, path.loss_rate - floor)
+        floor = min((q.steady_loss for q in usable), default=0.0)
+        excess = max(0.0, path.steady_loss - floor)
         w = self.estimator.weight(path.path_id)
         w /= 1.0 + (excess / (self.params.loss_tolerance + floor)) ** 2
         queued = path.queue_delay - min((q.queue_delay for q in usable), default=0.0)
