@@ -52,9 +52,13 @@ while True:
         s.sendto(addr[0].encode(), addr)
 """
 ASK = """
-import socket, sys
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+import socket, struct, sys
+v6 = ":" in sys.argv[1]
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(float(sys.argv[3]))
+if len(sys.argv) > 4:  # pinned to an interface, as systemd-resolved does a link's servers
+    index = struct.pack("!I", socket.if_nametoindex(sys.argv[4]))  # network byte order
+    s.setsockopt(*((socket.IPPROTO_IPV6, 76) if v6 else (socket.IPPROTO_IP, 50)), index)
 try:
     s.sendto(b"who am I?", (sys.argv[1], int(sys.argv[2])))
     print(s.recvfrom(2048)[0].decode())
@@ -65,10 +69,14 @@ except OSError as exc:
 """
 
 
-def ask(host: Host, address: str, port: int, timeout_s: float = 2.0) -> str:
+def ask(host: Host, address: str, port: int, timeout_s: float = 2.0,
+        pinned_to: str | None = None) -> str:
     """The source address `address` saw our UDP query come from, "no answer", or
-    "unreachable (...)" when the kernel refused to send it."""
-    return host.run(sys.executable, "-c", ASK, address, str(port), str(timeout_s)).stdout.strip()
+    "unreachable (...)" when the kernel refused to send it; `pinned_to`: the query's
+    socket is pinned to that interface (IP_UNICAST_IF)."""
+    pinned = () if pinned_to is None else (pinned_to,)
+    return host.run(sys.executable, "-c", ASK, address, str(port), str(timeout_s),
+                    *pinned).stdout.strip()
 
 
 def routing(host: Host) -> str:
@@ -107,13 +115,15 @@ class ExitLab:
         self.gw.nft(nat_ruleset(Nat.RESTRICTED, wan=wan.b_ifname,
                                 lan_subnet=f"{lan.a_addr}/{lan.prefixlen}"))
         self.gw_public, self.lan_resolver = wan.b_addr, lan.a_addr
+        self.lan_interface = lan.b_ifname  # the user's
         # another address of the gateway's, a LAN host that is no resolver
         self.lan_host = str(ipaddress.ip_address(lan.b_addr) + 1)
         self.gw.run("ip", "addr", "add", f"{self.lan_host}/{lan.prefixlen}", "dev", lan.a_ifname)
         exit_host.set_forwarding(True)
         # resolv.conf before the agent starts: it routes these resolvers to the exit
         (self.user_host.etc_dir() / "resolv.conf").write_text(
-            f"nameserver {self.lan_resolver}\nnameserver {self.server.addr()}\n")
+            f"nameserver {self.lan_resolver}\nnameserver {self.server.addr()}\n"
+            f"nameserver {self.server.addr6()}\n")
         self.server.spawn(sys.executable, "-c", REPORTER, "0.0.0.0,::", str(SERVICE_PORT),
                           str(DNS_PORT)).wait_for_log("listening", 10)
         self.gw_resolver = self.gw.spawn(sys.executable, "-c", REPORTER, self.lan_resolver,
@@ -156,6 +166,15 @@ def test_traffic_leaves_by_the_exit_the_mesh_keeps_working_and_a_stop_restores_r
     # DNS: the resolver on the internet hears the exit; the one on the LAN hears nothing
     assert ask(net.user_host, net.server.addr(), DNS_PORT) == net.exit.host.addr()
     assert ask(net.user_host, net.lan_resolver, DNS_PORT, 1.0) == "no answer"
+    # ... also a query pinned to the LAN interface, as systemd-resolved sends to the
+    # servers DHCP gave that link (before, it left by the LAN: the exit's table routes
+    # into the TUN, which an output interface fixed to the LAN never matches)
+    assert ask(net.user_host, net.server.addr(), DNS_PORT,
+               pinned_to=net.lan_interface) == net.exit.host.addr()
+    assert ask(net.user_host, net.server.addr6(), DNS_PORT,
+               pinned_to=net.lan_interface) == net.exit.host.addr6()
+    assert ask(net.user_host, net.lan_resolver, DNS_PORT, 1.0,
+               pinned_to=net.lan_interface) == "no answer"
     assert "query from" not in net.gw_resolver.log()
     assert "dev ws0" in net.user_host.run("ip", "route", "get", net.lan_resolver).stdout
     # ... while the rest of the LAN stays outside the tunnel
@@ -163,10 +182,13 @@ def test_traffic_leaves_by_the_exit_the_mesh_keeps_working_and_a_stop_restores_r
 
     status = net.mesh.status("user")["exit"]
     assert status == {"via": "exit", "kill_switch": False, "offer": False, "table": 30579,
-                      "dns": [net.lan_resolver, net.server.addr()]}
+                      "dns": [net.lan_resolver, net.server.addr(), net.server.addr6()]}
     assert net.mesh.status("exit")["exit"]["offer"] is True
     assert "using exit node exit" in net.user.proc.log()
     assert "whalescale-exit" in net.exit.host.run("nft", "list", "tables").stdout
+    # not DNS, pinned: the application chose that interface, and gets it
+    assert ask(net.user_host, net.server.addr(), SERVICE_PORT,
+               pinned_to=net.lan_interface) == net.gw_public
 
     net.user.proc.stop()
     assert routing(net.user_host) == net.before

@@ -73,6 +73,19 @@ def test_the_exit_masquerades_what_comes_from_the_tunnel_and_leaves_elsewhere():
 
 
 def test_answers_to_our_marked_datagrams_get_the_mark_back():
-    text = marks_ruleset(FWMARK)
+    text = marks_ruleset(FWMARK, "ws0", [])
     assert "prerouting meta l4proto udp meta mark set ct mark" in text
     assert "postrouting meta l4proto udp meta mark 0x7773 ct mark set meta mark" in text
+    assert "dport 53" not in text  # no resolvers, nothing to pin
+
+
+def test_dns_pinned_to_another_interface_is_routed_anew_into_the_tunnel():
+    resolvers = [ipaddress.ip_address(a) for a in ("9.9.9.9", "2620:fe::fe", "10.0.5.1")]
+    text = marks_ruleset(FWMARK, "ws0", resolvers)
+    assert ("add chain inet whalescale-marks dns { type route hook output priority mangle; "
+            "policy accept; }") in text
+    assert ('dns ip daddr { 10.0.5.1, 9.9.9.9 } meta l4proto { udp, tcp } th dport 53 '
+            'oifname != "ws0" meta mark set 0x7774') in text
+    assert ('dns ip6 daddr { 2620:fe::fe } meta l4proto { udp, tcp } th dport 53 '
+            'oifname != "ws0" meta mark set 0x7774') in text
+    assert 'dns-source oifname "ws0" meta mark 0x7774 masquerade' in text

@@ -25,6 +25,7 @@ class ExitNode:
         self.config: ConfigureExit | None = None  # what is in force
         self.asked: ConfigureExit | None = None  # what was last asked, perhaps in part
         self.error: str | None = None
+        self._marks: str | None = None  # the marks table in force (resolv.conf may change)
 
     def configure(self, config: ConfigureExit) -> str | None:
         """Converge on `config`; the error (also logged), or None."""
@@ -36,10 +37,13 @@ class ExitNode:
                 nft.delete(nft.MARKS_TABLE)
             # nft only when something changes
             using, used = config.via is not None, before is not None and before.via is not None
-            if using and not used:
-                nft.load(nft.marks_ruleset(FWMARK))
+            marks = (nft.marks_ruleset(FWMARK, self.interface, self.routes.resolvers)
+                     if using else None)
+            if marks is not None and marks != self._marks:
+                nft.load(marks)
             elif used and not using:
                 nft.delete(nft.MARKS_TABLE)
+            self._marks = marks
             if config.offer and (before is None or not before.offer):
                 nft.load(nft.exit_ruleset(self.interface))
             elif before is not None and before.offer and not config.offer:
@@ -89,6 +93,7 @@ class ExitNode:
                 (nft.EXIT_TABLE, any(c.offer for c in asked))) if added]
             if tables:
                 nft.delete(*tables)
+            self._marks = None
         except OSError as exc:
             log.error("exit node: cleaning up at stop: %s", exc)
 
