@@ -381,3 +381,21 @@ def test_congestion_loss_that_moves_between_paths_leaves_the_split_alone():
         report_loss(paths[0], 0.0, step * 0.05)
         report_loss(paths[1], 0.01, step * 0.05)
     assert run(sched, 2000, now0=10.0)[1] / 2000 < 0.1
+
+
+def test_a_path_failing_or_coming_back_forgets_every_paths_steady_loss():
+    """The loss each path saw was congestion under the old split: kept, the path that
+    carried everything during an outage was cut to nothing for 2 s once the other came
+    back at 0 % (the flapping bench row: the remaining path carried 0.5 Mbit/s)."""
+    sender = steady_sender()
+    for path in sender.paths.values():
+        path.steady_loss = 0.04
+    fast = sender.paths[0]
+    fast.last_heard = -1.0  # silent for 4 heartbeat intervals: FAILED at the next look
+    sender.handle_timer(0.001)
+    assert fast.state is PathState.FAILED
+    assert [p.steady_loss for p in sender.paths.values()] == [0.0, 0.0]
+    sender.paths[1].steady_loss = 0.05  # carrying everything meanwhile
+    fast.on_heard(1.0)  # back
+    sender.handle_timer(1.0)
+    assert fast.state is PathState.DEGRADED and sender.paths[1].steady_loss == 0.0
