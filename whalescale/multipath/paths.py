@@ -287,7 +287,7 @@ class Path:
         before = self.state
         after = self.apply(event)
         if event is PathEvent.HEARD:
-            self.loss_rate = self.steady_loss = 0.0
+            self.loss_rate = 0.0  # its steady loss too: the sender forgets every path's
         return after if after is not before else None
 
     def next_health_deadline(self) -> float:

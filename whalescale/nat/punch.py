@@ -438,9 +438,9 @@ class Puncher:
         sends = [(m, e) for m, e in the_plan.sends_for(self.node_id) if m != Method.RELAY]
         settled = self.state(message.peer) in (None, PunchState.DIRECT)
         held = self._direct_at(message.peer) if settled else None
-        if the_plan.direct and settled and (
-                (held is not None and (not sends or held in {e for _, e in sends}))
-                or (track is not None and not sends)):
+        already = (held in {e for _, e in sends} if sends  # where the punch would aim
+                   else held is not None or track is not None)  # the open side, direct
+        if the_plan.direct and settled and already:
             # We hold a direct session where the punch would aim (or we are the open side,
             # with nothing to send): a request sent before our handshake got through, ours
             # or the peer's (an anchor holds one for a member not up yet), or the peer lost
