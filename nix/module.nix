@@ -404,8 +404,17 @@ in
       allowedUDPPorts = [ 53 ];
       allowedTCPPorts = [ 53 ];
     };
+    # The unit's user (deploy/whalescale.sysusers): static, so that the system bus
+    # takes its connection; the unit keeps a dynamic user's sandbox.
+    users.users.whalescale = {
+      isSystemUser = true;
+      group = "whalescale";
+      description = "whalescale mesh VPN agent";
+    };
+    users.groups.whalescale = { };
+
     # systemd-resolved sends NAME.SUFFIX to the agent once it may register itself for
-    # the interface (the dynamic user is named after the unit).
+    # the interface.
     security.polkit.extraConfig = lib.mkIf config.services.resolved.enable ''
       polkit.addRule(function (action, subject) {
         if (subject.user == "whalescale" &&
@@ -479,6 +488,10 @@ in
         # Least privilege: a dynamic user, nothing in the file system to write but its
         # state directory, and everything below locked unless a line says why not.
         DynamicUser = true;
+        # ...under the static system user below: the system bus drops a dynamic user's
+        # connection (systemd issue 22737), and the agent registers the mesh's names with
+        # systemd-resolved over it.
+        User = "whalescale";
         # Relaxed: CAP_NET_ADMIN creates and configures the TUN device, its routes and an
         # exit node's rules and nft tables, and raises socket buffers beyond rmem_max;
         # CAP_NET_BIND_SERVICE binds port 53 on the tunnel addresses (the mesh's names).

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "ansible" / "roles" / "whalescale"
 BIN = Path(sys.executable).parent
@@ -44,7 +46,8 @@ def test_unit_template_renders_to_the_shipped_unit(tmp_path: Path) -> None:
     assert rendered == (REPO / "deploy" / "whalescale.service").read_bytes()
 
 
-def test_the_roles_tmpfiles_line_is_the_shipped_one() -> None:
-    """/dev/net/tun made usable by the unit's dynamic user: the role installs deploy's file."""
-    shipped = (REPO / "deploy" / "whalescale-tun.conf").read_bytes()
-    assert (ROLE / "files" / "whalescale-tun.conf").read_bytes() == shipped
+@pytest.mark.parametrize("name", ["whalescale-tun.conf", "whalescale.sysusers"])
+def test_the_roles_files_are_the_shipped_ones(name: str) -> None:
+    """/dev/net/tun made usable by the unit's user, and that user: the role installs
+    deploy's files."""
+    assert (ROLE / "files" / name).read_bytes() == (REPO / "deploy" / name).read_bytes()

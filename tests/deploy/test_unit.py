@@ -48,7 +48,8 @@ def test_hardening_is_what_the_design_says():
     text = UNIT.read_text()
     for line in ("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
                  "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
-                 "DynamicUser=yes", "DevicePolicy=closed", "DeviceAllow=/dev/net/tun rw",
+                 "DynamicUser=yes", "User=whalescale", "DevicePolicy=closed",
+                 "DeviceAllow=/dev/net/tun rw",
                  "ProtectSystem=strict", "PrivateTmp=yes", "StateDirectory=whalescale",
                  "ConfigurationDirectory=whalescale", "NoNewPrivileges=yes",
                  "LoadCredential=private.key:/etc/whalescale/private.key",

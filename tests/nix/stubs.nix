@@ -140,6 +140,7 @@ rec {
         };
         boot = open { };
         security = open { };
+        users = open { };
         # what the module reads of other modules' options
         services.resolved.enable = mkOption {
           type = types.bool;

@@ -141,6 +141,7 @@ in {{
   firewall = c.networking.firewall;
   polkit = c.security.polkit.extraConfig or null;
   tmpfiles = c.systemd.tmpfiles.rules or [ ];
+  users = c.users or {{ }};
 }}""",
         tmp_path,
     )
@@ -249,7 +250,13 @@ def test_module_lets_the_agent_serve_and_register_the_mesh_names(resolved: bool,
     assert out["udp"] == []
     assert "CAP_NET_BIND_SERVICE" in out["unit"]["serviceConfig"]["AmbientCapabilities"]
     assert any(p.endswith("-nftables") for p in out["unit"]["path"])
-    # with resolved, a polkit rule lets the dynamic user register NAME.SUFFIX for ws0
+    # a static system user, whose connection the system bus takes, in a dynamic user's sandbox
+    assert out["users"]["users"]["whalescale"] == {
+        "isSystemUser": True, "group": "whalescale", "description": "whalescale mesh VPN agent"}
+    assert "whalescale" in out["users"]["groups"]
+    service = out["unit"]["serviceConfig"]
+    assert (service["DynamicUser"], service["User"]) == (True, "whalescale")
+    # with resolved, a polkit rule lets that user register NAME.SUFFIX for ws0
     assert (out["polkit"] is not None and 'subject.user == "whalescale"' in out["polkit"]
             and "org.freedesktop.resolve1.set-domains" in out["polkit"]) == resolved
 

@@ -38,6 +38,7 @@ KEY = "/etc/whalescale/private.key"
 STATE = "/var/lib/private/whalescale"  # where StateDirectory= puts it under DynamicUser=
 CREDENTIAL = f"/run/credentials/{UNIT}/private.key"
 WHALESCALE = "/usr/local/bin/whalescale"
+POLKIT_RULE = "etc/polkit-1/rules.d/50-whalescale.rules"  # the role's, under the host's root
 _EXPOSURE = re.compile(r"Overall exposure level for whalescale\.service: (\d+\.\d+) (\w+)")
 
 
@@ -118,11 +119,14 @@ def test_site_playbook_deploys_to_systemd_hosts_and_is_idempotent(
         assert (host.root / "opt" / "whalescale" / wheel.name).read_bytes() == wheel.read_bytes()
         version = host.run(WHALESCALE, "--version").stdout
         assert version == f"whalescale {project_version}\n"
-        # The unit: enabled, active, its agent an unprivileged dynamic user.
+        # The unit: enabled, active, its agent the unprivileged system user the role made
+        # (a dynamic user's sandbox, but a name the system bus knows).
         assert host.systemctl("is-enabled", UNIT) == "enabled"
         assert host.systemctl("is-active", UNIT) == "active"
         uid, _ = _process_ids(host, host.main_pid(UNIT))
-        assert 61184 <= uid <= 65519, f"{name}: the agent runs as uid {uid}, not a dynamic one"
+        user = host.run("getent", "passwd", "whalescale").stdout.split(":")
+        assert (uid, user[6].strip()) == (int(user[2]), "/usr/sbin/nologin"), (name, user)
+        assert 0 < uid < 1000, f"{name}: the agent runs as uid {uid}, not a system user"
         # The lab gave each host a 0600 device, as a machine without udev has: the role's
         # tmpfiles.d line made it usable.
         assert host.run("stat", "-c", "%a", "/dev/net/tun").stdout.strip() == "666"
@@ -147,6 +151,31 @@ def test_site_playbook_deploys_to_systemd_hosts_and_is_idempotent(
     output, recap = playbook.run_playbook(deployed.control, deployed.inventory, NODES)
     assert recap == dict.fromkeys(NODES, 0), output
     assert {name: host.main_pid(UNIT) for name, host in hosts.items()} == pids
+
+
+def test_names_resolve_through_systemd_resolved_which_the_role_lets_the_agent_register_with(
+    deployed: Deployment,
+) -> None:
+    """The agent (an unprivileged system user) registered its tunnel address and ~lab for
+    ws0 with the host's systemd-resolved, which asked polkit: the role's rule let it. A
+    program on the host then resolves NAME.lab through resolved's stub like any other."""
+    anchor = deployed.hosts["anchor1"]
+    assert (anchor.root / POLKIT_RULE).is_file()
+    journal = anchor.journal(UNIT)
+    assert f"systemd-resolved asks {NODES['anchor1']}:53 for *.lab on ws0" in journal, journal
+    link = anchor.run("resolvectl", "status", "ws0").stdout
+    assert re.search(rf"DNS Servers: {re.escape(NODES['anchor1'])}\b", link), link
+    assert re.search(r"DNS Domain: ~lab\b", link), link
+    query = anchor.run("resolvectl", "query", "--legend=no", "-4", "peer1.lab", check=False)
+    assert query.stdout.split() == ["peer1.lab:", NODES["peer1"], "--", "link:", "ws0"], query
+    # The path every program takes on such a host: libc asks resolved's stub.
+    resolv_conf = anchor.run("cat", "/etc/resolv.conf").stdout
+    try:
+        anchor.run("sh", "-c", "echo nameserver 127.0.0.53 > /etc/resolv.conf")
+        found = anchor.run("getent", "ahostsv4", "peer2.lab", check=False)
+        assert {line.split()[0] for line in found.stdout.splitlines()} == {NODES["peer2"]}, found
+    finally:
+        anchor.run("sh", "-c", "cat > /etc/resolv.conf", input=resolv_conf)
 
 
 def test_systemctl_reload_applies_a_changed_mesh_and_keeps_sessions(
@@ -238,7 +267,7 @@ def test_kill_9_of_the_agent_is_followed_by_a_restart_with_the_cache_intact(
     assert peer.main_pid(UNIT) == new_pid
 
 
-def test_the_state_directory_and_key_survive_a_restart_under_dynamic_user(
+def test_the_state_directory_and_key_survive_a_restart(
     deployed: Deployment,
 ) -> None:
     peer = deployed.hosts["peer2"]
@@ -250,7 +279,7 @@ def test_the_state_directory_and_key_survive_a_restart_under_dynamic_user(
     pid = peer.wait_active(UNIT)
 
     uid, _ = _process_ids(peer, pid)
-    # The state directory belongs to the service's (new) dynamic user, and kept its files.
+    # The state directory belongs to the service's user, and kept its files.
     owner, mode = peer.run("stat", "-c", "%u %a", STATE).stdout.split()
     assert (int(owner), mode) == (uid, "700")
     assert _kept(cache, _cache(peer))

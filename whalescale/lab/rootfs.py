@@ -46,6 +46,9 @@ PACKAGES = (
     "python3-venv", "iproute2", "nftables",
     # ps, pgrep and kill for tests that look at the agent's process.
     "procps",
+    # Where the agent registers the mesh's names, and the polkit that lets its dynamic user
+    # (polkitd needs a logind; debootstrap does not pick libpam-systemd for it by itself).
+    "systemd-resolved", "polkitd", "libpam-systemd",
 )  # fmt: skip
 # Run in the new tree (chroot) once debootstrap is done.
 SETUP_SCRIPT = """\
@@ -60,6 +63,9 @@ UseDNS no
 EOF
 # Timers that would reach for a mirror; there is none in the lab.
 systemctl mask apt-daily.timer apt-daily-upgrade.timer
+# resolved stays running (the agent registers with it), but /etc/resolv.conf is a file of
+# each host's own (systemd_host.py writes it), not resolved's link into /run.
+rm -f /etc/resolv.conf
 # A fresh machine id per boot (systemd makes one when the file is empty).
 : > /etc/machine-id
 apt-get clean

@@ -122,8 +122,9 @@ def _prepare_root(root: Path, name: str, authorized_keys: str) -> None:
     # namespace host): the machine's resolver is out of reach, and Ansible's fact gathering
     # waited 5 s on it for this host's own name.
     (root / "etc" / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {name}\n")
-    (root / "etc" / "resolv.conf").write_text("nameserver 127.0.0.1\n"
-                                              "options timeout:1 attempts:1\n")
+    resolv_conf = root / "etc" / "resolv.conf"
+    resolv_conf.unlink(missing_ok=True)  # never write through a link: it may name the machine's
+    resolv_conf.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
     ssh = root / "root" / ".ssh"
     ssh.mkdir(mode=0o700, exist_ok=True)
     (ssh / "authorized_keys").write_text(authorized_keys)
