@@ -399,3 +399,17 @@ def test_a_path_failing_or_coming_back_forgets_every_paths_steady_loss():
     fast.on_heard(1.0)  # back
     sender.handle_timer(1.0)
     assert fast.state is PathState.DEGRADED and sender.paths[1].steady_loss == 0.0
+
+
+def test_after_a_path_comes_back_the_split_follows_the_fast_loss_for_a_while():
+    """Just after a return the path that carried everything is still congested: its
+    fast loss moves the split onto the returning path at once (BBR over the flapping
+    pair: 28.9 against 26.6 Mbit/s with the split left to the estimator's ramp)."""
+    paths = paths_with({0: 0.010, 1: 0.010})
+    sched = WeightedRoundRobin(paths, estimator_with({0: 10, 1: 10}))
+    paths[1].loss_rate = 0.08  # the one that stayed: congestion from the outage
+    assert run(sched, 2000)[1] / 2000 == pytest.approx(0.5, abs=0.03)  # steady: both 0
+    sched.on_usable_changed(1.0)
+    assert run(sched, 2000, now0=1.1)[1] / 2000 < 0.05
+    # Once the steady loss has had its 2 s, it decides again.
+    assert run(sched, 2000, now0=3.1)[1] / 2000 == pytest.approx(0.5, abs=0.03)

@@ -287,7 +287,7 @@ class Path:
         before = self.state
         after = self.apply(event)
         if event is PathEvent.HEARD:
-            self.loss_rate = 0.0  # its steady loss too: the sender forgets every path's
+            self.loss_rate = 0.0  # its steady loss: Scheduler.on_usable_changed
         return after if after is not before else None
 
     def next_health_deadline(self) -> float:

@@ -85,6 +85,8 @@ class Scheduler(Protocol):
 
     def on_path_state(self, path_id: PathId, state: PathState, now: float) -> None: ...
 
+    def on_usable_changed(self, now: float) -> None: ...
+
 
 @attrs.frozen(slots=True)
 class SchedulerParams:
@@ -97,6 +99,9 @@ class SchedulerParams:
     # wait absorbs them (equal paths differ by measurement noise alone).
     min_hold_s: float = 0.002
     rate_window_s: float = 0.1
+    # After a path fails or comes back, the split follows the fast loss this long (about
+    # what the steady loss averages over: HealthParams.steady_loss_gain).
+    fast_loss_s: float = 2.0
     credit_cap_bytes: int = 16 * 1500  # what an idle or skipped path may bank
 
 
@@ -135,12 +140,22 @@ class _PathScheduler:
         self.estimator = estimator
         self.params = params
         self._meters: dict[PathId, _SendMeter] = {}
+        self._fast_loss_until = float("-inf")
 
     def on_ack(self, feedback: Feedback, now: float) -> None:
         pass  # the sender has already folded the feedback into paths and estimator
 
     def on_path_state(self, path_id: PathId, state: PathState, now: float) -> None:
         self._meters.pop(path_id, None)
+
+    def on_usable_changed(self, now: float) -> None:
+        """A path failed or came back. The loss each path saw was congestion under the old
+        split (one carried everything meanwhile), not its own: the steady loss starts
+        over, and until it has `fast_loss_s` of reports the split follows the fast loss
+        (`weight`)."""
+        for path in self.paths.values():
+            path.steady_loss = 0.0
+        self._fast_loss_until = now + self.params.fast_loss_s
 
     # ----- shared measurements ---------------------------------------------------
     def usable(self) -> list[Path]:
@@ -169,6 +184,13 @@ class _PathScheduler:
         other, and cut by its last 0.4 s the split swung ~55:45 after it every 0.4
         s, which kept both queues full (a constant-rate flow at 90 % of the sum
         lost 3-8 %; 1-3 % since). A path's own loss stays, and is cut as before.
+        Except for `fast_loss_s` after a path fails or comes back
+        (`on_usable_changed`): the path that carried everything is still congested
+        then, and its fast loss moves the split onto the returning path within a few
+        reports, while a steady loss carried over from the outage starved it for 2 s
+        and one forgotten left the split to the estimator's ramp (BBR over the
+        flapping pair, five runs each: 26.6 Mbit/s forgotten, 28.4 with the fast loss
+        alone, 28.9 with this).
 
         Queueing: w / (1 + (excess / 15 ms)^2), excess being this path's queueing
         delay (smoothed RTT over min RTT) above the least queued path's. Held
@@ -192,8 +214,10 @@ class _PathScheduler:
         equal path and not the other, a 4:1 swing of the split.
         """
         usable = self.usable()
-        floor = min((q.steady_loss for q in usable), default=0.0)
-        excess = max(0.0, path.steady_loss - floor)
+        fast = now < self._fast_loss_until
+        loss = {q.path_id: q.loss_rate if fast else q.steady_loss for q in usable}
+        floor = min(loss.values(), default=0.0)
+        excess = max(0.0, loss.get(path.path_id, 0.0) - floor)
         w = self.estimator.weight(path.path_id)
         w /= 1.0 + (excess / (self.params.loss_tolerance + floor)) ** 2
         queued = path.queue_delay - min((q.queue_delay for q in usable), default=0.0)

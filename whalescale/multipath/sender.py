@@ -211,13 +211,7 @@ class MultipathSender:
                 self.estimator.restart_path(path.path_id, now)  # back later at min weight
                 self.delay_line.expedite(path.path_id, now)  # sent on another path now
             if PathState.FAILED in (before, new):
-                # The usable paths changed: the loss each saw was congestion under the
-                # old split (one carrying everything meanwhile), not its own. Kept, it
-                # starved the path that had stayed for 2 s after the other came back at
-                # 0 % (the flapping bench row: 0.5-3.8 Mbit/s on the path that stayed).
-                # This is also where a path back from FAILED forgets its own.
-                for other in self.paths.values():
-                    other.steady_loss = 0.0
+                self.scheduler.on_usable_changed(now)
             self.events.append(PathStateChanged(path.path_id, new, now))
             self.scheduler.on_path_state(path.path_id, new, now)
         # Backups are watched slowly while another path works, closely while in use.
