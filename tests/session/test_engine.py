@@ -9,7 +9,12 @@ import pytest
 
 from whalescale.identity import Identity
 from whalescale.session import events
-from whalescale.session.timers import MAX_HANDSHAKE_ATTEMPTS, REKEY_TIMEOUT_S
+from whalescale.session.timers import (
+    INITIATION_COPIES,
+    INITIATION_COPY_EVERY_S,
+    MAX_HANDSHAKE_ATTEMPTS,
+    REKEY_TIMEOUT_S,
+)
 from whalescale.wire import control
 from whalescale.wire import messages as wire
 
@@ -148,8 +153,10 @@ def test_handshake_retries_with_jitter_then_gives_up():
     pair.alice_to_bob()
     pair.pump()
     pair.advance(200.0)
-    sent = [i for i, (who, d) in enumerate(pair.wire) if who == "alice"]
-    assert len(sent) == MAX_HANDSHAKE_ATTEMPTS + 1
+    sent = [d for who, d in pair.wire if who == "alice"]
+    # each handshake once, the first one also copied INITIATION_COPIES times
+    assert len(sent) == MAX_HANDSHAKE_ATTEMPTS + 1 + INITIATION_COPIES
+    assert len(set(sent)) == MAX_HANDSHAKE_ATTEMPTS + 1
     initiated = [e for e in pair.alice.events if isinstance(e, events.HandshakeInitiated)]
     assert len(initiated) == MAX_HANDSHAKE_ATTEMPTS + 1
     assert any(isinstance(e, events.HandshakeGaveUp) for e in pair.alice.events)
@@ -161,14 +168,16 @@ def test_retry_interval_is_rekey_timeout_plus_jitter():
     times = []
     pair.alice_to_bob()
     times.append(pair.now)
+    first = pair.alice.outbox[0][0]
     pair.alice.outbox.clear()
-    for _ in range(3):
+    while len(times) < 4:
         deadline = pair.alice.next_deadline()
         pair.now = deadline
         pair.alice.handle_timer(pair.now)
         assert len(pair.alice.outbox) == 1
+        if pair.alice.outbox[0][0] != first:  # not a copy of the first: a retry
+            times.append(pair.now)
         pair.alice.outbox.clear()
-        times.append(pair.now)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(REKEY_TIMEOUT_S <= g < REKEY_TIMEOUT_S + 0.334 for g in gaps)
     assert len(set(gaps)) > 1  # jitter
@@ -233,6 +242,35 @@ def test_under_load_the_initiation_with_the_cookie_is_copied_until_answered():
     pair.wire.clear()
     pair.advance(2.0)
     assert all(len(d) != 148 for who, d in pair.wire if who == "alice")  # no more copies
+
+
+def test_a_lost_first_initiation_is_copied_and_the_copy_completes_the_handshake():
+    """A responder's queue under a flood passes about one datagram in three, before it
+    can even send a cookie: the first initiation goes out again as it is every
+    INITIATION_COPY_EVERY_S, not only at the retransmit 1-5 s later."""
+    pair = Pair()
+    pair.lost = {"alice"}
+    pair.alice_to_bob()
+    pair.pump()  # lost
+    pair.lost = set()
+    assert pair.alice.next_deadline() == pytest.approx(INITIATION_COPY_EVERY_S)
+    pair.advance(INITIATION_COPY_EVERY_S)
+    initiations = [d for who, d in pair.wire if who == "alice" and len(d) == 148]
+    assert len(initiations) == 2 and initiations[0] == initiations[1]  # one handshake
+    assert pair.alice.handshake_outcomes["completed"] == 1 and len(pair.bob.inbox) == 1
+    started = [e for e in pair.alice.events if isinstance(e, events.HandshakeInitiated)]
+    assert len(started) == 1
+    pair.wire.clear()
+    pair.advance(2.0)
+    assert all(len(d) != 148 for who, d in pair.wire if who == "alice")  # copies stopped
+
+
+def test_an_answered_initiation_is_not_copied():
+    pair = Pair()
+    pair.alice_to_bob()
+    pair.pump()
+    pair.advance(INITIATION_COPY_EVERY_S * (INITIATION_COPIES + 1))
+    assert [len(d) for who, d in pair.wire if who == "alice"].count(148) == 1
 
 
 def test_diffie_hellman_work_for_unproven_sources_is_bounded_however_many_they_are():

@@ -18,16 +18,19 @@ ENDPOINTS = (("10.0.0.2", 51820), ("10.0.1.2", 51820), ("fd00::2", 51820))
 
 
 def initiation_times(spec_kw: dict, until: float) -> tuple[list[float], list[tuple], object]:
-    """Initiations sent to a peer that never answers, from a packet sent at now = 0."""
+    """Initiations sent to a peer that never answers, from a packet sent at now = 0 (new
+    handshakes: the first one's copies, the same bytes again, are not retries)."""
     engine = make_engine(ME, [("peer", PEER, "100.96.0.2", ENDPOINTS)], 3, spec_kw=spec_kw)
     engine.send_packets([ip_packet("100.96.0.1", "100.96.0.2")], 0.0)
-    times, where = [0.0], [engine.outbox[0][1]]
+    times, where, last = [0.0], [engine.outbox[0][1]], engine.outbox[0][0]
     engine.outbox.clear()
     while (deadline := engine.next_deadline()) is not None and deadline <= until:
         engine.handle_timer(deadline)
-        for _, addr, _ in engine.outbox:
-            times.append(deadline)
-            where.append(addr)
+        for datagram, addr, _ in engine.outbox:
+            if datagram != last:
+                times.append(deadline)
+                where.append(addr)
+                last = datagram
         engine.outbox.clear()
     return times, where, engine
 

@@ -23,6 +23,8 @@ from .endpoints import Candidates
 from .handshake import InitiatorHandshake, TransportKeys
 from .keypair import Keypair
 from .timers import (
+    INITIATION_COPIES,
+    INITIATION_COPY_EVERY_S,
     KEEPALIVE_ASSUMED_S,
     KEEPALIVE_TIMEOUT_S,
     MAX_HANDSHAKE_ATTEMPTS,
@@ -58,6 +60,7 @@ class Peer:
         self._cookie_retry_at = float("-inf")
         self.copy_initiation_at: float | None = None
         self._copies_left = 0
+        self._copy_every_s = INITIATION_COPY_EVERY_S
         self.candidates = Candidates(configured=list(spec.endpoints))
         self.endpoint: Addr | None = spec.endpoints[0] if spec.endpoints else None
         self.current: Keypair | None = None
@@ -208,6 +211,8 @@ class Peer:
         self._engine.emit(self._new_initiation(now), self.endpoint)
         self._engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
         self._arm_retransmit(now)
+        if not retry:  # a retransmit keeps the backoff's pace (design §3.8)
+            self._copy_until_answered(now, INITIATION_COPIES, INITIATION_COPY_EVERY_S)
 
     def cookie_arrived(self, now: float) -> None:
         """The peer is under load and sent a cookie for our initiation: send a new one
@@ -216,13 +221,17 @@ class Peer:
         if now - self._cookie_retry_at >= REKEY_TIMEOUT_S:
             self._cookie_retry_at = now
             self.initiate(now, retry=True, reason="cookie reply: again with the cookie")
-            self._copies_left = UNDER_LOAD_COPIES
-            self.copy_initiation_at = now + UNDER_LOAD_COPY_EVERY_S
+            self._copy_until_answered(now, UNDER_LOAD_COPIES, UNDER_LOAD_COPY_EVERY_S)
+
+    def _copy_until_answered(self, now: float, copies: int, every_s: float) -> None:
+        """Send the pending initiation again every `every_s`, `copies` times, until the
+        handshake completes (INITIATION_COPIES, UNDER_LOAD_COPIES)."""
+        self._copies_left, self._copy_every_s = copies, every_s
+        self.copy_initiation_at = now + every_s
 
     def _copy_initiation(self, now: float) -> None:
-        """Another copy of the initiation that carries the cookie (see UNDER_LOAD_COPIES)."""
         self._copies_left -= 1
-        self.copy_initiation_at = now + UNDER_LOAD_COPY_EVERY_S if self._copies_left else None
+        self.copy_initiation_at = now + self._copy_every_s if self._copies_left else None
         if self.handshake is not None and self.initiation is not None and self.endpoint:
             self._engine.emit(self.initiation, self.endpoint)
 

@@ -30,6 +30,15 @@ MAX_STAGED_PACKETS = 128
 # in 90.
 UNDER_LOAD_COPY_EVERY_S = 0.1
 UNDER_LOAD_COPIES = 10
+# The first initiation of a handshake goes out again as it is when nothing answered it
+# this long, this many times, before the retransmit (a new handshake, 1-5 s later). On a
+# path of ordinary delay no answer by then means it was lost: in the queue of a responder
+# under a flood, which passes about one in three before it can send us a cookie, or to a
+# peer not up yet. A copy is the same handshake, so a late answer to the first still
+# completes it; a copy costs the responder its Diffie-Hellman work, then its TAI64N
+# check drops it.
+INITIATION_COPY_EVERY_S = 0.25
+INITIATION_COPIES = 3
 
 # Recovery of whalescale peers (design.txt §3.8): retries back off 1 s -> 60 s and never
 # stop; peers that are not anchors start RECOVERY_LATER_STEPS doublings later, so a node
