@@ -1,7 +1,9 @@
 """Read a mesh file: TOML syntax, then the schema, then checks across entries.
 
-Theory of operation: tomlkit parses the text into plain values; SourceMap finds
-where each key and value is written. Each table is read against a table of
+Theory of operation: the standard library's tomllib parses the text into plain
+values (tomlkit, which keeps comments for edits, costs the agent 3 MiB it does not
+need; a file tomllib refuses goes to tomlkit, whose syntax errors say where);
+SourceMap finds where each key and value is written. Each table is read against a table of
 fields (converter, required or default); every mistake becomes a Problem with
 its position and the loader carries on, so one run reports them all. Entries
 with mistakes still take part in the checks across entries (duplicate names,
@@ -15,19 +17,22 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import tomllib
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path as FilePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import tomlkit
-import tomlkit.exceptions
 
 from whalescale.config import fields
 from whalescale.config.errors import ConfigError, Problem
 from whalescale.config.positions import BARE_KEY, Path, Position, SourceMap
 from whalescale.config.schema import Endpoint, Mesh, Network, Node, WireGuardPeer
 from whalescale.identity import x25519_public_from_ed25519
+
+if TYPE_CHECKING:
+    import tomlkit
+    import tomlkit.exceptions
 
 DEFAULT_PORT = 51820
 DEFAULT_KEEPALIVE_S = 25
@@ -122,6 +127,9 @@ def load_mesh(path: str | FilePath) -> Mesh:
 
 def parse_document(text: str, filename: str) -> tomlkit.TOMLDocument:
     """The TOML document, with its comments (for edits); syntax errors as ConfigError."""
+    import tomlkit
+    import tomlkit.exceptions
+
     try:
         return tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError as exc:
@@ -132,9 +140,12 @@ def parse_document(text: str, filename: str) -> tomlkit.TOMLDocument:
 
 def parse_mesh(text: str, filename: str) -> Mesh:
     try:
-        document = parse_document(text, filename).unwrap()
-    except RecursionError as exc:
-        raise ConfigError([_too_deep(filename)]) from exc
+        document = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        try:  # what is wrong, and where, in tomlkit's words (tests/config hold them)
+            document = parse_document(text, filename).unwrap()
+        except RecursionError as exc:
+            raise ConfigError([_too_deep(filename)]) from exc
     reader = _Reader(filename, SourceMap(text))
     mesh = reader.mesh(document)
     if mesh is None:
@@ -154,6 +165,8 @@ def _syntax_problem(
 ) -> Problem:
     message = _PARSE_ERROR_POSITION.sub("", str(error))
     reported = None
+    import tomlkit.exceptions
+
     if isinstance(error, tomlkit.exceptions.ParseError):
         reported = Position(error.line, error.col + 1)  # tomlkit counts columns from 0
     # tomlkit reports a key or table defined twice late (at the next header) or
