@@ -70,20 +70,17 @@ def test_a_vanilla_peer_keeps_wireguards_schedule_and_gives_up():
 def test_data_sent_to_a_lost_peer_does_not_undo_the_backoff():
     engine = make_engine(ME, [("peer", PEER, "100.96.0.2", ENDPOINTS)], 4,
                          spec_kw={"whalescale": True, "anchor": True})
-    initiations = 0
+    initiations: set[bytes] = set()  # handshakes: a copy of one is the same bytes
     now = 0.0
     while now < 200.0:  # a packet every half second, and the timers in between
         engine.send_packets([ip_packet("100.96.0.1", "100.96.0.2")], now)
-        initiations += len(engine.outbox)
-        engine.outbox.clear()
-        deadline = engine.next_deadline()
-        if deadline is not None and deadline <= now + 0.5:
+        while (deadline := engine.next_deadline()) is not None and deadline <= now + 0.5:
             engine.handle_timer(deadline)
-            initiations += len(engine.outbox)
-            engine.outbox.clear()
+        initiations.update(datagram for datagram, _, _ in engine.outbox)
+        engine.outbox.clear()
         now += 0.5
     # 1+2+4+...+60: about 10 attempts in 200 s, not one every 5 s (40)
-    assert initiations <= 12
+    assert 8 <= len(initiations) <= 12
 
 
 def test_a_failed_hole_punch_leaves_a_working_session_where_it_is():

@@ -40,8 +40,6 @@ from .timers import (
     REKEY_ON_RECEIVE_AFTER_S,
     REKEY_TIMEOUT_S,
     UNANSWERED_S,
-    UNDER_LOAD_COPIES,
-    UNDER_LOAD_COPY_EVERY_S,
     ZERO_KEYS_AFTER_S,
 )
 
@@ -60,7 +58,6 @@ class Peer:
         self._cookie_retry_at = float("-inf")
         self.copy_initiation_at: float | None = None
         self._copies_left = 0
-        self._copy_every_s = INITIATION_COPY_EVERY_S
         self.candidates = Candidates(configured=list(spec.endpoints))
         self.endpoint: Addr | None = spec.endpoints[0] if spec.endpoints else None
         self.current: Keypair | None = None
@@ -211,8 +208,10 @@ class Peer:
         self._engine.emit(self._new_initiation(now), self.endpoint)
         self._engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
         self._arm_retransmit(now)
-        if not retry:  # a retransmit keeps the backoff's pace (design §3.8)
-            self._copy_until_answered(now, INITIATION_COPIES, INITIATION_COPY_EVERY_S)
+        # A retransmit keeps the backoff's pace (design §3.8), unless the peer is under
+        # load: then each is copied too (a cookie came; its own copies may all be lost).
+        if not retry or now - self._cookie_retry_at < 2 * REKEY_TIMEOUT_S:
+            self._copy_until_answered(now)
 
     def cookie_arrived(self, now: float) -> None:
         """The peer is under load and sent a cookie for our initiation: send a new one
@@ -221,17 +220,16 @@ class Peer:
         if now - self._cookie_retry_at >= REKEY_TIMEOUT_S:
             self._cookie_retry_at = now
             self.initiate(now, retry=True, reason="cookie reply: again with the cookie")
-            self._copy_until_answered(now, UNDER_LOAD_COPIES, UNDER_LOAD_COPY_EVERY_S)
 
-    def _copy_until_answered(self, now: float, copies: int, every_s: float) -> None:
-        """Send the pending initiation again every `every_s`, `copies` times, until the
-        handshake completes (INITIATION_COPIES, UNDER_LOAD_COPIES)."""
-        self._copies_left, self._copy_every_s = copies, every_s
-        self.copy_initiation_at = now + every_s
+    def _copy_until_answered(self, now: float) -> None:
+        """Send the pending initiation again every INITIATION_COPY_EVERY_S, at most
+        INITIATION_COPIES times, until the handshake completes (timers.py says why)."""
+        self._copies_left = INITIATION_COPIES
+        self.copy_initiation_at = now + INITIATION_COPY_EVERY_S
 
     def _copy_initiation(self, now: float) -> None:
         self._copies_left -= 1
-        self.copy_initiation_at = now + self._copy_every_s if self._copies_left else None
+        self.copy_initiation_at = now + INITIATION_COPY_EVERY_S if self._copies_left else None
         if self.handshake is not None and self.initiation is not None and self.endpoint:
             self._engine.emit(self.initiation, self.endpoint)
 

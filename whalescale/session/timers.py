@@ -22,23 +22,17 @@ ZERO_KEYS_AFTER_S = REJECT_AFTER_S * 3
 MIN_INITIATION_INTERVAL_S = 1 / 50  # one initiation per peer per 20 ms is consumed
 MAX_STAGED_PACKETS = 128
 
-# A responder under load (a flood) sent us a cookie: its kernel queue drops much of what
-# arrives, our initiation with the cookie included. Copies of that initiation go out this
-# often, this many times, until the response comes: each copy is another draw against
-# the queue, and the responder answers the first that gets through (its TAI64N check
-# drops the rest). The first and ten copies, one in three surviving, all miss about once
-# in 90.
-UNDER_LOAD_COPY_EVERY_S = 0.1
-UNDER_LOAD_COPIES = 10
-# The first initiation of a handshake goes out again as it is when nothing answered it
-# this long, this many times, before the retransmit (a new handshake, 1-5 s later). On a
-# path of ordinary delay no answer by then means it was lost: in the queue of a responder
-# under a flood, which passes about one in three before it can send us a cookie, or to a
-# peer not up yet. A copy is the same handshake, so a late answer to the first still
-# completes it; a copy costs the responder its Diffie-Hellman work, then its TAI64N
-# check drops it.
-INITIATION_COPY_EVERY_S = 0.25
-INITIATION_COPIES = 3
+# An initiation that starts a handshake, or carries the cookie a responder under load sent
+# us, goes out again as it is every INITIATION_COPY_EVERY_S until anything answers it,
+# INITIATION_COPIES times at most (the retransmit, a new handshake, comes 1-5 s later). On
+# a path of ordinary delay no answer by then means it was lost, and the loss that matters
+# is in the queue of a responder under a flood: under a spoofed one the lab's passed about
+# one datagram in six, before the responder could send us a cookie and after. Each copy is
+# another draw, and the same handshake, so a late answer to an earlier one still
+# completes it; the responder's TAI64N check drops the others after their Diffie-Hellman.
+# Ten draws at one in six all miss about one time in six.
+INITIATION_COPY_EVERY_S = 0.1
+INITIATION_COPIES = 9
 
 # Recovery of whalescale peers (design.txt §3.8): retries back off 1 s -> 60 s and never
 # stop; peers that are not anchors start RECOVERY_LATER_STEPS doublings later, so a node
