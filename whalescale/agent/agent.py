@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import os
 import socket
@@ -187,6 +188,10 @@ class Agent:
                      self.me.name, fingerprint(self.node.identity.public), self.interface,
                      self._device_mtu, self.me.port, len(self.node.engine.peers),
                      "on" if self._tun.offload else "off")
+            # What starting made (modules, the mesh, sockets, tables) lives as long as the
+            # agent: out of the collector's generations, so a full collection walks only
+            # what came since (under a flood's garbage, those walks held the data path).
+            gc.freeze()
             task_status.started()
 
     async def _tun_reader(self) -> None:
