@@ -208,10 +208,7 @@ class Peer:
         self._engine.emit(self._new_initiation(now), self.endpoint)
         self._engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
         self._arm_retransmit(now)
-        # A retransmit keeps the backoff's pace (design §3.8), unless the peer is under
-        # load: then each is copied too (a cookie came; its own copies may all be lost).
-        if not retry or now - self._cookie_retry_at < 2 * REKEY_TIMEOUT_S:
-            self._copy_until_answered(now)
+        self._copy_until_answered(now)  # within the backoff's pace (design §3.8)
 
     def cookie_arrived(self, now: float) -> None:
         """The peer is under load and sent a cookie for our initiation: send a new one

@@ -22,15 +22,17 @@ ZERO_KEYS_AFTER_S = REJECT_AFTER_S * 3
 MIN_INITIATION_INTERVAL_S = 1 / 50  # one initiation per peer per 20 ms is consumed
 MAX_STAGED_PACKETS = 128
 
-# An initiation that starts a handshake, or carries the cookie a responder under load sent
-# us, goes out again as it is every INITIATION_COPY_EVERY_S until anything answers it,
-# INITIATION_COPIES times at most (the retransmit, a new handshake, comes 1-5 s later). On
-# a path of ordinary delay no answer by then means it was lost, and the loss that matters
-# is in the queue of a responder under a flood: under a spoofed one the lab's passed about
-# one datagram in six, before the responder could send us a cookie and after. Each copy is
-# another draw, and the same handshake, so a late answer to an earlier one still
-# completes it; the responder's TAI64N check drops the others after their Diffie-Hellman.
-# Ten draws at one in six all miss about one time in six.
+# Every initiation (one that starts a handshake, a retransmit, one with the cookie a
+# responder under load sent us) goes out again as it is every INITIATION_COPY_EVERY_S
+# until anything answers it, INITIATION_COPIES times at most; the retransmit, a new
+# handshake, comes 1-60 s later as before. On a path of ordinary delay no answer by then
+# means it was lost, and the loss that matters is in the queue of a responder under a
+# flood: under a spoofed one the lab's passed about one datagram in six, before the
+# responder could send us a cookie and after. Each copy is another draw, and the same
+# handshake, so a late answer to an earlier one still completes it; the responder's
+# TAI64N check drops the others after their Diffie-Hellman. Ten draws at one in six all
+# miss about one time in six, the retransmit's ten again. Ten a second stay under the
+# per-source limit of our responders (ratelimit.py) and of wireguard-go's.
 INITIATION_COPY_EVERY_S = 0.1
 INITIATION_COPIES = 9
 
