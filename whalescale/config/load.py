@@ -3,8 +3,8 @@
 Theory of operation: the standard library's tomllib parses the text into plain
 values (tomlkit, which keeps comments for edits, costs the agent 3 MiB it does not
 need; a file tomllib refuses goes to tomlkit, whose syntax errors say where);
-SourceMap finds where each key and value is written. Each table is read against a table of
-fields (converter, required or default); every mistake becomes a Problem with
+SourceMap finds where each key and value is written. Each table is read against a
+table of fields (converter, required or default); every mistake becomes a Problem with
 its position and the loader carries on, so one run reports them all. Entries
 with mistakes still take part in the checks across entries (duplicate names,
 keys, addresses) with whatever fields did convert. Deprecated keys are accepted
@@ -163,10 +163,10 @@ def _too_deep(filename: str) -> Problem:
 def _syntax_problem(
     error: tomlkit.exceptions.TOMLKitError, source: SourceMap, filename: str
 ) -> Problem:
-    message = _PARSE_ERROR_POSITION.sub("", str(error))
-    reported = None
     import tomlkit.exceptions
 
+    message = _PARSE_ERROR_POSITION.sub("", str(error))
+    reported = None
     if isinstance(error, tomlkit.exceptions.ParseError):
         reported = Position(error.line, error.col + 1)  # tomlkit counts columns from 0
     # tomlkit reports a key or table defined twice late (at the next header) or

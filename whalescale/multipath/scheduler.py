@@ -189,8 +189,8 @@ class _PathScheduler:
         then, and its fast loss moves the split onto the returning path within a few
         reports, while a steady loss carried over from the outage starved it for 2 s
         and one forgotten left the split to the estimator's ramp (BBR over the
-        flapping pair, five runs each: 26.6 Mbit/s forgotten, 28.4 with the fast loss
-        alone, 28.9 with this).
+        flapping pair, medians of 5-8 runs: 26.6 Mbit/s forgotten, 28.4 with the fast
+        loss alone, 28.9 with this).
 
         Queueing: w / (1 + (excess / 15 ms)^2), excess being this path's queueing
         delay (smoothed RTT over min RTT) above the least queued path's. Held

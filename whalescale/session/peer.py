@@ -208,7 +208,7 @@ class Peer:
         self._engine.emit(self._new_initiation(now), self.endpoint)
         self._engine.event(events.HandshakeInitiated(self.name, self.endpoint, reason))
         self._arm_retransmit(now)
-        self._copy_until_answered(now)  # within the backoff's pace (design §3.8)
+        self._copy_until_answered(now)  # copies only: the next handshake keeps the backoff
 
     def cookie_arrived(self, now: float) -> None:
         """The peer is under load and sent a cookie for our initiation: send a new one
