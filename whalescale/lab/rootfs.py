@@ -46,8 +46,8 @@ PACKAGES = (
     "python3-venv", "iproute2", "nftables",
     # ps, pgrep and kill for tests that look at the agent's process.
     "procps",
-    # Where the agent registers the mesh's names, and the polkit that lets its dynamic user
-    # (polkitd needs a logind; debootstrap does not pick libpam-systemd for it by itself).
+    # Where the agent registers the mesh's names, and the polkit that lets its user (polkitd
+    # needs a logind; debootstrap does not pick libpam-systemd for it by itself).
     "systemd-resolved", "polkitd", "libpam-systemd",
 )  # fmt: skip
 # Run in the new tree (chroot) once debootstrap is done.
