@@ -160,7 +160,7 @@ def test_a_relayed_session_meeting_silence_tells_the_anchors_where_we_are():
     heard = {name: net.nodes[name].engine.peer_named("a").last_received_at
              for name in ("anchor-1", "anchor-2")}
     assert all(at < net.now for at in heard.values())
-    a.traversal.engine_events([events.PeerUnanswered("b", 1.05)], net.now)
+    a.traversal.engine_events([events.PeerUnanswered("b", 1.05, "no answer to our data")], net.now)
     net.pump()
     for name in heard:
         assert net.nodes[name].engine.peer_named("a").last_received_at == net.now

@@ -77,6 +77,18 @@ def punched_cone_pair(anchors: int) -> tuple[Internet, Host]:
     return net, a
 
 
+def longest_gap_while_b_sends(net: Internet, a: Host, seconds: float) -> float:
+    """b alone sends a every 0.1 s: the longest time a got none of it."""
+    last_answer, longest_gap = net.now, 0.0
+    for i in range(round(seconds / 0.1)):
+        payload = f"to a {i}".encode()
+        net.send("b", "a", payload)
+        if any(payload in p for p in a.delivered):
+            longest_gap, last_answer = max(longest_gap, net.now - last_answer), net.now
+        net.run(0.1)
+    return max(longest_gap, net.now - last_answer)
+
+
 def test_a_nat_rebinding_is_found_by_silence_and_punched_again_within_seconds():
     """a's gateway gets a new public address (invisible to a): b's port-restricted NAT
     drops a's traffic from it. a's data meets silence, a PING too; a re-probes and asks
@@ -98,6 +110,25 @@ def test_a_nat_rebinding_is_found_by_silence_and_punched_again_within_seconds():
                for line in a.log), a.log[-20:]
 
 
+def test_a_nat_rebinding_is_found_by_the_stream_that_stops_when_only_the_other_end_sends():
+    """a's gateway gets a new public address while only b sends to a: a receives nothing,
+    sends nothing, and b's own silence detection can only ask the anchors, which still
+    know a's old address. a notices b's steady data stop, its PING goes unanswered, and
+    it shows the anchors where it is and asks for a punch, not after its next keepalive."""
+    net, a = punched_cone_pair(anchors=1)
+    for i in range(10):  # b's flow is under way
+        net.send("b", "a", f"before {i}".encode())
+        net.run(0.1)
+    a.nat = Nat("203.0.113.101", "cone")
+    longest_gap = longest_gap_while_b_sends(net, a, 5.0)  # the keepalive is 25 s
+    assert net.endpoint("b", "a") == ("203.0.113.101", 51820)
+    # up to 0.7 s for the stream to look stopped, 0.35 s for the PING, 0.3 s settling,
+    # a 0.5 s punch
+    assert longest_gap < 2.5, longest_gap
+    assert any("its data stopped" in line and "looking for a new path" in line
+               for line in a.log), a.log[-20:]
+
+
 def test_a_node_that_moves_is_found_again_though_only_the_other_end_sends():
     """a changes networks (new address, new NAT) and sends nothing: its address change
     alone starts the search (re-probe, publish, punch), not b's silence detection, which
@@ -106,13 +137,7 @@ def test_a_node_that_moves_is_found_again_though_only_the_other_end_sends():
     a.address, a.nat = "10.20.0.7", Nat("198.18.0.9", "cone")  # another network
     assert a.node is not None
     a.node.set_interfaces(a.interfaces(), net.now)
-    last_answer, longest_gap = net.now, 0.0
-    for i in range(50):  # 5 s of b sending every 0.1 s
-        payload = f"to a {i}".encode()
-        net.send("b", "a", payload)
-        if any(payload in p for p in a.delivered):
-            longest_gap, last_answer = max(longest_gap, net.now - last_answer), net.now
-        net.run(0.1)
+    longest_gap = longest_gap_while_b_sends(net, a, 5.0)
     assert net.endpoint("b", "a") == ("198.18.0.9", 51820)
     assert longest_gap < 1.5, longest_gap  # 0.3 s settling, a 0.5 s punch
     assert any("our addresses changed, looking for a new path" in line for line in a.log)

@@ -9,7 +9,8 @@ and reports the longest time without an answer:
 
 - `moves`: peer-a moves to a new address behind its NAT (a laptop joining another
   network), while peer-a sends, and again while only peer-b sends;
-- `rebinding`: peer-a's gateway gets a new public address (invisible to peer-a);
+- `rebinding`: peer-a's gateway gets a new public address (invisible to peer-a), while
+  peer-a sends, and again while only peer-b sends (peer-a then receives nothing);
 - `nat-flush`: both gateways forget their NAT state (`conntrack -F`).
 
 Each VPN gets the same disturbances in the same order on the same topology; its
@@ -59,6 +60,8 @@ EVENTS = (
           lambda hosts: hosts["peer-a"].readdress()),
     Event("rebinding", "peer-a's gateway gets a new public address, peer-a sending",
           "peer-a", lambda hosts: hosts["gateway-a"].readdress()),
+    Event("rebinding-silent", "peer-a's gateway gets a new public address, only peer-b "
+          "sending", "peer-b", lambda hosts: hosts["gateway-a"].readdress()),
     Event("nat-flush", "both gateways forget their NAT state, peer-a sending", "peer-a",
           _flush),
 )

@@ -18,8 +18,9 @@ Theory of operation:
   asks an anchor to coordinate a punch for every whalescale peer we have no
   answering session with (at once, then backoff 1 s doubling to 60 s), and tells
   the anchors our NAT info when it changed.
-- A direct session whose data meets silence (`PeerUnanswered`: no answer to our
-  data nor to a PING for about a second; a NAT rebinding, one side moved) counts as
+- A direct session whose data meets silence, or whose steady inbound data stops
+  (`PeerUnanswered`: then no answer to a PING either, about a second in all; a NAT
+  rebinding, one side moved) counts as
   not answering: the anchors are re-probed and a punch requested at once,
   instead of waiting out the liveness window (three keepalives).
 - Punch `Initiate`s become the peer's own WireGuard initiation sent to the
@@ -369,7 +370,8 @@ class Traversal:
         wait out the liveness window."""
         peer = self.engine.peer_named(event.peer)
         if peer is not None:
-            self._look_for_new_path(peer, f"no answer for {event.silent_s:.1f} s", now)
+            self._look_for_new_path(
+                peer, f"{event.cause}, nothing heard for {event.silent_s:.1f} s", now)
 
     def _look_for_new_path(self, peer: Peer, reason: str, now: float) -> None:
         node_id = peer.spec.node_id

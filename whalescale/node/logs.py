@@ -34,7 +34,7 @@ def event_text(event: events.Event) -> tuple[int, str]:
                                   "new handshake")
         case events.EndpointChanged(peer, old, new):
             return logging.INFO, f"peer {peer} now at {_endpoint(new)} (was {_endpoint(old)})"
-        case events.PeerUnanswered(peer, silent_s):
-            return logging.DEBUG, f"peer {peer}: no answer for {silent_s:.1f} s"
+        case events.PeerUnanswered(peer, silent_s, cause):
+            return logging.DEBUG, f"peer {peer}: {cause}, nothing heard for {silent_s:.1f} s"
         case events.CookieReplySent(to):
             return logging.DEBUG, f"under load: sent a cookie reply to {_endpoint(to)}"

@@ -42,11 +42,13 @@ class EndpointChanged:
 
 @attrs.frozen(slots=True)
 class PeerUnanswered:
-    """A whalescale peer did not answer our data, nor a PING after it, for `silent_s`:
-    its path may be gone (a NAT rebinding, a move), long before the liveness window."""
+    """A whalescale peer did not answer our data, or its steady data stopped, and a PING
+    went unanswered too: nothing heard for `silent_s`. Its path may be gone (a NAT
+    rebinding, a move), long before the liveness window. `cause` says which silence."""
 
     peer: str
     silent_s: float
+    cause: str
 
 
 @attrs.frozen(slots=True)

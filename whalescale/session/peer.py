@@ -39,6 +39,8 @@ from .timers import (
     REKEY_AFTER_S,
     REKEY_ON_RECEIVE_AFTER_S,
     REKEY_TIMEOUT_S,
+    STREAM_STEADY_PACKETS,
+    STREAM_WINDOW_S,
     UNANSWERED_S,
     ZERO_KEYS_AFTER_S,
 )
@@ -88,7 +90,12 @@ class Peer:
         self.persistent_keepalive_at: float | None = None
         self.zero_keys_at: float | None = None
         self.unanswered_at: float | None = None  # whalescale: our data met silence
-        self._asked_since: float | None = None  # when we sent it a PING for that
+        self.stream_watch_at: float | None = None  # whalescale: its data still coming?
+        self._stream_mark = 0  # rx_packets when the window being watched began
+        self._stream_steady = False
+        # whalescale: a PING asked about a silence that began then, for this cause
+        self._silent_since: float | None = None
+        self._silence_cause = ""
         # several paths at once, with a whalescale peer when the engine is configured so
         config = engine.multipath
         self.mp: MultipathLink | None = (
@@ -332,6 +339,10 @@ class Peer:
         self.rx_bytes += size
         self.rx_packets += packets
         self._authenticated_from(addr, now)
+        if not keepalive and self.stream_watch_at is None and self.spec.whalescale:
+            self.stream_watch_at = now + STREAM_WINDOW_S
+            self._stream_mark = self.rx_packets
+            self._stream_steady = False
         if kp is self.next:  # key confirmation: the initiator used the new keys
             self._engine.forget_keypair(self.previous)
             self.previous, self.current, self.next = self.current, kp, None
@@ -357,7 +368,7 @@ class Peer:
             self.endpoint = addr
         self.last_received_at = now
         self.new_handshake_at = None  # timersAnyAuthenticatedPacketReceived
-        self.unanswered_at = self._asked_since = None
+        self.unanswered_at = self._silent_since = None
         self._rearm_persistent_keepalive(now)
 
     # ----- timers --------------------------------------------------------
@@ -366,7 +377,7 @@ class Peer:
         deadlines = [t for t in (self.retransmit_at, self.new_handshake_at,
                                  self.send_keepalive_at, self.persistent_keepalive_at,
                                  self.zero_keys_at, self.unanswered_at,
-                                 self.copy_initiation_at) if t is not None]
+                                 self.stream_watch_at, self.copy_initiation_at) if t is not None]
         if self.mp is not None and self.current is not None:
             mp_deadline = self.mp.next_deadline()
             if mp_deadline is not None:
@@ -401,22 +412,42 @@ class Peer:
         if self.zero_keys_at is not None and now >= self.zero_keys_at:
             self.zero_keys_at = None
             self._zero_keys()
+        if self.stream_watch_at is not None and now >= self.stream_watch_at:
+            self._watch_stream(now)
         if self.unanswered_at is not None and now >= self.unanswered_at:
             self._unanswered(now)
+
+    def _watch_stream(self, now: float) -> None:
+        """A window of the peer's data ended: watch the next while it comes, and ask
+        when a steady stream stopped (we may have moved without knowing it)."""
+        arrived = self.rx_packets - self._stream_mark
+        if arrived:
+            self._stream_steady = self._stream_steady or arrived >= STREAM_STEADY_PACKETS
+            self._stream_mark = self.rx_packets
+            self.stream_watch_at = now + STREAM_WINDOW_S
+            return
+        self.stream_watch_at = None  # its next data starts the watch again
+        if self._stream_steady and self._silent_since is None and self.current is not None:
+            assert self.last_received_at is not None  # data arrived to start the watch
+            self._ask(self.last_received_at, "its data stopped", now)
 
     def _unanswered(self, now: float) -> None:
         """Our data met silence: ask once, then say so (until anything is heard again)."""
         if self.current is None:
             self.unanswered_at = None
             return
-        if self._asked_since is None:
-            self._asked_since = now
-            self.unanswered_at = now + UNANSWERED_S / 2
-            self._engine.send_control(self, control.Kind.PING, b"are you there", now)
+        if self._silent_since is None:
+            self._ask(now - UNANSWERED_S, "no answer to our data", now)
             return
         self.unanswered_at = None  # the next data sent arms it again
-        self._engine.event(events.PeerUnanswered(self.name, now - self._asked_since
-                                                 + UNANSWERED_S))
+        self._engine.event(events.PeerUnanswered(self.name, now - self._silent_since,
+                                                 self._silence_cause))
+
+    def _ask(self, silent_since: float, cause: str, now: float) -> None:
+        """A PING about a silence; unanswered for UNANSWERED_S / 2, `_unanswered` says so."""
+        self._silent_since, self._silence_cause = silent_since, cause
+        self.unanswered_at = now + UNANSWERED_S / 2
+        self._engine.send_control(self, control.Kind.PING, b"are you there", now)
 
     def _retransmit_expired(self, now: float) -> None:
         self._engine.handshake_outcomes["timed_out"] += 1

@@ -53,3 +53,11 @@ KEEPALIVE_ASSUMED_S = 25.0
 # again and the node looks for a new path (nat/traversal.py) instead of waiting for the
 # liveness window.
 UNANSWERED_S = 0.7
+# A whalescale peer whose data came steadily (STREAM_STEADY_PACKETS or more in a window of
+# STREAM_WINDOW_S) and then not at all for a whole window is asked the same way. Behind a
+# NAT that gave us a new public address (invisible to us) the peer's one-way flow is
+# dropped at our gateway, we have nothing to answer, and nobody learns where we are
+# until our next keepalive to an anchor (25 s at the default); the PING leaves from the
+# new mapping. A slower trickle is not watched: its pauses say nothing.
+STREAM_WINDOW_S = UNANSWERED_S / 2
+STREAM_STEADY_PACKETS = 3
