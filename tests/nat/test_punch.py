@@ -31,6 +31,7 @@ from whalescale.nat.punch_messages import (
     NatInfoMessage,
     Punch,
     PunchRequest,
+    SeenAt,
 )
 
 A_ID, B_ID, ANCHOR_ID, STRANGER = b"\x0a" * 32, b"\x0b" * 32, b"\xaa" * 32, b"\xee" * 32
@@ -60,6 +61,8 @@ FULL_INFO = NatInfo(NatType.CONE, Filtering.ADDRESS_DEPENDENT, (
     NatInfoMessage(FULL_INFO),
     PunchRequest(B_ID, FULL_INFO),
     Punch(A_ID, 0xDEADBEEF, 0.5, FULL_INFO),
+    SeenAt(A_SEEN),
+    SeenAt(A_V6),
 ])
 def test_round_trip(message):
     assert punch_messages.decode(punch_messages.encode(message)) == message
@@ -92,6 +95,12 @@ GOOD = punch_messages.encode(
     (b"\x01\x00\x00\x01\x04\x04\x00" + GOOD[7:], "IPV6 candidate with an IPv4 address"),
     (b"\x02" + B_ID[:31], "PUNCH_REQUEST truncated"),
     (b"\x03" + B_ID + b"\x00", "PUNCH truncated"),
+    (b"\x04", "SEEN_AT without an endpoint"),
+    (b"\x04\x05" + bytes(6), "SEEN_AT family"),
+    (b"\x04\x06" + bytes(6), "SEEN_AT family 6 with 4 address bytes"),
+    (b"\x04\x04\xc0\x00\x02\x01\x00\x00", "SEEN_AT port zero"),
+    (b"\x04\x04\xc0\x00\x02\x01\x9c", "SEEN_AT truncated"),
+    (b"\x04\x04\xc0\x00\x02\x01\x9c\x41\x00", "SEEN_AT trailing byte"),
 ])
 def test_malformed(body, why):
     with pytest.raises(MalformedPunch):
@@ -111,7 +120,8 @@ def test_decode_raises_only_malformed(body):
     check_decode(body)
 
 
-@given(st.sampled_from([b"\x01", b"\x02" + B_ID, b"\x03" + B_ID + bytes(6)]),
+@given(st.sampled_from([b"\x01", b"\x02" + B_ID, b"\x03" + B_ID + bytes(6), b"\x04\x04",
+                        b"\x04\x06"]),
        st.binary(max_size=120))
 def test_decode_after_a_valid_prefix(prefix, rest):
     check_decode(prefix + rest)
@@ -427,6 +437,18 @@ def test_the_coordinator_refuses_what_it_cannot_do():
     assert anchor.counters == {"target_pending": punch.MAX_TRACKED_PEERS - 2,
                                "bad_target": 2, "not_a_member": 1,
                                "malformed": 1, "unexpected_punch": 1, "rate_limited": 3}
+
+
+def test_an_anchor_tells_a_member_where_it_sees_it_and_the_member_hears_it():
+    anchor = PunchCoordinator([A_ID, B_ID], {}.get, random_bytes=bytes)
+    anchor.seen_at(A_ID, A_SEEN)
+    anchor.seen_at(STRANGER, B_SEEN)  # not a member: told nothing
+    anchor.receive(A_ID, punch_messages.encode(SeenAt(B_SEEN)), now=0.0)  # not a member's
+    assert anchor.outbox == [(A_ID, punch_messages.encode(SeenAt(A_SEEN)))]
+    assert anchor.counters == {"seen_at_sent": 1, "unexpected_punch": 1}
+    a = Puncher(A_ID, info(NatType.CONE, A_SEEN))
+    a.receive_punch(ANCHOR_ID, anchor.outbox[0][1], now=0.0)
+    assert a.events == [punch.SeenElsewhere(ANCHOR_ID, A_SEEN)] and a.outbox == []
 
 
 def test_a_request_for_a_member_not_up_yet_waits_for_its_first_word():

@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from whalescale.lab import gaps
+from tests.multipath.test_release_compat import previous_release
+from whalescale.lab import roam
 from whalescale.lab.mesh import LabMesh
-from whalescale.lab.scenario import SCENARIO_DIR, build, load, start_mesh
+from whalescale.lab.scenario import SCENARIO_DIR, build, load, mesh_of, start_mesh
 
 pytestmark = pytest.mark.lab
 
@@ -23,6 +24,8 @@ RECOVERY_TIMEOUT_S = 90.0
 # Issue 13's target is 2 s (silence for 1.5 s, then a punch or the relay); a loaded CI
 # machine gets room. The figure is printed (`pytest -s`) and recorded in DESIGN.md.
 ROAM_BOUND_S = 10.0
+# The last commit before anchors sent SEEN_AT (punch message type 4).
+BEFORE_SEEN_AT = "c09d26656253366455a0c84e65b6abe05b958c4e"
 
 
 def time_to_answer(mesh: LabMesh, source: str, to: str, timeout: float) -> float | None:
@@ -74,30 +77,44 @@ def test_a_node_that_moves_is_back_within_seconds_whichever_end_sends(lab):
     mapping too) while a probe crosses the tunnel every 0.1 s: first sent by the mover,
     then by the other end alone. The mover's netlink event starts the recovery (probe
     the anchors, publish, punch), so the silent end's case needs no keepalive either.
-    Then peer-a's gateway gets a new public address while only peer-b sends: invisible
-    to peer-a, which receives nothing and has nothing to answer; it notices peer-b's
-    steady data stop (a PING unanswered too) rather than wait for its next keepalive."""
+    Then peer-a's gateway gets a new public address under a one-way stream from peer-b:
+    invisible to peer-a, which receives nothing and has nothing to answer; it notices
+    the steady stream stop (a PING unanswered too) rather than wait for a keepalive."""
     scenario = load(SCENARIO_DIR / "nat-anchor.toml")
     hosts = build(lab, scenario)
     mesh = start_mesh(lab, scenario, hosts)
     assert time_to_answer(mesh, "peer-a", "peer-b", 30) is not None
-    longest = {}
-    cases = (("moved, peer-a sending", "peer-a", hosts["peer-a"].readdress),
-             ("moved, only peer-b sending", "peer-b", hosts["peer-a"].readdress),
-             ("rebound, only peer-b sending", "peer-b", hosts["gateway-a"].readdress))
-    for port, (case, sender, disturb) in enumerate(cases, 7100):
-        receiver = "peer-b" if sender == "peer-a" else "peer-a"
-        to = mesh.nodes[receiver]
-        echo = gaps.start_echo(to.host, to.tunnel_addr, port)
-        probe = gaps.start_probe(mesh.nodes[sender].host, to.tunnel_addr, port, 8)
-        time.sleep(1.5)
-        disturb()
-        longest[case] = gaps.result(probe)["longest_gap_s"]
-        echo.stop()
+    tunnel = {name: node.tunnel_addr for name, node in mesh.nodes.items()}
+    cases = tuple(e for e in roam.EVENTS if e.name in ("moves", "moves-silent",
+                                                       "rebinding-one-way"))
+    longest = roam.longest_gaps(hosts, tunnel, cases)
     print("\nlongest gap: " + "; ".join(f"{case} {gap:.2f} s" for case, gap in longest.items()))
     # The target is 2 s; a loaded machine gets room (the figure is in DESIGN.md).
-    assert max(longest.values()) < ROAM_BOUND_S, (longest, mesh.nodes["peer-a"].proc.log()[-3000:])
-    # the rebinding was found by the stream that stopped, not by a keepalive 5 s apart
     log_a = mesh.nodes["peer-a"].proc.log()
-    assert re.search(r"peer-b: its data stopped, nothing heard for [\d.]+ s, looking for a "
-                     r"new path", log_a), log_a[-3000:]
+    assert max(longest.values()) < ROAM_BOUND_S, (longest, log_a[-3000:])
+    # the rebinding was found by the stream that stopped (or the anchor that saw peer-a's
+    # new source first), not by peer-a's keepalive 5 s apart
+    assert re.search(r"peer-b: (its data stopped, nothing heard for [\d.]+ s|anchor sees us "
+                     r"at [\d.:]+ now), looking for a new path", log_a), log_a[-3000:]
+
+
+def test_a_previous_release_behind_a_rebinding_nat_drops_seen_at_and_recovers(lab, tmp_path):
+    """SEEN_AT is new in this release: the anchor tells peer-a, of the previous release,
+    where it sees it now; peer-a counts the message malformed, runs on, and comes back by
+    its own silence detection as before."""
+    old_tree = previous_release(tmp_path, BEFORE_SEEN_AT)
+    scenario = load(SCENARIO_DIR / "nat-anchor.toml")
+    hosts = build(lab, scenario)
+    mesh = mesh_of(lab, scenario, hosts)
+    mesh.nodes["peer-a"].python_path = str(old_tree)
+    mesh.start_all()
+    assert "one_way" not in (old_tree / "whalescale" / "lab" / "roam.py").read_text()
+    assert time_to_answer(mesh, "peer-a", "peer-b", 30) is not None
+    new_public = hosts["gateway-a"].readdress()
+    moved = time_to_answer(mesh, "peer-a", "peer-b", RECOVERY_TIMEOUT_S)
+    assert moved is not None and moved < ROAM_BOUND_S, mesh.nodes["peer-a"].proc.log()[-3000:]
+    anchor = mesh.nodes["anchor"].proc
+    assert anchor.wait_for_log(rf"peer-a: its traffic comes from {re.escape(new_public)}:\d+ "
+                               r"now, telling it", 10), anchor.log()[-3000:]
+    assert mesh.nodes["peer-a"].proc.alive()
+    assert time_to_answer(mesh, "peer-b", "peer-a", 10) is not None

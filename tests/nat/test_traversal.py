@@ -166,6 +166,24 @@ def test_a_relayed_session_meeting_silence_tells_the_anchors_where_we_are():
         assert net.nodes[name].engine.peer_named("a").last_received_at == net.now
 
 
+def test_an_anchor_tells_a_member_seen_on_data_at_a_new_source_not_on_a_handshake():
+    net = internet("cone", "cone")
+    net.run(5.0)
+    anchor = net.nodes["anchor-1"].traversal
+    moved, at = ("203.0.113.1", 40999), ("203.0.113.1", PORT)
+    for event in (events.EndpointChanged("a", at, moved),  # a handshake: may be a replay
+                  events.EndpointChanged("a", None, moved, on_data=True),  # first contact
+                  events.EndpointChanged("a", port.relay_alias(3), moved, on_data=True),
+                  events.EndpointChanged("anchor-2", at, moved, on_data=True)):
+        anchor.engine_events([event], net.now)
+    assert anchor.coordinator.counters["seen_at_sent"] == 0
+    anchor.engine_events([events.EndpointChanged("a", at, moved, on_data=True)], net.now)
+    assert anchor.coordinator.counters["seen_at_sent"] == 1
+    net.pump()
+    assert any("anchor-1 sees us at 203.0.113.1:40999 now" in line
+               for line in net.nodes["a"].log), net.nodes["a"].log[-10:]
+
+
 def test_a_relayed_pair_moves_to_a_direct_path_when_one_appears():
     net = internet("symmetric", "symmetric")
     net.run(5.0)

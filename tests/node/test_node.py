@@ -91,8 +91,9 @@ def longest_gap_while_b_sends(net: Internet, a: Host, seconds: float) -> float:
 
 def test_a_nat_rebinding_is_found_by_silence_and_punched_again_within_seconds():
     """a's gateway gets a new public address (invisible to a): b's port-restricted NAT
-    drops a's traffic from it. a's data meets silence, a PING too; a re-probes and asks
-    for a punch at once instead of waiting out three keepalives."""
+    drops a's traffic from it. a's data meets silence, a PING too (or an anchor tells a
+    it sees a at a new address); a re-probes and asks for a punch at once instead of
+    waiting out three keepalives."""
     net, a = punched_cone_pair(anchors=2)
     a.nat = Nat("203.0.113.101", "cone")  # the gateway's new address; its mappings gone
     last_answer, longest_gap = net.now, 0.0
@@ -106,8 +107,10 @@ def test_a_nat_rebinding_is_found_by_silence_and_punched_again_within_seconds():
         net.run(0.1)
     assert net.endpoint("b", "a") == ("203.0.113.101", 51820)
     assert longest_gap < 2.5, longest_gap  # 1 s of silence, 0.3 s settling, a 0.5 s punch
-    assert any("no answer" in line and "looking for a new path" in line
-               for line in a.log), a.log[-20:]
+    # whichever comes first: an anchor that got a's traffic from the new address tells
+    # a, or a's data meets silence
+    assert any(("no answer to our data" in line or "sees us at 203.0.113.101:51820" in line)
+               and "looking for a new path" in line for line in a.log), a.log[-20:]
 
 
 def test_a_nat_rebinding_is_found_by_the_stream_that_stops_when_only_the_other_end_sends():
@@ -127,6 +130,19 @@ def test_a_nat_rebinding_is_found_by_the_stream_that_stops_when_only_the_other_e
     assert longest_gap < 2.5, longest_gap
     assert any("its data stopped" in line and "looking for a new path" in line
                for line in a.log), a.log[-20:]
+
+
+def test_an_idle_session_is_punched_again_when_an_anchor_sees_us_at_a_new_address():
+    """a's gateway gets a new public address while a and b are idle. a's next keepalive
+    shows the anchor a's new source; the anchor tells a (SEEN_AT), and a asks for a punch
+    to b at once, so b's next packets get through, not after b's own silence."""
+    net, a = punched_cone_pair(anchors=1)
+    a.nat = Nat("203.0.113.101", "cone")
+    net.run(30.0)  # a persistent keepalive to the anchor (25 s), nothing else sent
+    assert any("anchor-1 sees us at 203.0.113.101:51820 now, looking for a new path" in line
+               for line in a.log), a.log[-20:]
+    assert net.endpoint("b", "a") == ("203.0.113.101", 51820)
+    assert longest_gap_while_b_sends(net, a, 2.0) < 0.15
 
 
 def test_a_node_that_moves_is_found_again_though_only_the_other_end_sends():

@@ -10,7 +10,8 @@ and reports the longest time without an answer:
 - `moves`: peer-a moves to a new address behind its NAT (a laptop joining another
   network), while peer-a sends, and again while only peer-b sends;
 - `rebinding`: peer-a's gateway gets a new public address (invisible to peer-a), while
-  peer-a sends, and again while only peer-b sends (peer-a then receives nothing);
+  peer-a sends, and again under a one-way stream from peer-b (peer-a then receives
+  nothing and has nothing to answer);
 - `nat-flush`: both gateways forget their NAT state (`conntrack -F`).
 
 Each VPN gets the same disturbances in the same order on the same topology; its
@@ -46,6 +47,7 @@ class Event:
     text: str
     sender: str  # who probes; the other end echoes
     disturb: Callable[[dict[str, Host]], object]
+    one_way: bool = False  # the sender streams, nothing answers: measured where it arrives
 
 
 def _flush(hosts: dict[str, Host]) -> None:
@@ -60,8 +62,9 @@ EVENTS = (
           lambda hosts: hosts["peer-a"].readdress()),
     Event("rebinding", "peer-a's gateway gets a new public address, peer-a sending",
           "peer-a", lambda hosts: hosts["gateway-a"].readdress()),
-    Event("rebinding-silent", "peer-a's gateway gets a new public address, only peer-b "
-          "sending", "peer-b", lambda hosts: hosts["gateway-a"].readdress()),
+    Event("rebinding-one-way", "peer-a's gateway gets a new public address, peer-b "
+          "streaming to peer-a (nothing answers)", "peer-b",
+          lambda hosts: hosts["gateway-a"].readdress(), one_way=True),
     Event("nat-flush", "both gateways forget their NAT state, peer-a sending", "peer-a",
           _flush),
 )
@@ -82,16 +85,22 @@ def _connect(hosts: dict[str, Host], addr: str, started: float) -> float | None:
     return None
 
 
-def _disturbances(hosts: dict[str, Host], tunnel: dict[str, str]) -> dict[str, float]:
+def longest_gaps(hosts: dict[str, Host], tunnel: dict[str, str],
+                 events: tuple[Event, ...] = EVENTS) -> dict[str, float]:
+    """Each event in turn under a flow through the tunnel: its longest gap, by name."""
     longest = {}
-    for port, event in enumerate(EVENTS, ECHO_PORT):
+    for port, event in enumerate(events, ECHO_PORT):
         target = OTHER[event.sender]
-        echo = gaps.start_echo(hosts[target], tunnel[target], port)
-        probe = gaps.start_probe(hosts[event.sender], tunnel[target], port, PROBE_S)
+        if event.one_way:
+            receiver = measured = gaps.start_sink(hosts[target], tunnel[target], port, PROBE_S)
+            gaps.start_stream(hosts[event.sender], tunnel[target], port, PROBE_S)
+        else:
+            receiver = gaps.start_echo(hosts[target], tunnel[target], port)
+            measured = gaps.start_probe(hosts[event.sender], tunnel[target], port, PROBE_S)
         time.sleep(DISTURB_AFTER_S)
         event.disturb(hosts)
-        longest[event.name] = gaps.result(probe, PROBE_S + 20)["longest_gap_s"]
-        echo.stop()
+        longest[event.name] = gaps.result(measured, PROBE_S + 20)["longest_gap_s"]
+        receiver.stop()
     return longest
 
 
@@ -106,7 +115,7 @@ def _whalescale(mesh: LabMesh, hosts: dict[str, Host]) -> Run:
         connect = _connect(hosts, tunnel["peer-b"], started)
         if connect is None:
             raise LabError("whalescale: peer-a never reached peer-b")
-        return Run("whalescale", connect, _disturbances(hosts, tunnel))
+        return Run("whalescale", connect, longest_gaps(hosts, tunnel))
     finally:
         for node in mesh.nodes.values():
             if node.proc is not None:
@@ -121,7 +130,7 @@ def _nebula(mesh: NebulaMesh, hosts: dict[str, Host]) -> Run:
         connect = _connect(hosts, tunnel["peer-b"], started)
         if connect is None:
             raise LabError("nebula: peer-a never reached peer-b")
-        return Run("nebula", connect, _disturbances(hosts, tunnel))
+        return Run("nebula", connect, longest_gaps(hosts, tunnel))
     finally:
         mesh.stop()
 
@@ -166,7 +175,8 @@ def render(found: list[Run]) -> str:
         rows.append(f"| longest gap: {event.text} | " + " | ".join(
             median(v, lambda r, e=event.name: r.longest_gap_s.get(e)) for v in vpns) + " |")
     rows += ["", "Longest gap: the longest time without an answer to a UDP datagram sent "
-             f"through the tunnel every {gaps.EVERY_S:g} s (scenarios/nat-anchor.toml: one "
+             f"through the tunnel every {gaps.EVERY_S:g} s (one-way: without a datagram "
+             "where the stream arrives; scenarios/nat-anchor.toml: one "
              "anchor, two port-restricted NATs; keepalive 5 s). The disturbances come in "
              "this order in each run, each on the state the one before left."]
     return "\n".join(rows)

@@ -19,6 +19,10 @@ Theory of operation:
   direct path (the relay then closes).
 - Never port prediction or sweeping (anti-patterns 1.5): only endpoints that
   were observed, mapped or configured are ever targets.
+- A node's NAT may map it anew without it knowing (a rebinding). Its anchor sees
+  that first, from the node's authenticated traffic: `PunchCoordinator.seen_at`
+  sends it SEEN_AT, and the node's `Puncher` emits `SeenElsewhere`; the node then
+  looks for new paths to its peers (nat/traversal.py) before their flows stall.
 
 Decision table (IPv4; "open" = public, full cone or a port mapping):
 
@@ -61,6 +65,7 @@ from .punch_messages import (
     NatInfoMessage,
     Punch,
     PunchRequest,
+    SeenAt,
     decode,
     encode,
 )
@@ -252,8 +257,15 @@ class PunchCoordinator:
                 self._pending.pop((target, from_id), None)
                 self._release(from_id, now)
                 self._request(from_id, target, now)
-            case Punch():
+            case Punch() | SeenAt():
                 self.counters["unexpected_punch"] += 1
+
+    def seen_at(self, member: bytes, endpoint: Addr) -> None:
+        """A member's authenticated traffic came from `endpoint`, not where its session
+        was: its NAT mapped it anew (or it moved), which it may not see itself."""
+        if member in self.members:
+            self.outbox.append((member, encode(SeenAt(endpoint))))
+            self.counters["seen_at_sent"] += 1
 
     def _request(self, from_id: bytes, target: bytes, now: float) -> None:
         if not self._requests.take(from_id.hex(), now):
@@ -316,7 +328,15 @@ class UseRelay:
     plan: Plan | None  # None: the anchor never answered
 
 
-PunchEvent = Initiate | UseRelay
+@attrs.frozen(slots=True)
+class SeenElsewhere:
+    """`anchor` sees our traffic come from `endpoint` now (SEEN_AT)."""
+
+    anchor: bytes
+    endpoint: Addr
+
+
+PunchEvent = Initiate | UseRelay | SeenElsewhere
 
 
 class PunchState(enum.Enum):
@@ -422,6 +442,9 @@ class Puncher:
             message = decode(body)
         except MalformedPunch:
             self.counters["malformed"] += 1
+            return
+        if isinstance(message, SeenAt):
+            self.events.append(SeenElsewhere(anchor, message.endpoint))
             return
         if not isinstance(message, Punch) or message.peer == self.node_id:
             self.counters["unexpected_message"] += 1

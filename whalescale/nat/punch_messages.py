@@ -6,12 +6,15 @@ kind shared with relay.py, which uses types 16..; integers big-endian):
     NAT_INFO       1 | info
     PUNCH_REQUEST  2 | target node ID (32) | info (the requester's)
     PUNCH          3 | peer node ID (32) | punch ID (u32) | start delay ms (u16) | info
+    SEEN_AT        4 | family (4|6) | address (4|16) | port (u16, >= 1)
     info      = nat type (u8) | filtering (u8) | n (u8, 0..8) | n * candidate
     candidate = kind (u8) | family (4|6) | prefix (u8) | address (4|16) | port (u16, >= 1)
 
 `prefix` is the LAN interface's prefix length (1..32 or 1..128) and 0 for
 every other kind; an IPV6 candidate has family 6. Duplicate candidates,
-unknown values and trailing bytes are MalformedPunch.
+unknown values and trailing bytes are MalformedPunch. An anchor sends SEEN_AT to a
+member whose authenticated traffic came from a new source: its NAT mapped it anew, which
+it cannot see itself. Releases before SEEN_AT count it malformed and drop it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class MessageType(enum.IntEnum):
     NAT_INFO = 1
     PUNCH_REQUEST = 2
     PUNCH = 3
+    SEEN_AT = 4
 
 
 class MalformedPunch(ValueError):
@@ -104,7 +108,12 @@ class Punch:
     info: NatInfo
 
 
-Message = NatInfoMessage | PunchRequest | Punch
+@attrs.frozen(slots=True)
+class SeenAt:
+    endpoint: Addr
+
+
+Message = NatInfoMessage | PunchRequest | Punch | SeenAt
 
 
 # ----- encode / decode ----------------------------------------------------------
@@ -136,21 +145,14 @@ def _read_info(body: bytes, offset: int) -> tuple[NatInfo, int]:
         if len(body) < offset + _CANDIDATE.size:
             raise MalformedPunch(f"candidate {i} truncated")
         kind, family, prefix = _CANDIDATE.unpack_from(body, offset)
-        offset += _CANDIDATE.size
         try:
-            size = address_size(family)
             ckind = CandidateKind(kind)
-        except (ValueError, MalformedBootstrap) as exc:
-            raise MalformedPunch(f"candidate {i}: kind {kind}, family {family}") from exc
-        if len(body) < offset + size + _PORT.size:
-            raise MalformedPunch(f"candidate {i} truncated")
-        host = read_address(family, body[offset : offset + size])
-        (port,) = _PORT.unpack_from(body, offset + size)
-        offset += size + _PORT.size
-        if port == 0:
-            raise MalformedPunch(f"candidate {i}: port 0")
+        except ValueError as exc:
+            raise MalformedPunch(f"candidate {i}: kind {kind}") from exc
+        (host, port), offset = _read_endpoint(body, offset + _CANDIDATE.size, family,
+                                              f"candidate {i}")
         if ckind == CandidateKind.LAN:
-            if not 1 <= prefix <= size * 8:
+            if not 1 <= prefix <= (32 if family == 4 else 128):
                 raise MalformedPunch(f"candidate {i}: prefix {prefix}")
         elif prefix != 0:
             raise MalformedPunch(f"candidate {i}: prefix on a {ckind.name} candidate")
@@ -161,6 +163,21 @@ def _read_info(body: bytes, offset: int) -> tuple[NatInfo, int]:
             raise MalformedPunch(f"candidate {i} repeated")
         candidates.append(candidate)
     return NatInfo(nat, filt, tuple(candidates)), offset
+
+
+def _read_endpoint(body: bytes, offset: int, family: int, what: str) -> tuple[Addr, int]:
+    """An address of `family` and a port >= 1 at `offset`, and the offset after them."""
+    try:
+        size = address_size(family)
+    except MalformedBootstrap as exc:
+        raise MalformedPunch(f"{what}: family {family}") from exc
+    if len(body) < offset + size + _PORT.size:
+        raise MalformedPunch(f"{what} truncated")
+    host = read_address(family, body[offset : offset + size])
+    (port,) = _PORT.unpack_from(body, offset + size)
+    if port == 0:
+        raise MalformedPunch(f"{what}: port 0")
+    return (host, port), offset + size + _PORT.size
 
 
 def encode(message: Message) -> bytes:
@@ -175,6 +192,9 @@ def encode(message: Message) -> bytes:
             delay_ms = round(delay_s * 1000)
             return (bytes((MessageType.PUNCH,)) + _PUNCH.pack(peer, punch_id, delay_ms)
                     + _encode_info(info))
+        case SeenAt((host, port)):
+            family, packed = address_bytes(host)
+            return bytes((MessageType.SEEN_AT, family)) + packed + _PORT.pack(check_port(port))
     raise TypeError(message)  # pragma: no cover
 
 
@@ -198,6 +218,11 @@ def decode(body: bytes) -> Message:
         peer, punch_id, delay_ms = _PUNCH.unpack_from(body, offset)
         info, offset = _read_info(body, offset + _PUNCH.size)
         message = Punch(peer, punch_id, delay_ms / 1000, info)
+    elif kind == MessageType.SEEN_AT:
+        if len(body) < offset + 1:
+            raise MalformedPunch("SEEN_AT truncated")
+        endpoint, offset = _read_endpoint(body, offset + 1, body[offset], "SEEN_AT")
+        message = SeenAt(endpoint)
     else:
         raise MalformedPunch(f"unknown punch message type {kind}")
     if offset != len(body):

@@ -57,6 +57,7 @@ from .punch import (
     PunchCoordinator,
     Puncher,
     PunchState,
+    SeenElsewhere,
     UseRelay,
 )
 from .punch_messages import MAX_CANDIDATES, Candidate, CandidateKind, NatInfo
@@ -331,6 +332,9 @@ class Traversal:
             if isinstance(event, events.PeerUnanswered):
                 self._unanswered(event, now)
                 continue
+            if isinstance(event, events.EndpointChanged):
+                self._endpoint_changed(event)
+                continue
             if not isinstance(event, events.HandshakeCompleted):
                 continue
             peer = self.engine.peer_named(event.peer)
@@ -353,16 +357,40 @@ class Traversal:
         self._react(now)
 
     def moved(self, now: float) -> None:
-        """Our addresses changed (netlink): every direct session may now be cut at a
-        NAT (ours maps us anew, the peer's filters the new mapping), so look for a new
-        path to each at once, rather than wait for its silence."""
+        """Our addresses changed (netlink)."""
+        self._moved("our addresses changed", now)
+
+    def _moved(self, reason: str, now: float) -> None:
+        """Every direct session may now be cut at a NAT (ours maps us anew, the peer's
+        filters the new mapping), so look for a new path to each at once, rather than
+        wait for its silence."""
         if self.is_anchor:
             return
         for peer in self.engine.peers.values():
             if self._live(peer, now):
-                self._look_for_new_path(peer, "our addresses changed", now)
+                self._look_for_new_path(peer, reason, now)
         self.probe_soon(now)
         self._tick_by(now)
+
+    def _endpoint_changed(self, event: events.EndpointChanged) -> None:
+        """An anchor: a member's transport data came from a new source. Tell it
+        (SEEN_AT): behind a NAT that mapped it anew it cannot see that itself, and its
+        direct sessions may be cut at its peers' filters. Not on a handshake: a replayed
+        initiation must get no more bytes back than the response."""
+        peer = self.engine.peer_named(event.peer)
+        node_id = None if peer is None else peer.spec.node_id
+        if (self.is_anchor and event.on_data and node_id is not None
+                and node_id not in self.anchors
+                and event.old is not None and not channel_of_alias(event.old)
+                and not channel_of_alias(event.new)):
+            self.log_lines.append(f"{event.peer}: its traffic comes from "
+                                  f"{endpoint_text(event.new)} now, telling it")
+            self.coordinator.seen_at(node_id, event.new)
+
+    def _seen_elsewhere(self, anchor: bytes, endpoint: Addr, now: float) -> None:
+        if any(o.observed == endpoint for o in self.observations):
+            return  # as our own probes saw us: nothing moved since
+        self._moved(f"{self._name(anchor)} sees us at {endpoint_text(endpoint)} now", now)
 
     def _unanswered(self, event: events.PeerUnanswered, now: float) -> None:
         """A direct session met silence: our public endpoint may have moved (a NAT
@@ -525,6 +553,8 @@ class Traversal:
                     self._punches.append(_Punching(event, start))
                 case UseRelay(peer):
                     self._use_relay(peer, now)
+                case SeenElsewhere(anchor, endpoint):
+                    self._seen_elsewhere(anchor, endpoint, now)
         relay_events, self.relay_client.events = self.relay_client.events, []
         for relay_event in relay_events:
             match relay_event:

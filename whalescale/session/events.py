@@ -35,9 +35,13 @@ class SessionKeysZeroed:
 
 @attrs.frozen(slots=True)
 class EndpointChanged:
+    """Authenticated traffic from `peer` came from `new`: we send there now. `on_data`:
+    transport data showed it (a session's keys, never a replayable handshake)."""
+
     peer: str
     old: Addr | None
     new: Addr
+    on_data: bool = False
 
 
 @attrs.frozen(slots=True)

@@ -338,7 +338,7 @@ class Peer:
         from `addr`."""
         self.rx_bytes += size
         self.rx_packets += packets
-        self._authenticated_from(addr, now)
+        self._authenticated_from(addr, now, on_data=True)
         if not keepalive and self.stream_watch_at is None and self.spec.whalescale:
             self.stream_watch_at = now + STREAM_WINDOW_S
             self._stream_mark = self.rx_packets
@@ -361,10 +361,10 @@ class Peer:
             self.sent_last_minute_handshake = True
             self.initiate(now, retry=False, reason="session is about to expire")
 
-    def _authenticated_from(self, addr: Addr, now: float) -> None:
+    def _authenticated_from(self, addr: Addr, now: float, *, on_data: bool = False) -> None:
         """Any authenticated packet: roam to its source, and we heard back."""
         if addr != self.endpoint and not (self.mp is not None and self.mp.knows_remote(addr)):
-            self._engine.event(events.EndpointChanged(self.name, self.endpoint, addr))
+            self._engine.event(events.EndpointChanged(self.name, self.endpoint, addr, on_data))
             self.endpoint = addr
         self.last_received_at = now
         self.new_handshake_at = None  # timersAnyAuthenticatedPacketReceived
