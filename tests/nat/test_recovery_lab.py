@@ -55,7 +55,7 @@ def test_punched_session_survives_conntrack_flush_and_a_new_public_address(lab):
     # The node behind the gateway whose public address changes keeps sending (issue 13's
     # case): its data meets silence, and it finds a new path. (When only the other end
     # sends: the next test.)
-    new_public = hosts["gateway-a"].readdress()
+    new_public = roam.rebind(hosts["gateway-a"])
     moved = time_to_answer(mesh, "peer-a", "peer-b", RECOVERY_TIMEOUT_S)
     assert moved is not None, mesh.nodes["peer-a"].proc.log()
     # not the liveness window (75 s at the default keepalive): the silence is noticed
@@ -110,7 +110,7 @@ def test_a_previous_release_behind_a_rebinding_nat_drops_seen_at_and_recovers(la
     mesh.start_all()
     assert "one_way" not in (old_tree / "whalescale" / "lab" / "roam.py").read_text()
     assert time_to_answer(mesh, "peer-a", "peer-b", 30) is not None
-    new_public = hosts["gateway-a"].readdress()
+    new_public = roam.rebind(hosts["gateway-a"])
     moved = time_to_answer(mesh, "peer-a", "peer-b", RECOVERY_TIMEOUT_S)
     assert moved is not None and moved < ROAM_BOUND_S, mesh.nodes["peer-a"].proc.log()[-3000:]
     anchor = mesh.nodes["anchor"].proc

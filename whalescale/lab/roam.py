@@ -9,7 +9,8 @@ and reports the longest time without an answer:
 
 - `moves`: peer-a moves to a new address behind its NAT (a laptop joining another
   network), while peer-a sends, and again while only peer-b sends;
-- `rebinding`: peer-a's gateway gets a new public address (invisible to peer-a), while
+- `rebinding`: peer-a's gateway gets a new public address and forgets its mappings
+  (invisible to peer-a), while
   peer-a sends, and again under a one-way stream from peer-b (peer-a then receives
   nothing and has nothing to answer);
 - `nat-flush`: both gateways forget their NAT state (`conntrack -F`).
@@ -55,16 +56,24 @@ def _flush(hosts: dict[str, Host]) -> None:
         hosts[gateway].run("conntrack", "-F")
 
 
+def rebind(gateway: Host) -> str:
+    """A NAT rebinding: the gateway's new public address, and its mappings gone (kept,
+    they would still carry the old flows out from the old address); returns it."""
+    new = gateway.readdress()
+    gateway.run("conntrack", "-F")
+    return new
+
+
 EVENTS = (
     Event("moves", "peer-a moves (new address behind its NAT), peer-a sending", "peer-a",
           lambda hosts: hosts["peer-a"].readdress()),
     Event("moves-silent", "peer-a moves, only peer-b sending", "peer-b",
           lambda hosts: hosts["peer-a"].readdress()),
     Event("rebinding", "peer-a's gateway gets a new public address, peer-a sending",
-          "peer-a", lambda hosts: hosts["gateway-a"].readdress()),
+          "peer-a", lambda hosts: rebind(hosts["gateway-a"])),
     Event("rebinding-one-way", "peer-a's gateway gets a new public address, peer-b "
           "streaming to peer-a (nothing answers)", "peer-b",
-          lambda hosts: hosts["gateway-a"].readdress(), one_way=True),
+          lambda hosts: rebind(hosts["gateway-a"]), one_way=True),
     Event("nat-flush", "both gateways forget their NAT state, peer-a sending", "peer-a",
           _flush),
 )
