@@ -376,8 +376,10 @@ def cmd_bench_flood(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_start(args: argparse.Namespace) -> int:
-    from .bench.start import run_start_bench
+    from .bench.start import run_import_costs, run_start_bench
 
+    if args.imports:
+        return run_import_costs(as_json=args.json)
     return run_start_bench(runs=args.runs, idle_s=args.idle, as_json=args.json,
                            python_path=args.python_path)
 
@@ -646,6 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=5.0, metavar="SECONDS",
                    help="idle time before RSS is read (default 5)")
     _python_path_option(p)
+    p.add_argument("--imports", action="store_true",
+                   help="instead: what each of the agent's dependencies, then its own modules, "
+                   "add to a fresh interpreter's RSS and CPU (no lab, no root)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench_start)
     p = bench.add_parser("flood", help="what a flooding host costs a live session",

@@ -1,4 +1,7 @@
-"""`whalescale bench start`'s readers of /proc: pure parsing, no lab."""
+"""`whalescale bench start`: its readers of /proc (pure parsing) and its import costs
+(fresh interpreters, no lab)."""
+
+import itertools
 
 import pytest
 
@@ -26,3 +29,15 @@ def test_vm_rss_bytes():
 def test_vm_rss_bytes_without_the_line():
     with pytest.raises(ValueError, match="no VmRSS"):
         vm_rss_bytes("Name:\tkthreadd\n")
+
+
+def test_import_costs_climb_step_by_step_to_the_agent():
+    from whalescale.bench.start import IMPORT_STEPS, import_costs
+
+    rows = import_costs(repeats=1)
+    assert [row["step"] for row in rows] == [label for label, _ in IMPORT_STEPS]
+    rss = [row["rss_bytes"] for row in rows]
+    assert rss[0] > 4 * 2**20  # an interpreter, not an empty process
+    # each step imports what the one before did and more: never less resident
+    assert all(later >= earlier - 2**18 for earlier, later in itertools.pairwise(rss))
+    assert rss[1] > rss[0] + 2**20 and rss[-1] > rss[-2] + 2**20  # trio; our own modules

@@ -6,6 +6,10 @@ CPU time (utime + stime) spent until it logs its "up" line, and its resident mem
 (VmRSS) once the mesh has been idle for a while. The table gives min/median/max over
 every agent of every run. CPU time is the process's own, so the machine's other load
 changes it little; wall-clock time would not be.
+
+`--imports` says where an agent's memory and start-up CPU go: each of the agent's
+dependencies imported in a fresh interpreter, cumulatively in the agent's order, then
+the agent's own modules (no lab, no root).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import json
 import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 
 from rich.console import Console
@@ -67,6 +73,59 @@ def _one_run(idle_s: float, python_path: str | None) -> tuple[list[float], list[
         rss = [vm_rss_bytes(proc_file(agent_pid(node), "status"))
                for node in mesh.nodes.values()]
     return list(cpu.values()), rss
+
+
+# What a fresh interpreter imports, step by step and cumulatively, on the way to the
+# agent: the tunnel's chosen dependencies (mission.md), then our own modules.
+IMPORT_STEPS = (
+    ("the interpreter", ()),
+    ("trio (with ssl, idna, outcome, attrs)", ("trio",)),
+    ("cryptography (AEAD, X25519)", ("cryptography.hazmat.primitives.ciphers.aead",
+                                     "cryptography.hazmat.primitives.asymmetric.x25519")),
+    ("noiseprotocol", ("noise.connection",)),
+    ("PyNaCl", ("nacl.bindings", "nacl.signing")),
+    ("sqlite3", ("sqlite3",)),
+    ("whalescale's agent modules", ("whalescale.agent.agent",)),
+)
+_MEASURE = ("import importlib, os, re, sys\n"
+            "for name in sys.argv[1:]: importlib.import_module(name)\n"
+            "t = os.times()\n"
+            "rss = re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+            "print(int(rss) * 1024, t.user + t.system)")
+
+
+def import_costs(repeats: int = 3) -> list[dict[str, float | str]]:
+    """Per step of IMPORT_STEPS: the RSS (bytes) and CPU seconds of a fresh interpreter
+    that has imported it and every step before (medians of `repeats`)."""
+    rows: list[dict[str, float | str]] = []
+    modules: list[str] = []
+    for label, step in IMPORT_STEPS:
+        modules += step
+        samples = [subprocess.run([sys.executable, "-c", _MEASURE, *modules], check=True,
+                                  capture_output=True, text=True).stdout.split()
+                   for _ in range(repeats)]
+        rows.append({"step": label,
+                     "rss_bytes": statistics.median(int(rss) for rss, _ in samples),
+                     "cpu_s": statistics.median(float(cpu) for _, cpu in samples)})
+    return rows
+
+
+def run_import_costs(as_json: bool = False) -> int:
+    rows = import_costs()
+    if as_json:
+        print(json.dumps(rows))
+        return 0
+    table = Table(title="what an agent imports: fresh interpreters, cumulative, medians of 3")
+    for column in ("step", "RSS (MiB)", "added (MiB)", "CPU (s)"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    before = 0.0
+    for row in rows:
+        rss = float(row["rss_bytes"]) / 2**20
+        table.add_row(str(row["step"]), f"{rss:.1f}", f"{rss - before:+.1f}",
+                      f"{float(row['cpu_s']):.2f}")
+        before = rss
+    Console().print(table)
+    return 0
 
 
 def _summary(values: list[float]) -> dict[str, float]:
