@@ -415,17 +415,8 @@ in
 
     # systemd-resolved sends NAME.SUFFIX to the agent once it may register itself for
     # the interface.
-    security.polkit.extraConfig = lib.mkIf config.services.resolved.enable ''
-      polkit.addRule(function (action, subject) {
-        if (subject.user == "whalescale" &&
-            ["org.freedesktop.resolve1.set-dns-servers",
-             "org.freedesktop.resolve1.set-domains",
-             "org.freedesktop.resolve1.set-default-route",
-             "org.freedesktop.resolve1.revert"].indexOf(action.id) >= 0) {
-          return polkit.Result.YES;
-        }
-      });
-    '';
+    security.polkit.extraConfig =
+      lib.mkIf config.services.resolved.enable (builtins.readFile ../deploy/50-whalescale.rules);
 
     # The dynamic user must open /dev/net/tun: udev makes it 0666, a system without udev
     # (a container) keeps 0600 (deploy/whalescale-tun.conf, the same line).

@@ -46,8 +46,9 @@ def test_unit_template_renders_to_the_shipped_unit(tmp_path: Path) -> None:
     assert rendered == (REPO / "deploy" / "whalescale.service").read_bytes()
 
 
-@pytest.mark.parametrize("name", ["whalescale-tun.conf", "whalescale.sysusers"])
+@pytest.mark.parametrize("name", ["whalescale-tun.conf", "whalescale.sysusers",
+                                  "50-whalescale.rules"])
 def test_the_roles_files_are_the_shipped_ones(name: str) -> None:
-    """/dev/net/tun made usable by the unit's user, and that user: the role installs
-    deploy's files."""
+    """/dev/net/tun made usable by the unit's user, that user, and the polkit rule that
+    lets it register names with systemd-resolved: the role installs deploy's files."""
     assert (ROLE / "files" / name).read_bytes() == (REPO / "deploy" / name).read_bytes()
