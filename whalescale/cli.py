@@ -526,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not use TUN segmentation offloads (slower; for debugging)")
     p.add_argument("--exit-node", metavar="NAME",
                    help="send the default route (IPv4 and IPv6) through node NAME, which "
-                   "must have exit = true; overrides the node's exit_node for this run")
+                   "must have exit = true; overrides the node's exit_node for this run "
+                   "(--exit-node '': none, whatever the mesh file says)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="text (default; under journald: a syslog priority, no timestamp) "
                    "or json, one object a line for log shippers")

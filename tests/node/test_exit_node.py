@@ -74,6 +74,16 @@ def test_exit_node_on_the_command_line_sets_the_choice_for_this_run() -> None:
     assert Node(chosen, LAPTOP, random_bytes=bytes).exit_config().via == "anchor-1"
 
 
+def test_an_empty_exit_node_on_the_command_line_turns_the_files_choice_off() -> None:
+    mesh = parse_mesh(USING_EXIT, "mesh.toml")
+    me = mesh.node_by_name("laptop")
+    assert me is not None and me.exit_node == "anchor-1"
+    chosen = choose_exit(mesh, me, "")
+    assert chosen.node_by_name("laptop").exit_node is None
+    assert Node(chosen, LAPTOP, random_bytes=bytes).exit_config() == ConfigureExit(
+        None, 0, False, False)
+
+
 @pytest.mark.parametrize("name", ["nobody", "laptop", "old-router"])
 def test_exit_node_must_name_another_node_offering_an_exit(name: str) -> None:
     mesh = parse_mesh(EXIT_OFFERED, "mesh.toml")

@@ -31,13 +31,14 @@ class ExitChoiceError(ValueError):
 
 def choose_exit(mesh: Mesh, me: Node, name: str) -> Mesh:
     """The mesh with our entry's `exit_node` set to `name` (`whalescale up --exit-node`
-    overrides the file for this run), checked as the loader checks the key."""
+    overrides the file for this run), checked as the loader checks the key; "" is no
+    exit node for this run (and so no kill switch), as in `tailscale up --exit-node=`."""
     target = mesh.node_by_name(name)
-    if target is None or target is me or not target.exit:
+    if name and (target is None or target is me or not target.exit):
         offering = ", ".join(n.name for n in mesh.nodes if n.exit and n is not me) or "none"
         raise ExitChoiceError(f"--exit-node {name!r} is not another node with exit = true "
                               f"in the mesh file (those offering: {offering})")
-    chosen = attrs.evolve(me, exit_node=name)
+    chosen = attrs.evolve(me, exit_node=name or None)
     return attrs.evolve(mesh, nodes=tuple(chosen if n is me else n for n in mesh.nodes))
 
 
