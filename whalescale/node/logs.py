@@ -36,5 +36,3 @@ def event_text(event: events.Event) -> tuple[int, str]:
             return logging.INFO, f"peer {peer} now at {_endpoint(new)} (was {_endpoint(old)})"
         case events.PeerUnanswered(peer, silent_s, cause):
             return logging.DEBUG, f"peer {peer}: {cause}, nothing heard for {silent_s:.1f} s"
-        case events.CookieReplySent(to):
-            return logging.DEBUG, f"under load: sent a cookie reply to {_endpoint(to)}"

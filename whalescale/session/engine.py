@@ -433,8 +433,7 @@ class Engine:
             (receiver,) = struct.unpack_from("<I", raw, 4)
             nonce, sealed = self._cookies.make_reply(raw, mac1_offset, addr, now)
             self.emit(wire.build_cookie_reply(receiver, nonce, sealed), addr)
-            self.event(events.CookieReplySent(addr))
-            self.cookie_replies["sent"] += 1
+            self.cookie_replies["sent"] += 1  # counted, not an event: a flood sends many
             self.drops["cookie_required"] += 1
             return False
         return True

@@ -55,12 +55,7 @@ class PeerUnanswered:
     cause: str
 
 
-@attrs.frozen(slots=True)
-class CookieReplySent:
-    to: Addr
-
-
 Event = (
     HandshakeInitiated | HandshakeCompleted | HandshakeGaveUp | SessionKeysZeroed
-    | EndpointChanged | PeerUnanswered | CookieReplySent
+    | EndpointChanged | PeerUnanswered
 )
