@@ -10,9 +10,8 @@ and reports the longest time without an answer:
 - `moves`: peer-a moves to a new address behind its NAT (a laptop joining another
   network), while peer-a sends, and again while only peer-b sends;
 - `rebinding`: peer-a's gateway gets a new public address and forgets its mappings
-  (invisible to peer-a), while
-  peer-a sends, and again under a one-way stream from peer-b (peer-a then receives
-  nothing and has nothing to answer);
+  (invisible to peer-a), while peer-a sends, and again under a one-way stream from
+  peer-b (peer-a then receives nothing and has nothing to answer);
 - `nat-flush`: both gateways forget their NAT state (`conntrack -F`).
 
 Each VPN gets the same disturbances in the same order on the same topology; its
