@@ -152,7 +152,7 @@ def _read_info(body: bytes, offset: int) -> tuple[NatInfo, int]:
         (host, port), offset = _read_endpoint(body, offset + _CANDIDATE.size, family,
                                               f"candidate {i}")
         if ckind == CandidateKind.LAN:
-            if not 1 <= prefix <= (32 if family == 4 else 128):
+            if not 1 <= prefix <= 8 * address_size(family):
                 raise MalformedPunch(f"candidate {i}: prefix {prefix}")
         elif prefix != 0:
             raise MalformedPunch(f"candidate {i}: prefix on a {ckind.name} candidate")

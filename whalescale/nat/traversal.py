@@ -20,9 +20,10 @@ Theory of operation:
   the anchors our NAT info when it changed.
 - A direct session whose data meets silence, or whose steady inbound data stops
   (`PeerUnanswered`: then no answer to a PING either, about a second in all; a NAT
-  rebinding, one side moved) counts as
-  not answering: the anchors are re-probed and a punch requested at once,
-  instead of waiting out the liveness window (three keepalives).
+  rebinding, one side moved) counts as not answering: the anchors are re-probed and
+  a punch requested at once, instead of waiting out the liveness window (three
+  keepalives). An anchor that sees a member's data from a new source tells it
+  (SEEN_AT), and the member looks for new paths to all its peers at once.
 - Punch `Initiate`s become the peer's own WireGuard initiation sent to the
   punched endpoint (`Peer.punch`); a relay up or down is a command to the peer
   (`Peer.relayed`, `Peer.unrelayed`: its endpoint is the relay alias while up),
@@ -377,12 +378,12 @@ class Traversal:
         (SEEN_AT): behind a NAT that mapped it anew it cannot see that itself, and its
         direct sessions may be cut at its peers' filters. Not on a handshake: a replayed
         initiation must get no more bytes back than the response."""
+        if (not self.is_anchor or not event.on_data or event.old is None
+                or channel_of_alias(event.old) or channel_of_alias(event.new)):
+            return
         peer = self.engine.peer_named(event.peer)
         node_id = None if peer is None else peer.spec.node_id
-        if (self.is_anchor and event.on_data and node_id is not None
-                and node_id not in self.anchors
-                and event.old is not None and not channel_of_alias(event.old)
-                and not channel_of_alias(event.new)):
+        if node_id is not None and node_id not in self.anchors:
             self.log_lines.append(f"{event.peer}: its traffic comes from "
                                   f"{endpoint_text(event.new)} now, telling it")
             self.coordinator.seen_at(node_id, event.new)
