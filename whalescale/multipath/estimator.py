@@ -3,33 +3,50 @@
 - Estimate: the bytes the feedback ACKed on a path in the last `window_s`
   (1 s, anti-patterns 3.11: a rolling window, not instantaneous), divided by
   the window (or by the path's age while it is younger than the window).
-- Ramp-up: a new path starts at `min_weight_bps` and its weight may grow at
-  most `ramp_factor`-fold per `window_s` of age (it has to earn its share by
-  carrying traffic; the multipath brief: "start at minimum weight and ramp up").
-- Probing: a path that is not saturated (the sender sees neither loss nor
-  queueing on it) delivered everything it was given, so its target is its
-  estimate times `1 + probe_gain`; a saturated path's target is its estimate.
-  While nothing saturates every weight grows alike (ratios unchanged); once one
-  path saturates, the others gain share. Without this a path whose weight
-  started low would stay low forever: it can only be measured carrying what the
-  scheduler gives it.
-- Slow start: a new (or restarted) path probes at the ramp's pace, x2 per half
-  window (4x a window), until it first saturates; from then on by probe_gain.
-  By probe_gain alone a path back from an outage took 6.5 s from 1 to 18
-  Mbit/s, longer than the bench's flapping period; doubling after the first
-  saturation made equal paths' weights oscillate (simulation: 95% -> 85%).
+- Capacity: what the path has shown it carries. A delivery rate is a lower
+  bound on a path's capacity (as BBR treats its application-limited
+  samples): a higher estimate raises the capacity at once; a lower one
+  replaces it only when the path was offered at least its capacity (sent
+  bytes, `update(sent=...)`) over the estimate's window and since the last
+  report, and still delivered less: then the path itself is the limit. A path
+  that carries less because it was given less (the inner TCP backing off, the
+  scheduler's loss and queue cuts giving it a smaller share for a while) keeps
+  its figure.
+- Weight: the capacity plus `probe_gain` (a quarter): every path is offered a
+  quarter more than it has shown. A path with room to spare carries it, its
+  capacity rises, and with it its share; a full path cannot, so the split
+  settles where every path is full. Weights used to follow what a path carried
+  once it looked *saturated* (loss, or srtt above min RTT) and to keep what a
+  probe granted while it did not. Under a queue-filling inner TCP (CUBIC) that
+  reproduced whatever split it had: a path that looked saturated (a cellular
+  path's 4 ms of jitter reads as queue) was weighted at what its share let it
+  carry, never more, while the clean path's probes, kept, grew its weight far
+  past its rate (62 Mbit/s on a 30 Mbit/s link); and a loss burst cut a path's
+  share, so it carried less, so it was weighted less (one run: 23 -> 3
+  Mbit/s in 1.5 s). On Wi-Fi + LTE with jitter the LTE path carried ~80% of
+  its rate; the same links with the split fixed by hand at their rates' ratio
+  gave CUBIC 44 Mbit/s where the adaptive split gave 39-41. Saturation now
+  only ends a path's slow start.
+- Slow start: a new (or restarted) path's weight doubles each half window
+  (4x a window, `ramp_factor`) while it carries at least half of it, until it
+  first saturates; from then on the capacity rule. By probe_gain alone a path
+  back from an outage took 6.5 s from 1 to 18 Mbit/s, longer than the bench's
+  flapping period. A path left idle (the harm rule's slow path, heartbeats
+  only) keeps what it showed and grows no further.
 - Hysteresis: a weight moves only when the new target differs from it by more
-  than `hysteresis` (20 %) of it, so bursty cross traffic does not make the
-  scheduler shuffle paths (3.11).
+  than `hysteresis` of it, so bursty cross traffic does not make the scheduler
+  shuffle paths (3.11).
 
 ACKed bytes are what arrived, so the estimate is already net of loss: a path
 losing 10 % of what it is given has its weight cut accordingly. Weights are in
-bytes/s; only their ratios matter to the schedulers.
+bytes/s; the WRR scheduler uses their ratios, the others (lowrtt, blest) a
+path's weight as what it may be offered.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 
 import attrs
 
@@ -42,7 +59,7 @@ class EstimatorParams:
     min_weight_bps: float = 125_000.0  # 1 Mbit/s
     ramp_factor: float = 4.0
     hysteresis: float = 0.20
-    probe_gain: float = 0.25  # above the hysteresis, so an unsaturated path can grow
+    probe_gain: float = 0.25  # above the hysteresis, so a path with room can grow
 
 
 @attrs.define(eq=False)
@@ -53,6 +70,9 @@ class _PathEstimate:
     acked_bytes: int = 0
     probed_at: float = float("-inf")
     slow_start: bool = True  # until the path first saturates
+    capacity_bps: float = 0.0
+    # (time, bytes sent on the path so far) at each update of the last window.
+    sent: deque[tuple[float, int]] = attrs.Factory(deque)
 
 
 class BandwidthEstimator:
@@ -97,31 +117,46 @@ class BandwidthEstimator:
         age = now - self._paths[path_id].added_at
         return p.min_weight_bps * p.ramp_factor ** (age / p.window_s)
 
-    def update(self, now: float, saturated: frozenset[PathId] = frozenset()) -> dict[PathId, float]:
-        """Re-derive the weights; returns those that moved."""
+    def _offered_bps(self, est: _PathEstimate, sent_total: int,
+                     now: float) -> tuple[float, float]:
+        """Bytes sent on the path per second: over about the last window, and since the
+        previous update."""
+        sent = est.sent
+        last_at, last = sent[-1] if sent else (now, sent_total)
+        sent.append((now, sent_total))
+        while len(sent) > 1 and sent[1][0] <= now - self.params.window_s:
+            sent.popleft()
+        since, before = sent[0]
+        return ((sent_total - before) / (now - since) if now > since else 0.0,
+                (sent_total - last) / (now - last_at) if now > last_at else 0.0)
+
+    def update(self, now: float, saturated: frozenset[PathId] = frozenset(),
+               sent: Mapping[PathId, int] | None = None) -> dict[PathId, float]:
+        """Re-derive the weights; returns those that moved. `saturated`: the paths that
+        show loss or a standing queue (it ends their slow start); `sent`: each path's
+        bytes sent so far (what it was offered; without it a capacity only rises)."""
         p = self.params
         moved = {}
         for pid, est in self._paths.items():
-            gain = 1.0 if pid in saturated else 1.0 + p.probe_gain
-            wanted = gain * self.estimate_bps(pid, now)
-            # A path the scheduler starves carries only its share, so its estimate can
-            # never show spare capacity: an unsaturated path is also offered its weight
-            # plus probe_gain, twice a window, until it shows loss or queueing.
+            carried = self.estimate_bps(pid, now)
+            offered, offered_now = self._offered_bps(est, (sent or {}).get(pid, 0), now)
+            # The estimate lags what the path is given by its window: it is the path's
+            # limit only while it has been given its capacity both over that window and
+            # now (not on its way down after the sender gave it less, nor on its way up).
+            if carried > est.capacity_bps or min(offered, offered_now) >= est.capacity_bps:
+                est.capacity_bps = carried
+            wanted = est.capacity_bps * (1.0 + p.probe_gain)
             if pid in saturated:
                 est.slow_start = False
             # Only a path that carried most of what its weight offered has shown it
-            # could take more: an idle one (skipped by the harm rule, carrying only
-            # heartbeats) would otherwise double without bound.
-            probing = (pid not in saturated and now - est.probed_at >= p.window_s / 2
-                       and self.estimate_bps(pid, now) >= est.weight_bps / 2)
-            if probing:
-                growth = p.ramp_factor ** 0.5 if est.slow_start else 1.0 + p.probe_gain
-                wanted = max(wanted, est.weight_bps * growth)
+            # could take more: an idle one would otherwise double without bound.
+            probing = (est.slow_start and now - est.probed_at >= p.window_s / 2
+                       and carried >= est.weight_bps / 2)
+            if est.slow_start:
+                # Its weight is what it was offered, its 1 s estimate lags: keep the
+                # weight (x2 each half window while it keeps up).
+                wanted = max(wanted, est.weight_bps * (p.ramp_factor ** 0.5 if probing else 1.0))
             target = max(p.min_weight_bps, min(wanted, self.ramp_cap_bps(pid, now)))
-            if pid not in saturated:
-                # It delivered all it was given: its lagging 1 s estimate is no reason
-                # to take back what a probe granted.
-                target = max(target, est.weight_bps)
             if abs(target - est.weight_bps) > p.hysteresis * est.weight_bps:
                 if probing and target > est.weight_bps:
                     est.probed_at = now

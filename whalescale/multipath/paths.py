@@ -100,8 +100,8 @@ class HealthParams:
 
 # Implementation: send times are kept for the last this many per-path seqs.
 _SENT_TIMES_KEPT = 4096
-# A path is saturated (estimator.py: no probing headroom; scheduler.py: a slower path
-# may help) past these: loss, or srtt above min_rtt by the larger of the two.
+# A path is saturated (estimator.py: it ends the path's slow start) past these: loss,
+# or srtt above min_rtt by the larger of the two.
 SATURATED_LOSS = 0.01
 SATURATED_QUEUE_S = 0.01
 SATURATED_QUEUE_SHARE = 0.25

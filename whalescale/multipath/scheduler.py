@@ -92,6 +92,8 @@ class Scheduler(Protocol):
 class SchedulerParams:
     degraded_factor: float = 0.25
     loss_tolerance: float = 0.002
+    # Added to loss_tolerance as the least lossy path's queue reaches queue_tolerance_s.
+    loss_tolerance_full: float = 0.01
     queue_tolerance_s: float = 0.015
     depth_budget: float = 0.75 * MAX_REORDERING_DEPTH
     max_extra_delay_s: float = 0.05
@@ -166,18 +168,28 @@ class _PathScheduler:
     def weight(self, path: Path, now: float) -> float:
         """The estimator's weight, cut for loss and for a DEGRADED state.
 
-        Loss: w / (1 + (excess / (loss_tolerance + floor))^2), floor being the
-        least lossy usable path's loss and excess this path's loss above it. The
-        inner TCP's rate goes as 1 / sqrt(loss) (Mathis et al. 1997), so a path
-        that adds loss of its own costs the whole flow far more than the
-        bandwidth it adds: 1 % over loss-free paths leaves it about 4 % of its
-        weight, 0.1 % 80 %. The floor is the loss the inner TCP causes itself by
-        filling every path (congestion, 2-8 % under BBR on the bench): it is no
-        path's fault, and measured against a bare 0.2 % its noise alone swung
-        the split between equal paths to 30/70, which kept one queue full and
-        the other short, and the reordering between them made BBR overestimate
-        the sum and lose 8 % of its packets. Past that floor a path's own loss
-        matters only as much as it adds to what the flow already sees.
+        Loss: w / (1 + (excess / (tolerance + floor))^2), floor being the least
+        lossy usable path's loss and excess this path's loss above it. The inner
+        TCP's rate goes as 1 / sqrt(loss) (Mathis et al. 1997), so while the flow
+        is limited by loss, a path that adds loss of its own costs it more than
+        the bandwidth the path adds. While the least lossy path has room the
+        tolerance is `loss_tolerance` (0.2 %): 1 % over loss-free paths leaves a
+        path about 4 % of its weight, 0.1 % 80 %. As that path's queue reaches
+        `queue_tolerance_s` the tolerance grows by up to `loss_tolerance_full`
+        (1 %): a flow that fills the clean path in spite of the loss it sees is
+        limited by capacity, not loss (BBR), and a path with 1 % of its own loss
+        keeps 60 % of its weight. Either tolerance alone fits one kind of flow:
+        0.2 % starved a path with 1 % random loss under BBR (the bench's lossy
+        pair: 26-28 Mbit/s instead of 35) once the estimator stopped letting the
+        clean path overflow, whose congestion loss, the floor, had softened the
+        cut; 1 % gave the simulator's SACK Reno over a 1 % lossy pair 0.68-0.94x
+        the clean path alone. The floor is the loss the inner TCP causes itself
+        by filling every path (congestion): it is no path's fault, and measured
+        against a bare tolerance its noise alone swung the split between equal
+        paths to 30/70, which kept one queue full and the other short, and the
+        reordering between them made BBR overestimate the sum and lose 8 % of
+        its packets. Past that floor a path's own loss matters only as much as
+        it adds to what the flow already sees.
 
         The loss is the path's over about 2 s (`steady_loss`), not the few reports
         health reacts to: congestion loss moves from one saturated path to the
@@ -216,10 +228,14 @@ class _PathScheduler:
         usable = self.usable()
         fast = now < self._fast_loss_until
         loss = {q.path_id: q.loss_rate if fast else q.steady_loss for q in usable}
-        floor = min(loss.values(), default=0.0)
+        cleanest = min(usable, key=lambda q: loss[q.path_id], default=None)
+        floor = 0.0 if cleanest is None else loss[cleanest.path_id]
         excess = max(0.0, loss.get(path.path_id, 0.0) - floor)
+        full = (0.0 if cleanest is None
+                else min(1.0, cleanest.queue_delay / self.params.queue_tolerance_s))
+        tolerance = self.params.loss_tolerance + full * self.params.loss_tolerance_full
         w = self.estimator.weight(path.path_id)
-        w /= 1.0 + (excess / (self.params.loss_tolerance + floor)) ** 2
+        w /= 1.0 + (excess / (tolerance + floor)) ** 2
         queued = path.queue_delay - min((q.queue_delay for q in usable), default=0.0)
         w /= 1.0 + (queued / self.params.queue_tolerance_s) ** 2
         quiet = now - path.last_heard > path.interval_s

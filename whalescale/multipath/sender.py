@@ -196,7 +196,8 @@ class MultipathSender:
                 if sent is not None:
                     path.on_rtt_sample(now - sent - report.echo_delay_s)
         self.estimator.update(
-            now, frozenset(pid for pid, p in self.paths.items() if p.saturated))
+            now, frozenset(pid for pid, p in self.paths.items() if p.saturated),
+            {pid: p.sent_bytes for pid, p in self.paths.items()})
         self._evaluate(now)
         self.scheduler.on_ack(message, now)
 
