@@ -3,6 +3,9 @@
 - Estimate: the bytes the feedback ACKed on a path in the last `window_s`
   (1 s, anti-patterns 3.11: a rolling window, not instantaneous), divided by
   the window (or by the path's age while it is younger than the window).
+- Ramp-up: a new path starts at `min_weight_bps` and its weight may grow at
+  most `ramp_factor`-fold per `window_s` of age (it has to earn its share by
+  carrying traffic; the multipath brief: "start at minimum weight and ramp up").
 - Capacity: what the path has shown it carries. A delivery rate is a lower
   bound on a path's capacity (as BBR treats its application-limited
   samples): a higher estimate raises the capacity at once; a lower one
@@ -31,8 +34,9 @@
   (4x a window, `ramp_factor`) while it carries at least half of it, until it
   first saturates; from then on the capacity rule. By probe_gain alone a path
   back from an outage took 6.5 s from 1 to 18 Mbit/s, longer than the bench's
-  flapping period. A path left idle (the harm rule's slow path, heartbeats
-  only) keeps what it showed and grows no further.
+  flapping period; doubling after the first saturation made equal paths'
+  weights oscillate (simulation: 95% -> 85%). A path left idle (the harm
+  rule's slow path, heartbeats only) keeps what it showed and grows no further.
 - Hysteresis: a weight moves only when the new target differs from it by more
   than `hysteresis` of it, so bursty cross traffic does not make the scheduler
   shuffle paths (3.11).
