@@ -204,18 +204,12 @@ def deliver(est: BandwidthEstimator, rates: dict[int, tuple[float, float]], t0: 
     feedback every 50 ms."""
     for step in range(round(t0 / 0.05), round(t1 / 0.05)):
         now = (step + 1) * 0.05
+        sent = {}
         for pid, (offered, delivered) in rates.items():
             est.on_acked(pid, int(delivered * MBIT * 0.05), now)
-            _sent[pid] = _sent.get(pid, 0) + int(offered * MBIT * 0.05)
-        est.update(now, saturated, dict(_sent))
-
-
-_sent: dict[int, int] = {}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_sent_counters():
-    _sent.clear()
+            seen = est._paths[pid].sent  # the bytes-sent totals the estimator was given
+            sent[pid] = (seen[-1][1] if seen else 0) + int(offered * MBIT * 0.05)
+        est.update(now, saturated, sent)
 
 
 def test_a_path_keeps_its_capacity_when_it_carries_less_because_it_was_given_less():
