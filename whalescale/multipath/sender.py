@@ -209,8 +209,9 @@ class MultipathSender:
             if new is None:
                 continue
             if new is PathState.FAILED:
-                self.estimator.restart_path(path.path_id, now)  # back later at min weight
                 self.delay_line.expedite(path.path_id, now)  # sent on another path now
+            elif before is PathState.FAILED:
+                self.estimator.restart_path(path.path_id, now)
             if PathState.FAILED in (before, new):
                 self.scheduler.on_usable_changed(now)
             self.events.append(PathStateChanged(path.path_id, new, now))
