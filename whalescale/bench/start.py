@@ -79,7 +79,8 @@ def _one_run(idle_s: float, python_path: str | None) -> tuple[list[float], list[
 # agent: the tunnel's chosen dependencies (mission.md), then our own modules.
 IMPORT_STEPS = (
     ("the interpreter", ()),
-    ("trio (with ssl, idna, outcome, attrs)", ("trio",)),
+    ("whalescale's package (defers ssl, idna, OpenSSL: deferred_imports.py)", ("whalescale",)),
+    ("trio (with outcome, attrs, sortedcontainers)", ("trio",)),
     ("cryptography (AEAD, X25519)", ("cryptography.hazmat.primitives.ciphers.aead",
                                      "cryptography.hazmat.primitives.asymmetric.x25519")),
     ("noiseprotocol", ("noise.connection",)),
