@@ -46,3 +46,15 @@ def test_the_table_gets_the_alone_columns_only_when_measured():
     assert header.endswith("| whalescale alone | nebula alone |")
     assert row.endswith("| 0.7 s | 0.6 s |")
     assert "direct 2.5 s (0.5 s after up)" in row
+
+
+def test_the_footer_says_when_the_agents_were_up():
+    from whalescale.lab.natlab import Path
+    from whalescale.lab.natmatrix import PAIRS, Cell, Matrix, render_side_by_side
+
+    cells = {PAIRS[0]: Cell(True, 2.5, Path.DIRECT, both_up_s=2.0)}
+    assert "agents were up" not in render_side_by_side(Matrix("whalescale", cells),
+                                                        Matrix("nebula", {}))
+    ours = Matrix("whalescale", cells, [0.62, 1.0, 1.94])
+    assert "whalescale's 3 agents were up 0.6-1.9 s after the start" in \
+        render_side_by_side(ours, Matrix("nebula", {}))

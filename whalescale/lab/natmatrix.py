@@ -25,12 +25,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import itertools
+import os
 import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .errors import LabError
@@ -117,6 +118,9 @@ class Cell:
 class Matrix:
     vpn: Vpn
     cells: dict[Pair, Cell]
+    # When each of the VPN's agents logged it was up, from the start of all of them
+    # (whalescale): how long start-up alone took on this machine.
+    agents_up_s: list[float] = field(default_factory=list)
 
     def paths(self) -> dict[Pair, Path]:
         return {pair: cell.path for pair, cell in self.cells.items()}
@@ -275,7 +279,8 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0,
             cells[(a, b)] = Cell(True, first, path,
                                  None if direct_at is None else direct_at - t0,
                                  None if None in ups else max(ups) - t0)
-        return Matrix(vpn, cells)
+        ups_all = [overlay.up_at(name) for name in overlay.tunnel_addr]
+        return Matrix(vpn, cells, sorted(up - t0 for up in ups_all if up is not None))
     finally:
         overlay.stop()
 
@@ -359,7 +364,11 @@ def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
                  f"(a ping every {PROBE_EVERY_S:g} s, timeout {CONNECT_TIMEOUT_S:.0f} s); went "
                  "direct: when the first node's session left the relay or started direct, from "
                  "its log; after up: since the later of the two agents logged it was up "
-                 "(start-up is CPU-bound here: every agent starts at once on this machine). "
+                 "(start-up is CPU-bound here: every agent starts at once on this machine"
+                 + ("" if not ours.agents_up_s else
+                    f"; whalescale's {len(ours.agents_up_s)} agents were up "
+                    f"{ours.agents_up_s[0]:.1f}-{ours.agents_up_s[-1]:.1f} s after the start, "
+                    f"on {os.cpu_count()} cores") + "). "
                  + ("Alone: the pair started alone, cold (no cache, the NATs' connection "
                     "tracking flushed), into running anchors that know nothing of it: what "
                     "a node starting on its own host sees. " if alone else "") +
