@@ -8,7 +8,9 @@ sends as fast as one Python process can for `seconds`; then a newcomer node's ag
 starts (a new legitimate handshake under the flood) and the time to its first answer
 is taken. Reported per kind: the flood's rate, pings lost and the largest round trip,
 the target agent's CPU share and RSS growth, its handshake work (responses sent) and
-its drop counters, and the newcomer's first answer.
+its drop counters, the newcomer's first answer, and how long the target's and the
+peer's agents and the pinger waited for a core during the worst round trip (they share
+the machine with the flood's sender: a late answer may be a process kept off the CPU).
 
 Kinds (each datagram a WireGuard message to the target's port):
 - `init-mac1`: initiations with a valid mac1 and random bodies, from 6 source addresses;
@@ -23,12 +25,14 @@ module is the sender; `... ping ADDR PORT SECONDS` the pinger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import socket
 import struct
 import sys
+import threading
 import time
 
 from ..lab.proc import cpu_seconds, proc_file, rss_mib
@@ -131,7 +135,7 @@ def ping(addr: str, port: int, seconds: float) -> dict[str, float]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sent_at: dict[int, float] = {}
-    rtts: list[float] = []
+    rtts: list[tuple[float, float]] = []  # (sent at, round trip): monotonic, as the bench's
     seq = 0
     print("started", flush=True)
     started = time.monotonic()
@@ -148,14 +152,17 @@ def ping(addr: str, port: int, seconds: float) -> dict[str, float]:
                 data = sock.recv(64)
                 (got,) = struct.unpack("!I", data[:4])
                 if got in sent_at and time.monotonic() - sent_at[got] <= 1.0:
-                    rtts.append(time.monotonic() - sent_at.pop(got))
+                    at = sent_at.pop(got)
+                    rtts.append((at, time.monotonic() - at))
         except BlockingIOError:
             pass
         time.sleep(0.001)
-    rtts.sort()
+    worst = max(rtts, default=None, key=lambda sent_rtt: sent_rtt[1])
+    ordered = sorted(rtt for _, rtt in rtts)
     return {"sent": seq, "answered": len(rtts),
-            "max_rtt_ms": 1000 * rtts[-1] if rtts else None,
-            "p99_rtt_ms": 1000 * rtts[int(0.99 * (len(rtts) - 1))] if rtts else None}
+            "max_rtt_ms": 1000 * ordered[-1] if rtts else None,
+            "p99_rtt_ms": 1000 * ordered[int(0.99 * (len(rtts) - 1))] if rtts else None,
+            "worst_sent_at": worst[0] if worst else None}
 
 
 if __name__ == "__main__":
@@ -172,6 +179,44 @@ if __name__ == "__main__":
 
 def _cpu_s(pid: int) -> float:
     return cpu_seconds(proc_file(pid, "stat"), os.sysconf("SC_CLK_TCK"))
+
+
+class RunQueueWaits:
+    """How long each of some processes' main threads waited for a core (the scheduler's
+    run-queue delay, /proc/PID/schedstat), sampled every 10 ms: the flood's sender, the
+    agents and the pinger share this machine's cores, and a late ping may be one of them
+    waiting rather than the tunnel."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._samples: list[tuple[float, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            waits = {}
+            for name, pid in self._pids.items():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    waits[name] = int(proc_file(pid, "schedstat").split()[1])
+            self._samples.append((time.monotonic(), waits))
+
+    def between(self, start: float, end: float) -> dict[str, float]:
+        """Milliseconds each waited from the last sample before `start` to the first
+        after `end` (so at most 10 ms more on either side)."""
+        before = [w for t, w in self._samples if t <= start]
+        after = [w for t, w in self._samples if t >= end]
+        if not before or not after:
+            return {}
+        return {name: (after[0][name] - before[-1][name]) / 1e6
+                for name in self._pids if name in before[-1] and name in after[0]}
 
 
 DH_DROPS = ("unknown_peer", "bad_initiation")
@@ -219,6 +264,9 @@ def run_flood_bench(kinds: tuple[str, ...] = KINDS, seconds: float = 20.0,
             pinger = hosts["peer"].spawn(sys.executable, "-m", __name__, "ping",
                                          tnode.tunnel_addr, "7300", str(seconds + 2))
             pinger.wait_for_log("started", 10)
+            waits = RunQueueWaits({"target": pid, "peer": agent_pid(mesh.nodes["peer"]),
+                                   "pinger": pinger.pid})
+            waits.start()
             time.sleep(1.0)
             sender = flood.spawn(sys.executable, "-m", __name__, "send", kind,
                                  link.addr_of(target), "51820", public_hex, str(seconds),
@@ -233,11 +281,13 @@ def run_flood_bench(kinds: tuple[str, ...] = KINDS, seconds: float = 20.0,
                     break
             sender.wait_for_log(r"\{.*\}", seconds + 30)
             pinger.wait_for_log(r"\{.*\}", seconds + 30)
+            waits.stop()
             cpu1, rss1, t1 = _cpu_s(pid), rss_mib(pid), time.monotonic()
             drops1 = mesh.status("target")["drops"]
             newcomer.proc.stop()
             flood_out = json.loads(gaps.RESULT.findall(sender.log())[-1])
             ping_out = json.loads(gaps.RESULT.findall(pinger.log())[-1])
+            worst_at = ping_out.pop("worst_sent_at")
             delta = {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1
                      if drops1.get(k, 0) != drops0.get(k, 0)}
             results.append({
@@ -246,7 +296,9 @@ def run_flood_bench(kinds: tuple[str, ...] = KINDS, seconds: float = 20.0,
                 "agent_cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
                 "rss_growth_mib": rss1 - rss0,
                 "dh_per_s": sum(delta.get(k, 0) for k in DH_DROPS) / seconds,
-                "newcomer_first_answer_s": first, "drops": delta})
+                "newcomer_first_answer_s": first, "drops": delta,
+                "worst_ping_waits_ms": {} if worst_at is None else waits.between(
+                    worst_at, worst_at + ping_out["max_rtt_ms"] / 1000)})
             print(json.dumps(results[-1]), flush=True)
             time.sleep(2.0)
     return results
@@ -254,7 +306,8 @@ def run_flood_bench(kinds: tuple[str, ...] = KINDS, seconds: float = 20.0,
 
 def render(results: list[dict]) -> str:
     rows = ["| flood | rate/s | pings lost | max RTT | p99 RTT | agent CPU | RSS growth | DH/s "
-            "| newcomer answered |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+            "| newcomer answered | waits for a core in the worst ping |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for r in results:
         ping = r["pings"]
         first = r["newcomer_first_answer_s"]
@@ -262,5 +315,6 @@ def render(results: list[dict]) -> str:
             f"| {r['kind']} | {r['flood_rate']:,} | {r['lost_pct']:.1f}% "
             f"| {ping['max_rtt_ms'] or 0:.0f} ms | {ping['p99_rtt_ms'] or 0:.0f} ms "
             f"| {r['agent_cpu_pct']:.0f}% | {r['rss_growth_mib']:+.1f} MiB | {r['dh_per_s']:.0f} "
-            f"| {'-' if first is None else f'{first:.1f} s'} |")
+            f"| {'-' if first is None else f'{first:.1f} s'} "
+            f"| {' / '.join(f'{k} {v:.0f} ms' for k, v in r['worst_ping_waits_ms'].items())} |")
     return "\n".join(rows)
