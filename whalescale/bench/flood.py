@@ -135,7 +135,9 @@ def ping(addr: str, port: int, seconds: float) -> dict[str, float]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sent_at: dict[int, float] = {}
-    rtts: list[tuple[float, float]] = []  # (sent at, round trip): monotonic, as the bench's
+    # (sent at, round trip); the monotonic clock is the machine's, so the bench can put
+    # its run-queue samples beside the worst one
+    rtts: list[tuple[float, float]] = []
     seq = 0
     print("started", flush=True)
     started = time.monotonic()
