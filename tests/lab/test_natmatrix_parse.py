@@ -44,7 +44,7 @@ def test_the_table_gets_the_alone_columns_only_when_measured():
     nebula.cells[pair] = Cell(True, 0.9, Path.RELAYED, alone_s=0.61)
     header, _, row, *_ = render_side_by_side(ours, nebula).splitlines()
     assert header.endswith("| whalescale alone | nebula alone |")
-    assert row.endswith("| 0.7 s | 0.6 s |")
+    assert row.endswith("| 0.74 s | 0.61 s |")
     assert "direct 2.5 s (0.5 s after up)" in row
 
 

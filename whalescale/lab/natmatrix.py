@@ -111,7 +111,7 @@ class Cell:
         return "-" if self.direct_s is None else f"{self.direct_s:.1f} s"
 
     def alone_text(self) -> str:
-        return "-" if self.alone_s is None else f"{self.alone_s:.1f} s"
+        return "-" if self.alone_s is None else f"{self.alone_s:.2f} s"  # judged to 0.3 s
 
 
 @dataclass
