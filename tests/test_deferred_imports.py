@@ -25,10 +25,10 @@ def test_the_agents_imports_map_no_system_openssl_nor_idna():
                ) == "[] <class 'whalescale.deferred_imports.DeferredModule'>"
 
 
-def test_without_the_package_they_do():
-    # The guard is what keeps it out: trio alone maps it (so this test would notice a
-    # trio that stopped importing ssl, and the guard could go).
-    assert "libssl" in run("import trio\nprint(openssl())")
+def test_the_check_sees_openssl_once_it_is_used():
+    # The control: the maps show it as soon as something reads from the stand-in.
+    assert run("import whalescale, ssl\nprint(openssl())") == "[]"
+    assert "libssl" in run("import whalescale, ssl\nssl.PROTOCOL_TLS_CLIENT\nprint(openssl())")
 
 
 @pytest.mark.parametrize("use", [

@@ -44,7 +44,7 @@
   Restarted at the minimum weight instead, it took 2.6 s of the bench's 3 s up
   in every 4 to regrow (under WRR its share only grows as fast as what it
   carried proves, and the loss and queue the outage left behind ended its
-  slow start at once): flapping CUBIC 65% of the sum against 71% before.
+  slow start at once): flapping CUBIC 65% of the sum, 78% resumed.
 - Hysteresis: a weight moves only when the new target differs from it by more
   than `hysteresis` of it, so bursty cross traffic does not make the scheduler
   shuffle paths (3.11).
