@@ -308,6 +308,17 @@ def cmd_lab_demo(args: argparse.Namespace) -> int:
     return run_demo(nodes=args.nodes, seconds=args.seconds)
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type of a count of runs."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {count}")
+    return count
+
+
 def _with_nebula(args: argparse.Namespace) -> bool:
     """Run the nebula reference unless told not to; say so when it is not installed."""
     import shutil
@@ -320,15 +331,23 @@ def _with_nebula(args: argparse.Namespace) -> bool:
 
 
 def cmd_lab_nat_matrix(args: argparse.Namespace) -> int:
-    from .lab.natmatrix import EXPECTED_WHALESCALE, render_side_by_side, run_matrices
+    from .lab.natmatrix import (
+        EXPECTED_WHALESCALE,
+        Matrix,
+        medians,
+        render_side_by_side,
+        run_matrices,
+    )
 
     with_nebula = _with_nebula(args)
-    ours, nebula = run_matrices(with_nebula=with_nebula, alone=args.alone)
-    table = render_side_by_side(ours, nebula)
+    ours, nebula = run_matrices(with_nebula=with_nebula, alone=args.alone, runs=args.runs)
+    table = render_side_by_side(medians(ours), medians(nebula) if nebula
+                                else Matrix("nebula", {}))
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")
-    return EXIT_OK if ours.paths() == EXPECTED_WHALESCALE else EXIT_INVALID
+    return (EXIT_OK if all(m.paths() == EXPECTED_WHALESCALE for m in ours)
+            else EXIT_INVALID)
 
 
 def cmd_lab_roam(args: argparse.Namespace) -> int:
@@ -599,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alone", action="store_true",
                    help="then time each pair again, started alone with the anchors from cold "
                    "(what a node starting on its own host sees; about 5 more minutes)")
+    p.add_argument("--runs", type=_at_least_one, default=1, metavar="N",
+                   help="rounds of both VPNs in the one lab; the table shows each cell's "
+                   "medians, the exit status every round's paths (default 1)")
     p.set_defaults(func=cmd_lab_nat_matrix)
     p = lab.add_parser("roam", help="roaming gaps, whalescale vs nebula",
                        description="Build one anchor and two peers behind port-restricted "
@@ -607,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "0.1 s) when a peer moves, when its gateway's public address changes "
                        "and when the gateways forget their NAT state, beside the time to "
                        "the first answer. Needs root; about 90 s a run.")
-    p.add_argument("--runs", type=int, default=1, help="rounds of both VPNs (medians)")
+    p.add_argument("--runs", type=_at_least_one, default=1,
+                   help="rounds of both VPNs (medians)")
     p.add_argument("--no-nebula", action="store_true", help="whalescale only")
     p.add_argument("--out", type=Path, help="also write the table to this file")
     p.set_defaults(func=cmd_lab_roam)

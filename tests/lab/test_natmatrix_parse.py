@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+
 from whalescale.lab.natmatrix import agent_up, went_direct
 
 AGENT = "INFO whalescale.agent:"
@@ -58,3 +60,29 @@ def test_the_footer_says_when_the_agents_were_up():
     ours = Matrix("whalescale", cells, [0.62, 1.0, 1.94])
     assert "whalescale's 3 agents were up 0.6-1.9 s after the start" in \
         render_side_by_side(ours, Matrix("nebula", {}))
+
+
+def test_rounds_make_one_matrix_of_medians_and_mark_a_path_not_every_round_saw():
+    from whalescale.lab.natlab import Path
+    from whalescale.lab.natmatrix import PAIRS, Cell, Matrix, medians, render_side_by_side
+
+    a, b = PAIRS[0], PAIRS[1]
+    rounds = [
+        Matrix("whalescale", {a: Cell(True, 1.6, Path.DIRECT, 1.5, 1.4, 0.3),
+                              b: Cell(True, 2.0, Path.RELAYED, None, 1.7)}, [1.3, 1.7], 1),
+        Matrix("whalescale", {a: Cell(True, 4.8, Path.DIRECT, 4.7, 1.9, 3.3),
+                              b: Cell(True, 2.2, Path.DIRECT, 2.1, 1.8)}, [1.6, 1.9], 1),
+        Matrix("whalescale", {a: Cell(True, 2.0, Path.DIRECT, 1.9, 1.8, 0.4),
+                              b: Cell(True, 2.1, Path.RELAYED, None, 1.9)}, [1.5, 1.8], 1),
+    ]
+    got = medians(rounds)
+    # after up: each round's 0.2 / 2.9 / 0.2 s, median 0.2 (not 2.0 - 1.8 of the medians)
+    assert got.cells[a] == Cell(True, 2.0, Path.DIRECT, 1.9, pytest.approx(1.8), 0.4)
+    assert str(got.cells[a]) == "direct 2.0 s (0.2 s after up)"
+    assert got.cells[b].path is Path.RELAYED and got.cells[b].varied
+    assert str(got.cells[b]).startswith("relayed* 2.1 s")
+    assert got.cells[b].direct_s == 2.1  # the one round that went direct
+    assert got.runs == 3 and medians(rounds[:1]) is rounds[0]
+    footer = render_side_by_side(got, Matrix("nebula", {})).splitlines()[-1]
+    assert "whalescale's 2 agents were up 1.3-1.9 s" in footer
+    assert "median of 3 rounds" in footer

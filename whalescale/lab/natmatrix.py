@@ -22,12 +22,14 @@ the wall-clock time T0, then prints the seconds from T0 to the first answered pi
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import itertools
 import os
 import re
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable, Collection
@@ -99,13 +101,15 @@ class Cell:
     direct_s: float | None = None  # when the first node's session went direct (whalescale)
     both_up_s: float | None = None  # when the later of the two agents said it was up
     alone_s: float | None = None  # first ping when the pair started alone (connect_alone)
+    varied: bool = False  # of several rounds (`medians`), not all saw `path`
 
     def __str__(self) -> str:
+        path = self.path.value + ("*" if self.varied else "")
         if not self.connected or self.first_ping_s is None:
-            return self.path.value
+            return path
         after_up = ("" if self.both_up_s is None
                     else f" ({self.first_ping_s - self.both_up_s:.1f} s after up)")
-        return f"{self.path.value} {self.first_ping_s:.1f} s{after_up}"
+        return f"{path} {self.first_ping_s:.1f} s{after_up}"
 
     def direct_text(self) -> str:
         return "-" if self.direct_s is None else f"{self.direct_s:.1f} s"
@@ -121,9 +125,38 @@ class Matrix:
     # When each of the VPN's agents logged it was up, from the start of all of them
     # (whalescale): how long start-up alone took on this machine.
     agents_up_s: list[float] = field(default_factory=list)
+    runs: int = 1  # rounds this matrix is the median of (`medians`)
 
     def paths(self) -> dict[Pair, Path]:
         return {pair: cell.path for pair, cell in self.cells.items()}
+
+
+def medians(rounds: list[Matrix]) -> Matrix:
+    """One matrix of several rounds of the same VPN: each cell's times are the medians of
+    the rounds that measured them ("after up" the median of each round's, not the
+    difference of two medians); its path the one most rounds saw, marked `varied` when
+    not all did."""
+    if len(rounds) == 1:
+        return rounds[0]
+
+    def median(values: list[float | None]) -> float | None:
+        seen = [v for v in values if v is not None]
+        return statistics.median(seen) if seen else None
+
+    cells = {}
+    for pair in rounds[0].cells:
+        each = [r.cells[pair] for r in rounds if pair in r.cells]
+        paths = collections.Counter(cell.path for cell in each)
+        first = median([cell.first_ping_s for cell in each])
+        after_up = median([None if c.first_ping_s is None or c.both_up_s is None
+                           else c.first_ping_s - c.both_up_s for c in each])
+        cells[pair] = Cell(
+            all(cell.connected for cell in each), first, paths.most_common(1)[0][0],
+            median([cell.direct_s for cell in each]),
+            None if first is None or after_up is None else first - after_up,
+            median([cell.alone_s for cell in each]), varied=len(paths) > 1)
+    return Matrix(rounds[0].vpn, cells, sorted(t for r in rounds for t in r.agents_up_s),
+                  len(rounds))
 
 
 # -- one VPN's nodes --------------------------------------------------------------------
@@ -250,6 +283,8 @@ def run_matrix(natlab: NatLab, vpn: Vpn, *, settle_s: float = 0.0,
     the path a pair settles on rather than the one it starts with. `overlay`: the VPN's
     nodes when already made (a lab makes each VPN's keys and files once)."""
     overlay = overlay or OVERLAYS[vpn](natlab)
+    for site in natlab.sites.values():  # cold NATs: nothing left of the run before
+        site.flush_conntrack()
     t0 = time.time() + PROBERS_READY_S
     try:
         probers = {
@@ -319,22 +354,27 @@ def connect_alone(natlab: NatLab, vpn: Vpn, overlay: _Overlay | None = None
     return out
 
 
-def run_matrices(*, with_nebula: bool = True, alone: bool = False
-                 ) -> tuple[Matrix, Matrix]:
-    """Build the NAT lab, run nebula (unless told not to) then whalescale on it, tear down.
-    Without nebula the reference matrix is empty. `alone`: then time each pair started
-    alone (`connect_alone`), into the cells' `alone_s`."""
+def run_matrices(*, with_nebula: bool = True, alone: bool = False, runs: int = 1
+                 ) -> tuple[list[Matrix], list[Matrix]]:
+    """Build the NAT lab, run nebula (unless told not to) then whalescale on it, `runs`
+    rounds, tear down; each VPN's matrix of every round (`medians` makes one of them).
+    Without nebula the reference list is empty. `alone`: then, in each round, time each
+    pair started alone (`connect_alone`), into the cells' `alone_s`."""
     from .lab import Lab
 
     with Lab() as lab, NatLab(lab) as natlab:
         vpns: list[Vpn] = ["nebula", "whalescale"] if with_nebula else ["whalescale"]
         overlays = {vpn: OVERLAYS[vpn](natlab) for vpn in vpns}
-        matrices = {vpn: run_matrix(natlab, vpn, overlay=overlays[vpn]) for vpn in vpns}
-        for vpn in vpns if alone else ():
-            times = connect_alone(natlab, vpn, overlays[vpn])
-            matrices[vpn].cells = {pair: replace(cell, alone_s=times.get(pair))
-                                   for pair, cell in matrices[vpn].cells.items()}
-        return matrices["whalescale"], matrices.get("nebula", Matrix("nebula", {}))
+        rounds: dict[Vpn, list[Matrix]] = {vpn: [] for vpn in vpns}
+        for _ in range(runs):
+            matrices = {vpn: run_matrix(natlab, vpn, overlay=overlays[vpn]) for vpn in vpns}
+            for vpn in vpns if alone else ():
+                times = connect_alone(natlab, vpn, overlays[vpn])
+                matrices[vpn].cells = {pair: replace(cell, alone_s=times.get(pair))
+                                       for pair, cell in matrices[vpn].cells.items()}
+            for vpn in vpns:
+                rounds[vpn].append(matrices[vpn])
+        return rounds["whalescale"], rounds.get("nebula", [])
 
 
 def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
@@ -366,9 +406,12 @@ def render_side_by_side(ours: Matrix, nebula: Matrix) -> str:
                  "its log; after up: since the later of the two agents logged it was up "
                  "(start-up is CPU-bound here: every agent starts at once on this machine"
                  + ("" if not ours.agents_up_s else
-                    f"; whalescale's {len(ours.agents_up_s)} agents were up "
+                    f"; whalescale's {len(ours.agents_up_s) // ours.runs} agents were up "
                     f"{ours.agents_up_s[0]:.1f}-{ours.agents_up_s[-1]:.1f} s after the start, "
                     f"on {os.cpu_count()} cores") + "). "
+                 + ("" if ours.runs == 1 else
+                    f"Every time is the median of {ours.runs} rounds; *: not every round "
+                    "saw this path, the one most did is shown. ")
                  + ("Alone: the pair started alone, cold (no cache, the NATs' connection "
                     "tracking flushed), into running anchors that know nothing of it: what "
                     "a node starting on its own host sees. " if alone else "") +
